@@ -1,0 +1,172 @@
+"""Every error ProxyStore raises, under one root.
+
+The tree::
+
+    ProxyStoreError
+    ├── SerializationError (also ValueError)       serialize / deserialize failed
+    ├── StoreError                                 a store misbehaved or was misused
+    │   ├── UnknownStoreError (also ValueError)    init_store got a type it does not know
+    │   ├── MissingExtraError (also ImportError)   the store's optional dependency is missing
+    │   ├── InvalidKeyError (also ValueError)      a key that the backend cannot hold
+    │   ├── ProcessLocalStoreError                 a LocalStore proxy used in another process
+    │   ├── StoreConnectionError                   the backend server cannot be reached
+    │   ├── StoreTimeoutError (also TimeoutError)  a bounded wait ran out
+    │   └── StoreAuthError                         the backend refused our credentials
+    └── ProxyResolveMissingKey (also KeyError)     a proxy's object is gone from its store
+
+Third-party errors (redis-py, globus-sdk, OS errors) are translated at the backend boundary and
+chained with ``raise ... from exc``, so the original is always on ``__cause__``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "InvalidKeyError",
+    "MissingExtraError",
+    "ProcessLocalStoreError",
+    "ProxyResolveMissingKey",
+    "ProxyStoreError",
+    "SerializationError",
+    "StoreAuthError",
+    "StoreConnectionError",
+    "StoreError",
+    "StoreTimeoutError",
+    "UnknownStoreError",
+]
+
+
+class ProxyStoreError(Exception):
+    """Root of every error raised by ProxyStore."""
+
+
+class SerializationError(ProxyStoreError, ValueError):
+    """An object could not be serialized, or bytes could not be deserialized."""
+
+
+class StoreError(ProxyStoreError):
+    """A store was misused or its backend failed.
+
+    Attributes:
+        store_name: Name of the store involved, when known.
+        store_type: Class name of the store involved, when known.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        store_name: str | None = None,
+        store_type: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.store_name = store_name
+        self.store_type = store_type
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keyword-only attributes do not survive the default exception pickling, and these
+        # errors cross process boundaries (a worker's failure re-raised by the client).
+        return (_rebuild_error, (type(self), self.args, dict(self.__dict__)))
+
+
+class UnknownStoreError(StoreError, ValueError):
+    """``init_store`` was given a store type it cannot map to a class."""
+
+
+class MissingExtraError(StoreError, ImportError):
+    """A store needs an optional dependency that is not installed.
+
+    Attributes:
+        extra: Name of the extra to install (``pip install "proxystore[<extra>]"``).
+    """
+
+    def __init__(self, message: str, *, extra: str, store_type: str | None = None) -> None:
+        super().__init__(message, store_type=store_type)
+        self.extra = extra
+
+
+class InvalidKeyError(StoreError, ValueError):
+    """A key that the store's backend cannot hold (empty, a path separator, ...).
+
+    Attributes:
+        key: The offending key.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        key: str,
+        store_name: str | None = None,
+        store_type: str | None = None,
+    ) -> None:
+        super().__init__(message, store_name=store_name, store_type=store_type)
+        self.key = key
+
+
+class ProcessLocalStoreError(StoreError):
+    """A proxy of a process-local store (``LocalStore``) was resolved in another process."""
+
+
+class StoreConnectionError(StoreError):
+    """The store's backend server could not be reached.
+
+    Attributes:
+        address: ``host:port`` (or another description) of the server that failed.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        address: str,
+        store_name: str | None = None,
+        store_type: str | None = None,
+    ) -> None:
+        super().__init__(message, store_name=store_name, store_type=store_type)
+        self.address = address
+
+
+class StoreTimeoutError(StoreError, TimeoutError):
+    """A bounded wait on the store's backend ran out."""
+
+
+class StoreAuthError(StoreError):
+    """The backend refused the store's credentials, or there are none to use."""
+
+
+class ProxyResolveMissingKey(ProxyStoreError, KeyError):
+    """A proxy could not resolve because its key is not in its store.
+
+    Attributes:
+        key: Key the proxy refers to.
+        store_type: Type (class name) of the store the proxy refers to.
+        store_name: Name of the store the proxy refers to.
+    """
+
+    def __init__(self, key: str, store_type: str, store_name: str) -> None:
+        self.key = key
+        self.store_type = store_type
+        self.store_name = store_name
+        super().__init__(key, store_type, store_name)
+
+    def __str__(self) -> str:
+        return (
+            f"Proxy cannot resolve: key {self.key!r} is not in {self.store_type} "
+            f"{self.store_name!r}. The object was most likely evicted (by store.evict(), "
+            f"or by a proxy created with evict=True that already resolved), or it was "
+            f"written to a different store or backend than this proxy points at."
+        )
+
+    def __reduce__(self) -> tuple[type[ProxyResolveMissingKey], tuple[str, str, str]]:
+        return (type(self), (self.key, self.store_type, self.store_name))
+
+
+def _rebuild_error(
+    cls: type[BaseException], args: tuple[Any, ...], state: dict[str, Any]
+) -> BaseException:
+    error = cls.__new__(cls, *args)
+    error.args = args
+    error.__dict__.update(state)
+    return error

@@ -1,0 +1,222 @@
+r"""Serialization of objects to bytes and back.
+
+Layout of serialized data (the first byte names the format)::
+
+    b"\x01" + data                       bytes, passed through
+    b"\x02" + utf-8 text                 str
+    b"\x03" + frame                      pickle protocol 5 with out-of-band buffers
+    b"\x04" + frame                      the same, pickled by cloudpickle (lambdas, closures)
+
+    frame: uint8[3] padding, uint32 buffer count n, uint64 pickle length,
+           uint64[n] buffer lengths, the pickle stream, then each buffer starting
+           at a 64-byte aligned offset (from the start of the data)
+
+Large numpy arrays (anything exposing the buffer protocol to pickle 5) are not copied into the
+pickle stream: they are laid out after it, aligned, and on the way back the arrays are rebuilt on
+memory views of the input. Writable input (``bytearray``, a writable ``memoryview`` or ``mmap``)
+gives arrays that share its memory without any copy; read-only input (``bytes``) gives arrays
+backed by one private copy of each buffer, so they stay writable like the original.
+
+:func:`serialize_parts` returns the pieces without joining them, so a backend that can write a
+list of buffers (``os.writev``, a Redis pipeline) never makes the joined copy at all.
+"""
+
+from __future__ import annotations
+
+import pickle
+import struct
+from collections.abc import Sequence
+from typing import Any, Union
+
+import cloudpickle
+
+from proxystore.exceptions import SerializationError
+
+__all__ = [
+    "Buffer",
+    "SerializationError",
+    "deserialize",
+    "serialize",
+    "serialize_parts",
+    "serialized_size",
+]
+
+Buffer = Union[bytes, bytearray, memoryview]
+"""Anything :func:`deserialize` accepts."""
+
+_BYTES = 0x01
+_STR = 0x02
+_PICKLE = 0x03
+_CLOUDPICKLE = 0x04
+
+_ALIGN = 64
+_FRAME_HEAD = struct.Struct("<3xIQ")  # padding, buffer count, pickle length (after the tag byte)
+_LENGTH = struct.Struct("<Q")
+
+
+def _align(offset: int) -> int:
+    return (offset + _ALIGN - 1) // _ALIGN * _ALIGN
+
+
+def _pickle(obj: Any) -> tuple[int, bytes, list[pickle.PickleBuffer]]:
+    buffers: list[pickle.PickleBuffer] = []
+    try:
+        if _needs_cloudpickle(obj):
+            raise pickle.PicklingError("defined in __main__ or locally")
+        stream = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+        return _PICKLE, stream, buffers
+    except Exception as first:
+        buffers.clear()
+        try:
+            stream = cloudpickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+        except Exception as exc:
+            raise SerializationError(
+                f"cannot serialize object of type {type(obj).__name__}: {exc} "
+                f"(pickle said: {first})"
+            ) from exc
+        return _CLOUDPICKLE, stream, buffers
+
+
+def _needs_cloudpickle(obj: Any) -> bool:
+    # Functions and classes defined in __main__ or inside a function pickle "by reference"
+    # without error, yet cannot be loaded by another process: ship them by value instead.
+    if isinstance(obj, type) or (callable(obj) and hasattr(obj, "__qualname__")):
+        module = getattr(obj, "__module__", None)
+        return module == "__main__" or "<locals>" in getattr(obj, "__qualname__", "")
+    return False
+
+
+def serialize_parts(obj: Any) -> list[Buffer]:
+    """Serialize ``obj`` into a list of buffers whose concatenation is ``serialize(obj)``.
+
+    Large buffers of the object (numpy arrays, ``bytes``) appear in the list as memory views of
+    the object itself, without a copy.
+
+    Args:
+        obj: Object to serialize.
+
+    Returns:
+        The pieces, in order.
+
+    Raises:
+        SerializationError: If the object cannot be pickled, even by cloudpickle.
+    """
+    if isinstance(obj, bytes):
+        return [b"\x01", obj]
+    if isinstance(obj, str):
+        return [b"\x02" + obj.encode("utf-8", "surrogatepass")]
+    tag, stream, buffers = _pickle(obj)
+    raws: list[memoryview] = []
+    for buffer in buffers:
+        try:
+            raws.append(buffer.raw())
+        except BufferError:
+            # Non-contiguous buffer: pickle 5 only hands those out when the exporter allows
+            # it; copy it into a contiguous one.
+            raws.append(memoryview(bytes(memoryview(buffer))))
+    head = bytearray([tag])
+    head += _FRAME_HEAD.pack(len(raws), len(stream))
+    for raw in raws:
+        head += _LENGTH.pack(raw.nbytes)
+    parts: list[Buffer] = [bytes(head), stream]
+    offset = len(head) + len(stream)
+    for raw in raws:
+        start = _align(offset)
+        if start > offset:
+            parts.append(bytes(start - offset))
+        parts.append(raw)
+        offset = start + raw.nbytes
+    return parts
+
+
+def serialized_size(parts: Sequence[Buffer]) -> int:
+    """Total size in bytes of the pieces returned by :func:`serialize_parts`."""
+    return sum(memoryview(part).nbytes for part in parts)
+
+
+def serialize(obj: Any) -> bytes:
+    """Serialize ``obj`` to bytes.
+
+    ``bytes`` and ``str`` pass through with a one-byte tag; other objects use pickle protocol 5
+    with out-of-band buffers (cloudpickle for lambdas, closures and ``__main__`` definitions).
+
+    Args:
+        obj: Object to serialize.
+
+    Returns:
+        The serialized bytes.
+
+    Raises:
+        SerializationError: If the object cannot be pickled, even by cloudpickle.
+    """
+    parts = serialize_parts(obj)
+    if len(parts) == 1 and isinstance(parts[0], bytes):
+        return parts[0]
+    return b"".join(parts)
+
+
+def deserialize(data: Buffer) -> Any:
+    """Rebuild an object from the output of :func:`serialize`.
+
+    Args:
+        data: Serialized data. Writable buffers are shared by the rebuilt arrays (no copy).
+
+    Returns:
+        The object.
+
+    Raises:
+        SerializationError: If ``data`` is not a bytes-like object, is empty, carries an
+            unknown format tag, or is truncated or corrupt.
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise SerializationError(
+            f"deserialize() expects bytes, bytearray or memoryview, got {type(data).__name__}"
+        )
+    view = memoryview(data)
+    if view.ndim != 1 or view.itemsize != 1:
+        view = view.cast("B")
+    if view.nbytes == 0:
+        raise SerializationError("cannot deserialize empty data")
+    tag = view[0]
+    if tag == _BYTES:
+        return bytes(view[1:])
+    if tag == _STR:
+        try:
+            return str(view[1:], "utf-8", "surrogatepass")
+        except UnicodeDecodeError as exc:
+            raise SerializationError(f"corrupt serialized str: {exc}") from exc
+    if tag in (_PICKLE, _CLOUDPICKLE):
+        return _load_frame(view)
+    raise SerializationError(
+        f"unknown serialization tag {tag:#04x}: the data was not produced by "
+        "proxystore.serialize.serialize() (or was written raw with serialize=False)"
+    )
+
+
+def _load_frame(view: memoryview) -> Any:
+    size = view.nbytes
+    head_end = 1 + _FRAME_HEAD.size
+    if size < head_end:
+        raise SerializationError(f"truncated serialized data ({size} bytes)")
+    count, stream_len = _FRAME_HEAD.unpack_from(view, 1)
+    lengths_end = head_end + count * _LENGTH.size
+    if lengths_end > size:
+        raise SerializationError(f"truncated serialized data ({size} bytes, {count} buffers)")
+    lengths = [_LENGTH.unpack_from(view, head_end + i * _LENGTH.size)[0] for i in range(count)]
+    offset = lengths_end + stream_len
+    if offset > size:
+        raise SerializationError(f"truncated serialized data ({size} bytes)")
+    stream = view[lengths_end:offset]
+    buffers: list[Buffer] = []
+    copy = view.readonly
+    for length in lengths:
+        start = _align(offset)
+        offset = start + length
+        if offset > size:
+            raise SerializationError(f"truncated serialized data ({size} bytes)")
+        piece = view[start:offset]
+        buffers.append(bytearray(piece) if copy else piece)
+    try:
+        return pickle.loads(stream, buffers=buffers)
+    except Exception as exc:
+        raise SerializationError(f"corrupt serialized data: {exc}") from exc

@@ -1,0 +1,208 @@
+"""The process-wide registry of named stores: ``STORES``, ``init_store`` and ``get_store``.
+
+Backends are named by dotted path and imported on first use, so importing ProxyStore never
+imports redis or globus-sdk. A factory that must re-create its store in a worker process goes
+through :func:`get_or_init_store`, which is atomic: two proxies resolving in parallel threads
+end up with one store object.
+
+The registry is guarded by a lock; :func:`registered_stores` returns a read-only snapshot.
+"""
+
+from __future__ import annotations
+
+import enum
+import importlib
+import threading
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Union
+
+from proxystore.exceptions import MissingExtraError, UnknownStoreError
+from proxystore.proxy import Proxy, get_factory
+
+if TYPE_CHECKING:
+    from proxystore.store.base import Store
+
+__all__ = [
+    "STORES",
+    "StoreType",
+    "get_or_init_store",
+    "get_store",
+    "init_store",
+    "register_store",
+    "registered_stores",
+    "resolve_store_class",
+    "unregister_store",
+]
+
+
+class STORES(enum.Enum):
+    """The store types that ship with ProxyStore, each named by the dotted path of its class."""
+
+    LOCAL = "proxystore.store.local:LocalStore"
+    FILE = "proxystore.store.file:FileStore"
+    REDIS = "proxystore.store.redis:RedisStore"
+    GLOBUS = "proxystore.store.globus:GlobusStore"
+
+    @classmethod
+    def get_str_by_type(cls, store_type: type[Store]) -> str:
+        """Return the member name (``"REDIS"``, ...) of a built-in store class.
+
+        Raises:
+            KeyError: If ``store_type`` is not one of the built-in stores.
+        """
+        path = store_type.type_path()
+        for member in cls:
+            if member.value == path:
+                return member.name
+        raise KeyError(f"{store_type.__name__} is not a built-in store type")
+
+
+StoreType = Union[STORES, str, "type[Store]"]
+"""What :func:`init_store` accepts as a store type."""
+
+# Optional dependency of each backend module: (module that may be missing, extra to install).
+_EXTRAS: dict[str, tuple[str, str]] = {
+    "proxystore.store.redis": ("redis", "redis"),
+    "proxystore.store.globus": ("globus_sdk", "globus"),
+}
+
+_lock = threading.RLock()
+_stores: dict[str, Store] = {}
+
+
+def _import_path(path: str) -> type[Store]:
+    from proxystore.store.base import Store
+
+    module_name, _, qualname = path.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        dependency, extra = _EXTRAS.get(module_name, (None, None))
+        if extra is not None and exc.name is not None and exc.name.split(".")[0] == dependency:
+            raise MissingExtraError(
+                f"{qualname} needs the optional dependency {dependency!r}: "
+                f'install it with pip install "proxystore[{extra}]"',
+                extra=extra,
+                store_type=qualname,
+            ) from exc
+        raise UnknownStoreError(
+            f"cannot import store module {module_name!r} for store type {path!r}: {exc}",
+            store_type=path,
+        ) from exc
+    obj: Any = module
+    for part in qualname.split("."):
+        obj = getattr(obj, part, None)
+    if not (isinstance(obj, type) and issubclass(obj, Store)):
+        raise UnknownStoreError(f"{path!r} does not name a Store subclass", store_type=path)
+    return obj
+
+
+def resolve_store_class(store_type: StoreType) -> type[Store]:
+    """Map a store type to its class.
+
+    Args:
+        store_type: A :class:`STORES` member, its name or value as a string (``"REDIS"``,
+            ``"redis"``, ``"proxystore.store.redis:RedisStore"``), the class name of a built-in
+            store (``"RedisStore"``), or a :class:`~proxystore.store.base.Store` subclass.
+
+    Raises:
+        UnknownStoreError: If the type names no store (also a ``ValueError``).
+        MissingExtraError: If the store's optional dependency is not installed.
+    """
+    from proxystore.store.base import Store
+
+    if isinstance(store_type, STORES):
+        return _import_path(store_type.value)
+    if isinstance(store_type, type):
+        if issubclass(store_type, Store):
+            return store_type
+        raise UnknownStoreError(
+            f"{store_type.__name__} is not a proxystore Store subclass",
+            store_type=store_type.__name__,
+        )
+    if isinstance(store_type, str):
+        for member in STORES:
+            class_name = member.value.rpartition(":")[2]
+            if store_type.upper() == member.name or store_type in (member.value, class_name):
+                return _import_path(member.value)
+        if ":" in store_type:
+            return _import_path(store_type)
+    known = ", ".join(member.name for member in STORES)
+    raise UnknownStoreError(
+        f"unknown store type {store_type!r}: use one of STORES ({known}), a Store subclass, "
+        "or a 'module:ClassName' path",
+        store_type=str(store_type),
+    )
+
+
+def init_store(store_type: StoreType, name: str, **kwargs: Any) -> Store:
+    """Create a store and register it under ``name``.
+
+    Re-initializing a name replaces the registered store (the old one is not cleaned up).
+
+    Args:
+        store_type: Which store to create (see :func:`resolve_store_class`).
+        name: Name to register the store under; proxies find their store by this name.
+        kwargs: Arguments of the store's constructor.
+
+    Returns:
+        The new store.
+
+    Raises:
+        UnknownStoreError: If ``store_type`` names no store (also a ``ValueError``).
+        MissingExtraError: If the store's optional dependency is not installed.
+    """
+    cls = resolve_store_class(store_type)
+    store = cls(name, **kwargs)
+    register_store(store)
+    return store
+
+
+def register_store(store: Store) -> None:
+    """Register an existing store object under its name, replacing any store of that name."""
+    with _lock:
+        _stores[store.name] = store
+
+
+def unregister_store(name: str) -> None:
+    """Remove the store registered under ``name`` (no-op if there is none)."""
+    with _lock:
+        _stores.pop(name, None)
+
+
+def get_store(name_or_proxy: str | Proxy) -> Store | None:
+    """Return the registered store with this name, or the store a proxy refers to.
+
+    A proxy is not resolved by this call.
+
+    Returns:
+        The store, or ``None`` if no store of that name is registered in this process (or the
+        proxy's factory is not a store factory).
+    """
+    if isinstance(name_or_proxy, Proxy):
+        name = getattr(get_factory(name_or_proxy), "store_name", None)
+        if not isinstance(name, str):
+            return None
+    else:
+        name = name_or_proxy
+    with _lock:
+        return _stores.get(name)
+
+
+def get_or_init_store(store_type: str, name: str, kwargs: Mapping[str, Any]) -> Store:
+    """Return the store registered as ``name``, creating and registering it if there is none.
+
+    Used by store factories in processes where the store has not been initialized yet.
+    """
+    with _lock:
+        store = _stores.get(name)
+        if store is None:
+            store = init_store(store_type, name, **dict(kwargs))
+        return store
+
+
+def registered_stores() -> Mapping[str, Store]:
+    """Return a read-only snapshot of the registry (name to store)."""
+    with _lock:
+        return MappingProxyType(dict(_stores))

@@ -1,0 +1,229 @@
+"""The behaviour every store must have: one suite, run over every store kind."""
+
+from __future__ import annotations
+
+import pickle
+import uuid
+from typing import Any
+
+import numpy as np
+import pytest
+
+from proxystore.exceptions import ProxyResolveMissingKey
+from proxystore.proxy import Proxy, extract, get_key, is_resolved
+from proxystore.store import Store, get_store
+from proxystore.store.base import MISSING
+
+
+def _key() -> str:
+    return f"custom-{uuid.uuid4().hex}"
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [b"raw bytes \x00\xff", "text é ✓", {"a": [1, 2.5, None], "b": ("x", b"y")}, 12345, None],
+    ids=["bytes", "str", "dict", "int", "none"],
+)
+def test_set_get_roundtrip(store: Store, obj: Any) -> None:
+    key = store.set(obj)
+    assert store.exists(key)
+    got = store.get(key, default=MISSING)
+    assert got == obj
+    assert type(got) is type(obj)
+
+
+def test_numpy_roundtrip_keeps_dtype_shape_and_is_writable(store: Store) -> None:
+    arrays = [
+        np.arange(1000, dtype=np.float64).reshape(10, 100),
+        np.asfortranarray(np.random.default_rng(0).random((30, 7))),
+        np.arange(100, dtype=np.int16)[::3],
+        np.array(["a", "bc"]),
+    ]
+    for array in arrays:
+        got = store.get(store.set(array))
+        assert isinstance(got, np.ndarray)
+        assert got.dtype == array.dtype and got.shape == array.shape
+        assert np.array_equal(got, array)
+        if array.flags.forc:  # contiguous layouts survive; strided views come back compact
+            assert got.flags.f_contiguous == array.flags.f_contiguous
+            assert got.flags.c_contiguous == array.flags.c_contiguous
+        got.flat[0] = got.flat[-1]  # must not raise: arrays come back writable
+
+
+def test_callables_roundtrip(store: Store) -> None:
+    offset = 7
+    assert store.get(store.set(lambda x: x + offset))(1) == 8
+    assert store.get(store.set(square))(4) == 16
+
+
+def test_custom_key_and_overwrite(store: Store) -> None:
+    key = _key()
+    assert store.set("first", key=key) == key
+    assert store.get(key) == "first"
+    store.set("second", key=key)
+    assert store.get(key) == "second"
+    store.evict(key)
+
+
+def test_missing_key_returns_default(store: Store) -> None:
+    key = _key()
+    assert store.get(key) is None
+    assert store.get(key, default="fallback") == "fallback"
+    assert not store.exists(key)
+
+
+def test_keys_are_unguessable(store: Store) -> None:
+    keys = {store.set(i) for i in range(50)}
+    assert len(keys) == 50
+    for key in keys:
+        assert len(key) >= 32
+        int(key, 16)  # 128 random bits as hex
+        store.evict(key)
+
+
+def test_exists_and_evict(store: Store) -> None:
+    key = store.set([1, 2, 3])
+    assert store.exists(key)
+    assert store.get(key) == [1, 2, 3]
+    store.evict(key)
+    assert not store.exists(key)
+    assert store.get(key) is None
+    store.evict(key)  # evicting a missing key is fine
+
+
+def test_raw_bytes_without_serialization(store: Store) -> None:
+    key = store.set(b"\x00raw", serialize=False)
+    assert store.get(key, deserialize=False) == b"\x00raw"
+    with pytest.raises(TypeError):
+        store.set({"not": "bytes"}, serialize=False)
+
+
+def test_serialized_bytes_readable_raw(store: Store) -> None:
+    from proxystore.serialize import deserialize
+
+    key = store.set({"x": 1})
+    raw = store.get(key, deserialize=False)
+    assert isinstance(raw, bytes)
+    assert deserialize(raw) == {"x": 1}
+
+
+def test_batch_calls(store: Store) -> None:
+    objs = [1, "two", [3]]
+    keys = store.set_batch(objs)
+    assert [store.get(k) for k in keys] == objs
+    custom = [_key(), _key(), _key()]
+    assert store.set_batch(objs, keys=custom) == custom
+    proxies = store.proxy_batch(objs)
+    assert [extract(p) for p in proxies] == objs
+    proxies = store.proxy_batch(keys=custom)
+    assert [extract(p) for p in proxies] == objs
+    with pytest.raises(ValueError, match="3 objects but 2 keys"):
+        store.set_batch(objs, keys=custom[:2])
+    with pytest.raises(ValueError):
+        store.proxy_batch(objs, keys=custom[:2])
+    with pytest.raises(ValueError):
+        store.proxy_batch()
+    for key in custom:
+        store.evict(key)
+
+
+def test_proxy_of_object(store: Store) -> None:
+    array = np.arange(10)
+    p = store.proxy(array)
+    assert isinstance(p, Proxy)
+    assert not is_resolved(p)
+    key = get_key(p)
+    assert key is not None and store.exists(key)
+    assert get_store(p) is store
+    assert np.array_equal(p, array)
+    assert is_resolved(p)
+    assert isinstance(p, np.ndarray)
+
+
+def test_proxy_of_key(store: Store) -> None:
+    key = store.set({"k": "v"})
+    p = store.proxy(key=key)
+    assert get_key(p) == key
+    assert p["k"] == "v"
+    with pytest.raises(ValueError):
+        store.proxy()
+
+
+def test_proxy_with_custom_key(store: Store) -> None:
+    key = _key()
+    p = store.proxy("value", key=key)
+    assert get_key(p) == key
+    assert p == "value"
+    store.evict(key)
+
+
+def test_proxy_evict_removes_after_resolve(store: Store) -> None:
+    p = store.proxy([1, 2], evict=True)
+    key = get_key(p)
+    assert key is not None and store.exists(key)
+    assert p == [1, 2]
+    assert not store.exists(key)
+
+
+def test_proxy_of_missing_key_names_key_and_store(store: Store) -> None:
+    key = _key()
+    p = store.proxy(key=key)
+    with pytest.raises(ProxyResolveMissingKey) as info:
+        extract(p)
+    assert info.value.key == key
+    assert info.value.store_name == store.name
+    assert info.value.store_type == type(store).__name__
+    assert key in str(info.value) and store.name in str(info.value)
+    assert isinstance(info.value, KeyError)
+
+
+def test_pickled_proxy_resolves_unresolved(store: Store) -> None:
+    p = store.proxy({"a": 1})
+    assert p["a"] == 1
+    q = pickle.loads(pickle.dumps(p))
+    assert not is_resolved(q)
+    assert q == {"a": 1}
+
+
+def test_proxy_serialize_false_resolves_raw_bytes(store: Store) -> None:
+    p = store.proxy(b"abc", serialize=False)
+    assert p == b"abc"
+
+
+def test_strict_after_overwrite(store: Store) -> None:
+    key = _key()
+    store.set("v1", key=key)
+    assert store.get(key) == "v1"  # now cached where the store caches
+    # Overwrite behind the cache's back: another process or store object writing the key.
+    other = type(store).__new__(type(store))
+    other.__dict__.update(store.__dict__)
+    if hasattr(store, "cache"):
+        from proxystore.store.cache import LRUCache
+
+        other.cache = LRUCache(0)
+    other.set("v2", key=key)
+    assert store.get(key, strict=True) == "v2"
+    assert store.is_cached(key, strict=True) or not hasattr(store, "cache")
+    store.set("v3", key=key)
+    assert store.proxy(key=key, strict=True) == "v3"
+    store.evict(key)
+
+
+def test_resolve_async_then_use(store: Store) -> None:
+    from proxystore.proxy import resolve_async
+
+    p = store.proxy(np.ones(1000))
+    resolve_async(p)
+    assert float(np.sum(p)) == 1000.0
+    resolve_async(p)  # already resolved: no-op
+    assert is_resolved(p)
+
+
+def test_cleanup_is_idempotent(store: Store) -> None:
+    store.set(1)
+    store.cleanup()
+    store.cleanup()
