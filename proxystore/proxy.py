@@ -12,6 +12,7 @@ nothing clashes with the wrapped object's own attributes.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, TypeVar
 
 import lazy_object_proxy
@@ -55,6 +56,22 @@ class Proxy(lazy_object_proxy.Proxy):  # type: ignore[misc]
         self, protocol: object
     ) -> tuple[Callable[[Factory[Any]], Proxy], tuple[Factory[Any]]]:
         return self.__reduce__()
+
+    # lazy-object-proxy forwards neither of these: without them ``complex(p)`` fails (or, for
+    # numpy complex scalars, silently drops the imaginary part), ``math.trunc(p)`` fails, and
+    # ``math.floor``/``math.ceil`` detour through ``float`` (wrong or OverflowError for big ints).
+
+    def __complex__(self) -> complex:
+        return complex(self.__wrapped__)
+
+    def __trunc__(self) -> Any:
+        return math.trunc(self.__wrapped__)
+
+    def __floor__(self) -> Any:
+        return math.floor(self.__wrapped__)
+
+    def __ceil__(self) -> Any:
+        return math.ceil(self.__wrapped__)
 
 
 def _check(proxy: object) -> Proxy:

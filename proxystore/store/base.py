@@ -75,7 +75,7 @@ class StoreFactory(Factory[T]):
         self.evict = evict
         self.strict = strict
         self.deserialize = deserialize
-        self._future: Future[T] | None = None
+        self._future: Future[tuple[Store, Any]] | None = None
         self._lock = threading.Lock()
 
     def get_store(self) -> Store:
@@ -84,9 +84,7 @@ class StoreFactory(Factory[T]):
 
         return get_or_init_store(self.store_type, self.store_name, self.store_kwargs)
 
-    def _fetch(self) -> T:
-        store = self.get_store()
-        obj = store.get(self.key, deserialize=self.deserialize, strict=self.strict, default=MISSING)
+    def _finish(self, store: Store, obj: Any) -> T:
         if obj is MISSING:
             raise ProxyResolveMissingKey(self.key, type(store).__name__, store.name)
         if self.evict:
@@ -94,19 +92,36 @@ class StoreFactory(Factory[T]):
         result: T = obj
         return result
 
+    def _fetch(self) -> T:
+        store = self.get_store()
+        obj = store.get(self.key, deserialize=self.deserialize, strict=self.strict, default=MISSING)
+        return self._finish(store, obj)
+
+    def _prefetch(self) -> tuple[Store, Any]:
+        store = self.get_store()
+        return store, store.prefetch(self.key, strict=self.strict)
+
     def resolve(self) -> T:
-        """Return the object, waiting for a background resolve if one was started."""
+        """Return the object, finishing a background resolve if one was started.
+
+        The background part of a resolve only moves bytes; deserialization (which may import
+        modules) happens here, in the thread that uses the object.
+        """
         with self._lock:
             future, self._future = self._future, None
-        if future is not None:
-            return future.result()
-        return self._fetch()
+        if future is None:
+            return self._fetch()
+        store, token = future.result()
+        obj = store.complete(
+            self.key, token, deserialize=self.deserialize, strict=self.strict, default=MISSING
+        )
+        return self._finish(store, obj)
 
     def resolve_async(self) -> None:
         """Start fetching the object in a background thread (no-op if already started)."""
         with self._lock:
             if self._future is None:
-                self._future = run_in_thread(self._fetch, name=f"proxystore-resolve-{self.key}")
+                self._future = run_in_thread(self._prefetch, name=f"proxystore-resolve-{self.key}")
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -138,6 +153,8 @@ class Store(ABC):
     """
 
     factory_class: ClassVar[type[StoreFactory[Any]]] = StoreFactory
+    process_local: ClassVar[bool] = False
+    """Whether objects are reachable only from the creating process (e.g. ``LocalStore``)."""
 
     def __init__(self, name: str) -> None:
         if not isinstance(name, str) or not name:
@@ -189,6 +206,26 @@ class Store(ABC):
     def factory_kwargs(self) -> dict[str, Any]:
         """Return the constructor arguments (besides the name) that re-create this store."""
         return {}
+
+    def prefetch(self, key: str, *, strict: bool = False) -> Any:
+        """Do the I/O part of a ``get`` (run in a background thread by ``resolve_async``).
+
+        Returns an opaque token for :meth:`complete`. The default does nothing: stores whose
+        objects are already in memory have no I/O to overlap.
+        """
+        return None
+
+    def complete(
+        self,
+        key: str,
+        token: Any,
+        *,
+        deserialize: bool = True,
+        strict: bool = False,
+        default: Any = None,
+    ) -> Any:
+        """Finish a ``get`` started by :meth:`prefetch`; same result as :meth:`get`."""
+        return self.get(key, deserialize=deserialize, strict=strict, default=default)
 
     def cleanup(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Release the store's resources (files, connections). The default does nothing."""

@@ -52,6 +52,8 @@ class LocalStore(Store):
     """
 
     factory_class = LocalFactory
+    process_local = True
+    """Objects live in this process only: engines with worker processes refuse this store."""
 
     def __init__(self, name: str) -> None:
         super().__init__(name)

@@ -28,6 +28,9 @@ from proxystore.store.cache import LRUCache
 
 __all__ = ["RemoteStore"]
 
+_NOT_CACHED: Any = object()
+_GONE: Any = object()
+
 
 def _evicts_cache(evict: Callable[[Any, str], None]) -> Callable[[Any, str], None]:
     @functools.wraps(evict)
@@ -147,18 +150,54 @@ class RemoteStore(Store):
     ) -> Any:
         """Return the object under ``key``, from the cache when allowed (see :meth:`Store.get`)."""
         if deserialize:
-            cached = self.cache.get(key)
-            if cached is not None:
-                if not strict:
-                    return cached[1]
-                try:
-                    current = self.get_timestamp(key)
-                except KeyError:
-                    self.cache.evict(key)
-                    return default
-                if current == cached[0]:
-                    return cached[1]
-        fetched = self.get_bytes_with_timestamp(key)
+            cached = self._cached(key, strict=strict)
+            if cached is _GONE:
+                return default
+            if cached is not _NOT_CACHED:
+                return cached
+        return self._decode(key, self.get_bytes_with_timestamp(key), deserialize, default)
+
+    def prefetch(self, key: str, *, strict: bool = False) -> Any:
+        """Fetch the bytes of ``key`` unless a usable copy is cached (the background half)."""
+        if self._cached(key, strict=strict) is not _NOT_CACHED:
+            return None
+        return (self.get_bytes_with_timestamp(key),)
+
+    def complete(
+        self,
+        key: str,
+        token: Any,
+        *,
+        deserialize: bool = True,
+        strict: bool = False,
+        default: Any = None,
+    ) -> Any:
+        """Deserialize (and cache) what :meth:`prefetch` fetched (the foreground half)."""
+        if token is None:
+            return self.get(key, deserialize=deserialize, strict=strict, default=default)
+        return self._decode(key, token[0], deserialize, default)
+
+    def _cached(self, key: str, *, strict: bool) -> Any:
+        """The cached object, ``_NOT_CACHED``, or ``_GONE`` (strict found the key evicted)."""
+        cached = self.cache.get(key)
+        if cached is None:
+            return _NOT_CACHED
+        if not strict:
+            return cached[1]
+        try:
+            current = self.get_timestamp(key)
+        except KeyError:
+            self.cache.evict(key)
+            return _GONE
+        return cached[1] if current == cached[0] else _NOT_CACHED
+
+    def _decode(
+        self,
+        key: str,
+        fetched: tuple[Buffer, float] | None,
+        deserialize: bool,
+        default: Any,
+    ) -> Any:
         if fetched is None:
             self.cache.evict(key)
             return default

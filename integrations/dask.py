@@ -1,0 +1,151 @@
+"""``ProxyClient``: a Dask ``distributed.Client`` that sends large arguments by proxy.
+
+::
+
+    client = ProxyClient(Client(cluster), store=store, threshold=1_000_000)
+    future = client.submit(train, big_array, 3)      # same signature as Client.submit
+
+``submit`` and ``map`` keep ``Client``'s signatures (Dask's own options such as ``key``,
+``pure``, ``workers``, ``retries`` work as before); every other attribute and method is the
+wrapped client's. Arguments of at least ``threshold`` bytes are stored once and travel as
+references that Dask sees as small opaque data: neither the client nor the scheduler can
+resolve them while hashing, tokenizing or inspecting arguments. Only a worker fetches the
+object, starting in the background before the task body runs. Dask futures and objects below
+the threshold are passed through untouched, so Dask's own dependency handling still works.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterable
+from typing import Any, Callable
+
+import distributed
+
+from .futures import _make_policy
+from .policy import ProxyPolicy
+from .proxier import ArgumentProxier, Lease
+
+__all__ = ["ProxyClient"]
+
+
+def _option_names(method: Callable[..., Any]) -> frozenset[str]:
+    return frozenset(
+        name
+        for name, param in inspect.signature(method).parameters.items()
+        if param.kind is inspect.Parameter.KEYWORD_ONLY
+        or (param.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD and name != "self")
+    ) - {"func"}
+
+
+_SUBMIT_OPTIONS = _option_names(distributed.Client.submit)
+_MAP_OPTIONS = _option_names(distributed.Client.map)
+
+
+def _split(
+    kwargs: dict[str, Any], options: frozenset[str]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    dask_options = {k: v for k, v in kwargs.items() if k in options}
+    task_kwargs = {k: v for k, v in kwargs.items() if k not in options}
+    return dask_options, task_kwargs
+
+
+class ProxyClient:
+    """Wraps a ``distributed.Client`` so that large task arguments travel by proxy.
+
+    Args:
+        client: The Dask client to wrap.
+        store: Store for proxied arguments: a store object or the name of a registered store.
+            Workers re-create it from its description, so it must not be process-local.
+        threshold: Arguments of at least this many bytes travel by proxy (shorthand for
+            ``policy=ProxyPolicy(threshold=...)``).
+        policy: The full policy (types always/never proxied, eviction, prefetch, results).
+
+    Raises:
+        TypeError: If ``client`` is not a ``distributed.Client`` or ``store`` is missing.
+        ValueError: If both ``threshold`` and ``policy`` are given, the threshold is negative,
+            or workers cannot re-create the store.
+    """
+
+    def __init__(
+        self,
+        client: distributed.Client,
+        *,
+        store: Any,
+        threshold: int | None = None,
+        policy: ProxyPolicy | None = None,
+    ) -> None:
+        if not isinstance(client, distributed.Client):
+            raise TypeError(f"ProxyClient wraps a distributed.Client, got {type(client).__name__}")
+        self.client = client
+        self.policy = _make_policy(threshold, policy, owner="ProxyClient")
+        self.proxier = ArgumentProxier(
+            store,
+            self.policy.with_passthrough([distributed.Future]),
+            owner="ProxyClient",
+            send_refs=True,
+        )
+        self.store = self.proxier.store
+
+    def _track(self, future: distributed.Future, lease: Lease) -> None:
+        future.add_done_callback(lambda _: self.proxier.release(lease))
+
+    def submit(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> distributed.Future:
+        """``Client.submit`` with large arguments sent by proxy (same signature)."""
+        options, task_kwargs = _split(kwargs, _SUBMIT_OPTIONS)
+        new_args, new_kwargs, lease = self.proxier.proxy_call(args, task_kwargs)
+        try:
+            future = self.client.submit(self.proxier.task(func), *new_args, **options, **new_kwargs)
+        except BaseException:
+            self.proxier.release(lease)
+            raise
+        self._track(future, lease)
+        return future
+
+    def map(
+        self, func: Callable[..., Any], *iterables: Iterable[Any], **kwargs: Any
+    ) -> list[distributed.Future]:
+        """``Client.map`` with large arguments sent by proxy (same signature).
+
+        Keyword arguments that are not Dask options go to every call; a large one is stored
+        once and shared by all the calls.
+        """
+        options, task_kwargs = _split(kwargs, _MAP_OPTIONS)
+        columns = [list(iterable) for iterable in iterables]
+        calls = list(zip(*columns))
+        leases: list[Lease] = []
+        sent_kwargs: dict[str, Any] = {}
+        rows: list[tuple[Any, ...]] = []
+        try:
+            for args in calls:
+                new_args, new_kwargs, lease = self.proxier.proxy_call(args, task_kwargs)
+                leases.append(lease)
+                rows.append(new_args)
+                sent_kwargs = new_kwargs
+            if not calls:
+                sent_kwargs = dict(task_kwargs)
+            new_iterables = [list(column) for column in zip(*rows)] or [[] for _ in columns]
+            futures = self.client.map(
+                self.proxier.task(func), *new_iterables, **options, **sent_kwargs
+            )
+        except BaseException:
+            for lease in leases:
+                self.proxier.release(lease)
+            raise
+        for future, lease in zip(futures, leases):
+            self._track(future, lease)
+        return list(futures)
+
+    def __getattr__(self, name: str) -> Any:
+        # Everything else is the wrapped client's (gather, scatter, compute, close, ...).
+        return getattr(self.client, name)
+
+    def __enter__(self) -> ProxyClient:
+        self.client.__enter__()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.client.__exit__(*exc_info)
+
+    def __repr__(self) -> str:
+        return f"ProxyClient({self.client!r}, store={self.store!r}, policy={self.policy!r})"

@@ -1,0 +1,190 @@
+"""``ProxyExecutor``: any ``concurrent.futures.Executor`` that sends large arguments by proxy.
+
+::
+
+    with ProxyExecutor(ProcessPoolExecutor(4), store=store, threshold=1_000_000) as ex:
+        futures = [ex.submit(train, big_array, i) for i in range(100)]
+
+Every argument of at least ``threshold`` bytes (and every such item of a list, tuple or dict
+argument) is stored once, however many tasks it is passed to, and the task receives a proxy
+that starts downloading before the task body runs. When the last task using a stored object
+has finished, failed or been cancelled, the object is evicted (unless ``policy.evict`` is off).
+"""
+
+from __future__ import annotations
+
+import itertools
+import pickle
+import time
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from typing import Any, Callable, TypeVar
+
+from proxystore.serialize import SerializationError
+from proxystore.store import Store
+
+from .policy import DEFAULT_THRESHOLD, ProxyPolicy
+from .proxier import ArgumentProxier, Lease
+
+__all__ = ["ProxyExecutor"]
+
+T = TypeVar("T")
+
+
+def _run_chunk(
+    task: Callable[..., Any], chunk: list[tuple[tuple[Any, ...], dict[str, Any]]]
+) -> list[Any]:
+    return [task(*args, **kwargs) for args, kwargs in chunk]
+
+
+class ProxyExecutor(Executor):
+    """An executor that wraps another and passes large arguments by proxy.
+
+    Args:
+        executor: The executor that runs the tasks (``ThreadPoolExecutor``,
+            ``ProcessPoolExecutor`` with any start method, or any other ``Executor``).
+        store: Store for proxied arguments: a store object or the name of a registered store.
+        threshold: Arguments of at least this many bytes travel by proxy. Shorthand for
+            ``policy=ProxyPolicy(threshold=...)``; give one or the other.
+        policy: The full policy (types always/never proxied, eviction, prefetch, results).
+
+    Raises:
+        TypeError: If ``executor`` is not an ``Executor`` or ``store`` is missing.
+        ValueError: If both ``threshold`` and ``policy`` are given, the threshold is negative,
+            or the store cannot be re-created in the executor's worker processes.
+    """
+
+    def __init__(
+        self,
+        executor: Executor,
+        *,
+        store: Store | str,
+        threshold: int | None = None,
+        policy: ProxyPolicy | None = None,
+    ) -> None:
+        if not isinstance(executor, Executor):
+            raise TypeError(
+                f"ProxyExecutor wraps a concurrent.futures.Executor, got {type(executor).__name__}"
+            )
+        self.policy = _make_policy(threshold, policy, owner="ProxyExecutor")
+        self.executor = executor
+        self._in_process = isinstance(executor, ThreadPoolExecutor)
+        self.proxier = ArgumentProxier(
+            store, self.policy, owner="ProxyExecutor", in_process=self._in_process
+        )
+        self.store = self.proxier.store
+
+    def _check_picklable(self, fn: Callable[..., Any]) -> None:
+        if self._in_process:
+            return
+        try:
+            pickle.dumps(fn)
+        except Exception as exc:
+            raise SerializationError(
+                f"ProxyExecutor: the task {getattr(fn, '__qualname__', fn)!r} cannot be pickled, "
+                f"so {type(self.executor).__name__} cannot send it to a worker process: {exc}"
+            ) from exc
+
+    def _after(self, future: Future[Any], lease: Lease) -> None:
+        future.add_done_callback(lambda _: self.proxier.release(lease))
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        """Submit ``fn(*args, **kwargs)``; large arguments travel by proxy.
+
+        Raises:
+            SerializationError: If ``fn`` or an argument cannot be sent to a worker process.
+            RuntimeError: If the executor has been shut down.
+        """
+        self._check_picklable(fn)
+        new_args, new_kwargs, lease = self.proxier.proxy_call(args, kwargs)
+        try:
+            future: Future[T] = self.executor.submit(self.proxier.task(fn), *new_args, **new_kwargs)
+        except BaseException:
+            self.proxier.release(lease)
+            raise
+        self._after(future, lease)
+        return future
+
+    def map(
+        self,
+        fn: Callable[..., T],
+        *iterables: Iterable[Any],
+        timeout: float | None = None,
+        chunksize: int = 1,
+    ) -> Iterator[T]:
+        """Like :meth:`concurrent.futures.Executor.map`, with large arguments by proxy.
+
+        With ``chunksize > 1``, each chunk of calls runs as one task (as in
+        ``ProcessPoolExecutor.map``); each call's arguments are still proxied one by one.
+
+        Raises:
+            ValueError: If ``chunksize`` is less than 1.
+            TimeoutError: From the iterator, if a result is not ready within ``timeout``
+                seconds of this call.
+        """
+        if chunksize < 1:
+            raise ValueError(f"chunksize must be >= 1, got {chunksize}")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        calls = zip(*iterables)
+        if chunksize == 1:
+            futures: list[Future[Any]] = [self.submit(fn, *args) for args in calls]
+        else:
+            futures = [self._submit_chunk(fn, list(chunk)) for chunk in _batched(calls, chunksize)]
+        return self._results(futures, deadline, chunked=chunksize > 1)
+
+    def _submit_chunk(self, fn: Callable[..., Any], chunk: list[tuple[Any, ...]]) -> Future[Any]:
+        self._check_picklable(fn)
+        lease = Lease()
+        calls = []
+        try:
+            for args in chunk:
+                new_args, new_kwargs, call_lease = self.proxier.proxy_call(args, {})
+                lease.keys.extend(call_lease.keys)
+                call_lease.released = True  # its keys now belong to the chunk's lease
+                calls.append((new_args, new_kwargs))
+            future = self.executor.submit(_run_chunk, self.proxier.task(fn), calls)
+        except BaseException:
+            self.proxier.release(lease)
+            raise
+        self._after(future, lease)
+        return future
+
+    @staticmethod
+    def _results(
+        futures: list[Future[Any]], deadline: float | None, *, chunked: bool
+    ) -> Iterator[Any]:
+        try:
+            futures.reverse()
+            while futures:
+                future = futures.pop()
+                wait = None if deadline is None else deadline - time.monotonic()
+                if chunked:
+                    yield from future.result(wait)
+                else:
+                    yield future.result(wait)
+        finally:
+            for future in futures:
+                future.cancel()
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Shut the wrapped executor down (cancelled tasks release their stored arguments)."""
+        self.executor.shutdown(wait=wait, cancel_futures=cancel_futures)
+
+    def __repr__(self) -> str:
+        return f"ProxyExecutor({self.executor!r}, store={self.store!r}, policy={self.policy!r})"
+
+
+def _batched(iterable: Iterable[T], size: int) -> Iterator[tuple[T, ...]]:
+    iterator = iter(iterable)
+    while chunk := tuple(itertools.islice(iterator, size)):
+        yield chunk
+
+
+def _make_policy(threshold: int | None, policy: ProxyPolicy | None, *, owner: str) -> ProxyPolicy:
+    if policy is not None and threshold is not None:
+        raise ValueError(f"{owner}: give threshold= or policy=, not both")
+    if policy is None:
+        return ProxyPolicy(threshold=DEFAULT_THRESHOLD if threshold is None else threshold)
+    if not isinstance(policy, ProxyPolicy):
+        raise TypeError(f"{owner}: policy must be a ProxyPolicy, got {type(policy).__name__}")
+    return policy

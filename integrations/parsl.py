@@ -1,0 +1,130 @@
+"""``proxy_app``: Parsl apps whose large arguments travel by proxy.
+
+::
+
+    @proxy_app(store=store, threshold=1_000_000)
+    @python_app
+    def simulate(params, big_table): ...
+
+Decorate an app made with ``@python_app``: its executors, cache setting and other options are
+kept. Each call stores every argument of at least ``threshold`` bytes once (also items of
+``list``/``tuple``/``dict`` arguments, ``inputs`` included) and sends a reference that Parsl sees
+as small opaque data, so the DataFlowKernel's dependency scan cannot resolve it. Parsl
+``DataFuture``/``AppFuture`` arguments pass through untouched. On the worker every proxied
+argument starts downloading before the body runs; when the app's future completes (success,
+failure or cancellation) the stored arguments no other running app uses are evicted.
+
+``outputs``, ``stdout``, ``stderr``, ``walltime`` and ``parsl_resource_specification`` are
+Parsl's own keywords and are never proxied. With ``cache=True`` a proxied argument is
+identified by its store key, which stays the same while the object is in use.
+"""
+
+from __future__ import annotations
+
+import functools
+import pickle
+from concurrent.futures import Future
+from typing import Any, Callable
+
+from parsl.app.python import PythonApp
+from parsl.dataflow.memoization import id_for_memo
+
+from .futures import _make_policy
+from .policy import ProxyPolicy
+from .proxier import ArgumentProxier, ProxyRef
+
+__all__ = ["ProxyApp", "proxy_app"]
+
+_PARSL_KEYWORDS = frozenset(
+    {"outputs", "stdout", "stderr", "walltime", "parsl_resource_specification"}
+)
+
+
+def _memo_id(obj: ProxyRef, output_ref: bool = False) -> bytes:
+    return pickle.dumps(("proxystore.ProxyRef", obj.key))
+
+
+# Parsl's app cache hashes arguments by type; a proxied argument is identified by its key.
+id_for_memo.register(ProxyRef)(_memo_id)
+
+
+class ProxyApp:
+    """A Parsl app whose large arguments travel by proxy (made by :func:`proxy_app`).
+
+    Calling it returns the app's ``AppFuture``, like calling the app itself.
+
+    Attributes:
+        app: The Parsl app that runs the proxying task wrapper.
+        proxier: The shared argument proxier (store, policy, objects in use).
+    """
+
+    def __init__(self, app: PythonApp, proxier: ArgumentProxier) -> None:
+        original = getattr(app.func, "__wrapped__", app.func)
+        self.proxier = proxier
+        self.app = PythonApp(
+            proxier.task(original),
+            data_flow_kernel=app.data_flow_kernel,
+            executors=app.executors,
+            cache=app.cache,
+            ignore_for_cache=app.ignore_for_cache,
+            join=getattr(app, "join", False),
+        )
+        self.app.kwargs = dict(getattr(app, "kwargs", {}))
+        functools.update_wrapper(self, original, updated=())
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Future[Any]:
+        """Call the app with large arguments sent by proxy; returns its ``AppFuture``."""
+        parsl_kwargs = {k: v for k, v in kwargs.items() if k in _PARSL_KEYWORDS}
+        task_kwargs = {k: v for k, v in kwargs.items() if k not in _PARSL_KEYWORDS}
+        new_args, new_kwargs, lease = self.proxier.proxy_call(args, task_kwargs)
+        try:
+            future: Future[Any] = self.app(*new_args, **new_kwargs, **parsl_kwargs)
+        except BaseException:
+            self.proxier.release(lease)
+            raise
+        future.add_done_callback(lambda _: self.proxier.release(lease))
+        return future
+
+    def __repr__(self) -> str:
+        name = getattr(self, "__name__", "?")
+        return f"ProxyApp({name!r}, store={self.proxier.store!r})"
+
+
+def proxy_app(
+    *,
+    store: Any,
+    threshold: int | None = None,
+    policy: ProxyPolicy | None = None,
+) -> Callable[[PythonApp], ProxyApp]:
+    """Decorate a ``@python_app`` so that its large arguments travel by proxy.
+
+    Args:
+        store: Store for proxied arguments: a store object or the name of a registered store.
+            Parsl workers re-create it, so it must not be process-local.
+        threshold: Arguments of at least this many bytes travel by proxy (shorthand for
+            ``policy=ProxyPolicy(threshold=...)``).
+        policy: The full policy (types always/never proxied, eviction, prefetch, results).
+
+    Returns:
+        A decorator taking the app and returning a :class:`ProxyApp`.
+
+    Raises:
+        TypeError: If ``store`` is missing, or the decorated object is not a Parsl
+            ``PythonApp`` (put ``@proxy_app(...)`` above ``@python_app``).
+        ValueError: If both ``threshold`` and ``policy`` are given, the threshold is negative,
+            or workers cannot re-create the store.
+    """
+    from parsl.app.futures import DataFuture
+
+    chosen = _make_policy(threshold, policy, owner="proxy_app").with_passthrough([DataFuture])
+    proxier = ArgumentProxier(store, chosen, owner="proxy_app", send_refs=True)
+
+    def decorate(app: PythonApp) -> ProxyApp:
+        if not isinstance(app, PythonApp):
+            raise TypeError(
+                "proxy_app decorates a Parsl app made with @python_app, got "
+                f"{type(app).__name__}; put @proxy_app(...) above @python_app"
+            )
+        return ProxyApp(app, proxier)
+
+    return decorate

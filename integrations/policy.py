@@ -1,0 +1,146 @@
+"""``ProxyPolicy``: which task arguments travel by proxy. Engine-free.
+
+The policy looks at every positional and keyword argument of a task, and at the items of
+``list``, ``tuple`` and ``dict`` arguments one level down, and decides for each whether to send
+it by value or by proxy. Its size measure never serializes twice: objects that know their size
+(``nbytes``, or ``len`` of ``bytes``/``str``) are measured directly; anything else is serialized
+once and, when it is large enough, those same bytes go to the store.
+
+Never proxied, whatever their size: ``None``, booleans and numbers, existing proxies, futures
+(``concurrent.futures.Future`` and the engines' own future types, which an adapter adds through
+``passthrough``), and any type the user lists in ``never``.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import numbers
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from proxystore.proxy import Proxy
+from proxystore.serialize import serialize
+
+__all__ = ["DEFAULT_THRESHOLD", "Measured", "ProxyPolicy"]
+
+DEFAULT_THRESHOLD = 1_000_000
+"""Default size (bytes) from which an argument is sent by proxy."""
+
+_SCALARS = (type(None), bool, numbers.Number)
+
+
+@dataclass(frozen=True)
+class Measured:
+    """The policy's verdict on one object.
+
+    Attributes:
+        proxy: Whether the object should travel by proxy.
+        size: Its size in bytes, when it was measured (``None`` if never measured).
+        data: Its serialized bytes, when measuring needed them (so they are not made twice).
+    """
+
+    proxy: bool
+    size: int | None = None
+    data: bytes | None = None
+
+
+@dataclass(frozen=True)
+class ProxyPolicy:
+    """Decides which arguments of a task travel by proxy.
+
+    Args:
+        threshold: Objects of at least this many bytes travel by proxy. ``0`` proxies every
+            argument that is not a scalar, future or proxy.
+        always: Types that always travel by proxy, whatever their size.
+        never: Types that never travel by proxy, whatever their size.
+        evict: Remove a proxied argument from the store once the last task using it has
+            finished (succeeded, failed or been cancelled). ``False`` keeps it.
+        prefetch: On the worker, start resolving every proxied argument (in parallel, in
+            background threads) before the task body runs.
+        proxy_results: Return task results of at least ``result_threshold`` bytes as proxies
+            from the same store.
+        result_threshold: Size from which a result is proxied; defaults to ``threshold``.
+        passthrough: Extra types never proxied (adapters add their engine's future types).
+
+    Raises:
+        ValueError: If a threshold is negative.
+        TypeError: If ``always``/``never``/``passthrough`` hold anything but types.
+    """
+
+    threshold: int = DEFAULT_THRESHOLD
+    always: tuple[type, ...] = ()
+    never: tuple[type, ...] = ()
+    evict: bool = True
+    prefetch: bool = True
+    proxy_results: bool = False
+    result_threshold: int | None = None
+    passthrough: tuple[type, ...] = field(default=(), repr=False)
+
+    def __post_init__(self) -> None:
+        for name in ("threshold", "result_threshold"):
+            value = getattr(self, name)
+            if value is None and name == "result_threshold":
+                continue
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise TypeError(f"ProxyPolicy.{name} must be an int (bytes), got {value!r}")
+            if value < 0:
+                raise ValueError(f"ProxyPolicy.{name} must be >= 0 bytes, got {value}")
+        for name in ("always", "never", "passthrough"):
+            value = tuple(getattr(self, name))
+            if not all(isinstance(t, type) for t in value):
+                raise TypeError(f"ProxyPolicy.{name} must hold types, got {value!r}")
+            object.__setattr__(self, name, value)
+
+    def with_passthrough(self, types: Iterable[type]) -> ProxyPolicy:
+        """Return a copy that also passes ``types`` through untouched."""
+        from dataclasses import replace
+
+        return replace(self, passthrough=(*self.passthrough, *types))
+
+    def passes_through(self, obj: Any) -> bool:
+        """Return whether ``obj`` is never proxied (scalar, proxy, future or excluded type)."""
+        # type(obj), not isinstance(): isinstance() would resolve a proxy to read __class__.
+        kind = type(obj)
+        if issubclass(kind, Proxy):
+            return True
+        return issubclass(kind, (*_SCALARS, concurrent.futures.Future, *self.passthrough)) or (
+            bool(self.never) and issubclass(kind, self.never)
+        )
+
+    def measure(self, obj: Any) -> Measured:
+        """Decide whether ``obj`` (an argument, or an item one level down) goes by proxy."""
+        if self.passes_through(obj):
+            return Measured(False)
+        if self.always and issubclass(type(obj), self.always):
+            return Measured(True)
+        size = known_size(obj)
+        if size is not None:
+            return Measured(size >= self.threshold, size)
+        data = serialize(obj)
+        return Measured(len(data) >= self.threshold, len(data), data)
+
+    def measure_result(self, obj: Any) -> Measured:
+        """Decide whether a task's result goes back by proxy."""
+        if not self.proxy_results:
+            return Measured(False)
+        threshold = self.threshold if self.result_threshold is None else self.result_threshold
+        return ProxyPolicy(threshold, self.always, self.never).measure(obj)
+
+
+def known_size(obj: Any) -> int | None:
+    """Return the size in bytes of objects that know it without serializing, else ``None``."""
+    if isinstance(obj, (bytes, bytearray)):
+        return len(obj)
+    if isinstance(obj, str):
+        return len(obj)  # close enough: utf-8 is at least one byte a character
+    if isinstance(obj, memoryview):
+        return obj.nbytes
+    if getattr(getattr(obj, "dtype", None), "hasobject", False):
+        return None  # an object array's nbytes counts pointers, not the objects
+    nbytes = getattr(type(obj), "nbytes", None)
+    if nbytes is not None:
+        value = getattr(obj, "nbytes", None)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return None

@@ -1,0 +1,93 @@
+"""Task bodies and a read-logging store for the integration tests.
+
+Module-level so that worker processes (process pools, Dask, Parsl) import them by name.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from proxystore.proxy import Proxy, get_factory, get_key, is_resolved
+from proxystore.serialize import Buffer
+from proxystore.store.file import FileStore
+
+
+def describe(x: Any, *rest: Any, **kwargs: Any) -> dict[str, Any]:
+    """What a task saw: for each argument, whether it came as a proxy and prefetch state."""
+
+    def one(value: Any) -> dict[str, Any]:
+        is_proxy = issubclass(type(value), Proxy)  # type(): checking must not resolve
+        info: dict[str, Any] = {"proxy": is_proxy}
+        if is_proxy:
+            factory = get_factory(value)
+            info["key"] = get_key(value)
+            info["prefetching"] = getattr(factory, "_future", None) is not None or is_resolved(
+                value
+            )
+        return info
+
+    seen = [one(x), *(one(r) for r in rest)]
+    items: list[dict[str, Any]] = []
+    for container in (x, *rest):
+        if type(container) in (list, tuple):
+            items.extend(one(item) for item in container)
+        elif type(container) is dict:
+            items.extend(one(item) for item in container.values())
+    return {
+        "args": seen,
+        "kwargs": {name: one(value) for name, value in kwargs.items()},
+        "items": items,
+        "pid": os.getpid(),
+    }
+
+
+def total(x: Any, *rest: Any, **kwargs: Any) -> float:
+    """A real computation over (possibly proxied) arrays and numbers."""
+    import numpy as np
+
+    result = float(np.sum(x))
+    for value in (*rest, *kwargs.values()):
+        result += float(np.sum(value))
+    return result
+
+
+def fail(x: Any) -> None:
+    raise RuntimeError(f"task failed on purpose (got {len(x)} items)")
+
+
+def sleep_then_total(seconds: float, x: Any) -> float:
+    time.sleep(seconds)
+    return total(x)
+
+
+def make_big(n: int) -> Any:
+    import numpy as np
+
+    return np.arange(n, dtype=np.float64)
+
+
+class ReadLoggingFileStore(FileStore):
+    """A real FileStore that appends the reading process's pid to a log on every read."""
+
+    def get_bytes_with_timestamp(self, key: str) -> tuple[Buffer, float] | None:
+        with open(os.path.join(self.store_dir, "..", "reads.log"), "a") as log:
+            log.write(f"{os.getpid()}\n")
+        return super().get_bytes_with_timestamp(key)
+
+
+def read_pids(store_dir: str) -> list[int]:
+    path = os.path.join(store_dir, "..", "reads.log")
+    if not os.path.exists(path):
+        return []
+    with open(path) as log:
+        return [int(line) for line in log if line.strip()]
+
+
+def describe_after_gate(gate: str, x: Any) -> dict[str, Any]:
+    """Wait (at most 30 s) until the file ``gate`` exists, then describe ``x``."""
+    deadline = time.monotonic() + 30
+    while not os.path.exists(gate) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return describe(x)

@@ -1,0 +1,188 @@
+"""ProxyExecutor over real thread and process pools, with real File and Redis stores."""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import pytest
+
+from proxystore.integrations.futures import ProxyExecutor
+from proxystore.integrations.policy import ProxyPolicy
+from proxystore.proxy import Proxy, extract
+from proxystore.serialize import SerializationError
+from proxystore.store import Store
+from tests.integration_helpers import (
+    describe,
+    describe_after_gate,
+    fail,
+    sleep_then_total,
+    total,
+)
+
+THRESHOLD = 10_000
+BIG = np.arange(THRESHOLD, dtype=np.float64)  # 80 KB: above the threshold
+SMALL = np.arange(10, dtype=np.float64)  # 80 B: below
+
+
+def make_pool(kind: str) -> Executor:
+    if kind == "thread":
+        return ThreadPoolExecutor(max_workers=2)
+    return ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context(kind))
+
+
+@pytest.fixture(params=["thread", "fork", "spawn"])
+def pool_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(params=["file", "redis"])
+def remote_store(request: pytest.FixtureRequest, store_factory: Any) -> Store:
+    return store_factory(request.param)  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def executor(pool_kind: str, remote_store: Store) -> Iterator[ProxyExecutor]:
+    with ProxyExecutor(make_pool(pool_kind), store=remote_store, threshold=THRESHOLD) as ex:
+        yield ex
+
+
+def wait_until_released(ex: ProxyExecutor, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while ex.proxier.in_use() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def test_results_equal_plain_executor(pool_kind: str, remote_store: Store) -> None:
+    args = [(BIG, SMALL), (BIG * 2, 3.0), (SMALL, BIG)]
+    with make_pool(pool_kind) as plain:
+        expected = [plain.submit(total, *a).result() for a in args]
+    with ProxyExecutor(make_pool(pool_kind), store=remote_store, threshold=THRESHOLD) as ex:
+        got = [ex.submit(total, *a).result() for a in args]
+        assert list(ex.map(total, [a[0] for a in args], [a[1] for a in args])) == expected
+    assert got == expected
+
+
+def test_large_by_proxy_small_by_value_with_prefetch(executor: ProxyExecutor) -> None:
+    seen = executor.submit(describe, BIG, SMALL, "text", big_kw=BIG, small_kw=7).result()
+    big, small, text = seen["args"]
+    assert big["proxy"] and not small["proxy"] and not text["proxy"]
+    assert big["prefetching"], "the worker must start resolving before the body runs"
+    assert seen["kwargs"]["big_kw"]["proxy"] and not seen["kwargs"]["small_kw"]["proxy"]
+    # The same array passed twice in one call is stored once.
+    assert seen["kwargs"]["big_kw"]["key"] == big["key"]
+
+
+def test_items_one_level_down(executor: ProxyExecutor) -> None:
+    seen = executor.submit(describe, [BIG, SMALL], {"a": BIG, "b": 1}).result()
+    assert [item["proxy"] for item in seen["items"]] == [True, False, True, False]
+    assert not seen["args"][0]["proxy"]  # the list itself travels by value
+
+
+def test_shared_argument_stored_once_and_evicted_after(
+    executor: ProxyExecutor, tmp_path: Any
+) -> None:
+    gate = str(tmp_path / "gate")
+    futures = [executor.submit(describe_after_gate, gate, BIG) for _ in range(8)]
+    assert len(executor.proxier.in_use()) == 1  # all 8 in flight share one stored copy
+    open(gate, "w").close()
+    keys = {f.result()["args"][0]["key"] for f in futures}
+    assert len(keys) == 1
+    wait_until_released(executor)
+    assert not executor.store.exists(keys.pop())
+
+
+def test_evicted_after_failure(executor: ProxyExecutor) -> None:
+    future = executor.submit(fail, BIG)
+    with pytest.raises(RuntimeError, match="on purpose"):
+        future.result()
+    wait_until_released(executor)
+    assert executor.proxier.in_use() == {}
+
+
+def test_evicted_after_cancellation(remote_store: Store) -> None:
+    gate = threading.Event()
+    with ProxyExecutor(
+        ThreadPoolExecutor(max_workers=1), store=remote_store, threshold=THRESHOLD
+    ) as ex:
+        blocker = ex.submit(gate.wait, 30)
+        queued = ex.submit(total, BIG * 3)
+        key = next(iter(ex.proxier.in_use()))
+        assert remote_store.exists(key)
+        assert queued.cancel()
+        assert ex.proxier.in_use() == {}
+        assert not remote_store.exists(key)
+        gate.set()
+        assert blocker.result() is True
+
+
+def test_keep_objects_when_evict_disabled(remote_store: Store) -> None:
+    policy = ProxyPolicy(threshold=THRESHOLD, evict=False)
+    with ProxyExecutor(ThreadPoolExecutor(1), store=remote_store, policy=policy) as ex:
+        key = ex.submit(describe, BIG).result()["args"][0]["key"]
+        wait_until_released(ex)
+    assert remote_store.exists(key)
+    remote_store.evict(key)
+
+
+def test_map_chunksize_and_timeout(executor: ProxyExecutor) -> None:
+    xs = [BIG + i for i in range(5)]
+    assert list(executor.map(total, xs, chunksize=2)) == [total(x) for x in xs]
+    with pytest.raises(ValueError, match="chunksize"):
+        executor.map(total, xs, chunksize=0)
+    results = executor.map(sleep_then_total, [5.0], [BIG], timeout=0.2)
+    with pytest.raises(TimeoutError):
+        list(results)
+
+
+def test_results_proxied_when_asked(pool_kind: str, remote_store: Store) -> None:
+    policy = ProxyPolicy(threshold=THRESHOLD, proxy_results=True)
+    from tests.integration_helpers import make_big
+
+    with ProxyExecutor(make_pool(pool_kind), store=remote_store, policy=policy) as ex:
+        big = ex.submit(make_big, THRESHOLD).result()
+        small = ex.submit(make_big, 3).result()
+    assert issubclass(type(big), Proxy)
+    assert np.array_equal(extract(big), np.arange(THRESHOLD, dtype=np.float64))
+    assert not issubclass(type(small), Proxy)
+
+
+def test_existing_proxies_pass_through(executor: ProxyExecutor) -> None:
+    proxy = executor.store.proxy(BIG)
+    seen = executor.submit(describe, proxy).result()
+    assert seen["args"][0]["proxy"]
+    assert executor.proxier.in_use() == {}  # not re-stored, not leased
+
+
+def test_bad_input_fails_at_construction_or_submit(store_factory: Any) -> None:
+    file_store = store_factory("file")
+    local = store_factory("local")
+    with pytest.raises(TypeError, match="store"):
+        ProxyExecutor(ThreadPoolExecutor(1), store=None)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="no store is registered"):
+        ProxyExecutor(ThreadPoolExecutor(1), store="no-such-store")
+    with pytest.raises(ValueError, match=">= 0"):
+        ProxyExecutor(ThreadPoolExecutor(1), store=file_store, threshold=-1)
+    with ProcessPoolExecutor(1) as pool:
+        with pytest.raises(ValueError, match="process"):
+            ProxyExecutor(pool, store=local)
+        ex = ProxyExecutor(pool, store=file_store, threshold=THRESHOLD)
+        with pytest.raises(SerializationError, match="cannot be serialized"):
+            ex.submit(total, threading.Lock())
+        with pytest.raises(SerializationError, match="cannot be pickled"):
+            ex.submit(lambda: 1)
+        assert ex.proxier.in_use() == {}
+    # A thread pool runs in-process, so a LocalStore is fine there.
+    with ProxyExecutor(ThreadPoolExecutor(1), store=local, threshold=THRESHOLD) as ex:
+        assert ex.submit(total, BIG).result() == total(BIG)
+
+
+def test_store_by_name(remote_store: Store) -> None:
+    with ProxyExecutor(ThreadPoolExecutor(1), store=remote_store.name, threshold=1) as ex:
+        assert ex.store is remote_store
+        assert ex.submit(total, BIG).result() == total(BIG)
