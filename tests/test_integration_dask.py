@@ -1,0 +1,165 @@
+"""ProxyClient over a real Dask LocalCluster with worker processes, real File and Redis stores."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+
+distributed = pytest.importorskip("distributed")
+
+from proxystore.integrations.dask import ProxyClient  # noqa: E402
+from proxystore.integrations.policy import ProxyPolicy  # noqa: E402
+from proxystore.proxy import Proxy, extract  # noqa: E402
+from proxystore.store import Store, init_store, unregister_store  # noqa: E402
+from tests.integration_helpers import (  # noqa: E402
+    ReadLoggingFileStore,
+    describe,
+    describe_after_gate,
+    fail,
+    make_big,
+    read_pids,
+    sleep_then_total,
+    total,
+)
+
+THRESHOLD = 10_000
+BIG = np.arange(THRESHOLD, dtype=np.float64)
+SMALL = np.arange(10, dtype=np.float64)
+
+pytestmark = pytest.mark.filterwarnings(
+    # Dask warns about large graphs when the *plain* client ships big arrays in the tests that
+    # compare against it; that is the behaviour being compared, not a problem.
+    "ignore:Sending large graph:UserWarning",
+    "ignore::ResourceWarning",
+    "ignore::DeprecationWarning",
+)
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[Any]:
+    cluster = distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    )
+    client = distributed.Client(cluster)
+    try:
+        yield client
+    finally:
+        client.close()
+        cluster.close()
+
+
+@pytest.fixture(params=["file", "redis"])
+def remote_store(request: pytest.FixtureRequest, store_factory: Any) -> Store:
+    return store_factory(request.param)  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def pclient(client: Any, remote_store: Store) -> ProxyClient:
+    return ProxyClient(client, store=remote_store, threshold=THRESHOLD)
+
+
+def wait_until_released(pc: ProxyClient, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while pc.proxier.in_use() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def test_results_equal_plain_client(client: Any, pclient: ProxyClient) -> None:
+    cases = [(BIG, SMALL), (BIG * 2, 3.0), (SMALL, BIG)]
+    expected = [client.submit(total, *c, pure=False).result() for c in cases]
+    assert [pclient.submit(total, *c).result() for c in cases] == expected
+    futures = pclient.map(total, [c[0] for c in cases], [c[1] for c in cases])
+    assert pclient.gather(futures) == expected
+
+
+def test_proxies_on_workers_with_prefetch(pclient: ProxyClient) -> None:
+    seen = pclient.submit(describe, BIG, SMALL, big_kw=BIG, small_kw=1, pure=False).result()
+    assert seen["pid"] != os.getpid()
+    big, small = seen["args"]
+    assert big["proxy"] and big["prefetching"] and not small["proxy"]
+    assert seen["kwargs"]["big_kw"]["proxy"] and not seen["kwargs"]["small_kw"]["proxy"]
+    items = pclient.submit(describe, [BIG, SMALL], pure=False).result()["items"]
+    assert [i["proxy"] for i in items] == [True, False]
+
+
+def test_dask_options_still_work(pclient: ProxyClient) -> None:
+    future = pclient.submit(total, BIG, key="my-own-key")
+    assert future.key == "my-own-key"
+    assert future.result() == total(BIG)
+    futures = pclient.map(total, [BIG, BIG + 1], key=["k1", "k2"])
+    assert [f.key for f in futures] == ["k1", "k2"]
+    assert pclient.gather(futures) == [total(BIG), total(BIG + 1)]
+    # Dask futures pass through untouched: Dask resolves them on the worker as usual.
+    upstream = pclient.submit(make_big, THRESHOLD, pure=False)
+    assert pclient.submit(total, upstream, pure=False).result() == total(make_big(THRESHOLD))
+
+
+def test_shared_argument_stored_once_then_evicted(pclient: ProxyClient, tmp_path: Any) -> None:
+    gate = str(tmp_path / "gate")
+    futures = [pclient.submit(describe_after_gate, gate, BIG, pure=False) for _ in range(6)]
+    assert len(pclient.proxier.in_use()) == 1
+    open(gate, "w").close()
+    keys = {f.result()["args"][0]["key"] for f in futures}
+    assert len(keys) == 1
+    wait_until_released(pclient)
+    assert not pclient.store.exists(keys.pop())
+
+
+def test_evicted_after_failure_and_cancellation(pclient: ProxyClient) -> None:
+    failing = pclient.submit(fail, BIG, pure=False)
+    with pytest.raises(RuntimeError, match="on purpose"):
+        failing.result()
+    slow = [pclient.submit(sleep_then_total, 0.5, BIG + i, pure=False) for i in range(4)]
+    keys = set(pclient.proxier.in_use())
+    assert keys
+    pclient.cancel(slow)
+    wait_until_released(pclient)
+    assert pclient.proxier.in_use() == {}
+    assert not any(pclient.store.exists(k) for k in keys)
+
+
+def test_store_reads_only_on_workers(client: Any, tmp_path: Any) -> None:
+    name = f"read-log-{os.getpid()}"
+    store = init_store(ReadLoggingFileStore, name, store_dir=str(tmp_path / "store"))
+    try:
+        pc = ProxyClient(client, store=store, threshold=THRESHOLD)
+        futures = [pc.submit(total, BIG + i, SMALL, pure=True) for i in range(3)]
+        futures += pc.map(total, [BIG, BIG * 2])
+        results = pc.gather(futures)
+        assert results[0] == total(BIG, SMALL)
+        pids = read_pids(store.store_dir)
+        assert pids, "workers must have read from the store"
+        assert os.getpid() not in pids, "the client resolved a proxy"
+    finally:
+        store.cleanup()
+        unregister_store(name)
+
+
+def test_results_proxied_when_asked(client: Any, remote_store: Store) -> None:
+    policy = ProxyPolicy(threshold=THRESHOLD, proxy_results=True)
+    pc = ProxyClient(client, store=remote_store, policy=policy)
+    big = pc.submit(make_big, THRESHOLD, pure=False).result()
+    assert issubclass(type(big), Proxy)
+    assert np.array_equal(extract(big), make_big(THRESHOLD))
+
+
+def test_everything_else_is_the_clients(pclient: ProxyClient, client: Any) -> None:
+    assert len(pclient.scheduler_info()["workers"]) == 2  # the wrapped client's method
+    assert pclient.gather(pclient.scatter([1, 2])) == [1, 2]
+    assert callable(pclient.compute)
+
+
+def test_bad_input(client: Any, store_factory: Any) -> None:
+    with pytest.raises(TypeError, match="store"):
+        ProxyClient(client, store=None)
+    with pytest.raises(ValueError, match="process"):
+        ProxyClient(client, store=store_factory("local"))
+    with pytest.raises(ValueError, match=">= 0"):
+        ProxyClient(client, store=store_factory("file"), threshold=-5)
+    with pytest.raises(TypeError, match="distributed.Client"):
+        ProxyClient(object(), store=store_factory("file"))  # type: ignore[arg-type]

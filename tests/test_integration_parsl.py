@@ -1,0 +1,166 @@
+"""proxy_app over real Parsl executors: ThreadPoolExecutor and a HighThroughputExecutor with a
+LocalProvider (real worker processes on this machine), with real File and Redis stores."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+parsl = pytest.importorskip("parsl")
+
+from parsl import python_app  # noqa: E402
+from parsl.config import Config  # noqa: E402
+from parsl.executors import HighThroughputExecutor, ThreadPoolExecutor  # noqa: E402
+from parsl.providers import LocalProvider  # noqa: E402
+
+from proxystore.integrations.parsl import ProxyApp, proxy_app  # noqa: E402
+from proxystore.integrations.policy import ProxyPolicy  # noqa: E402
+from proxystore.proxy import Proxy, extract  # noqa: E402
+from proxystore.store import Store  # noqa: E402
+from tests.integration_helpers import (  # noqa: E402
+    describe,
+    describe_after_gate,
+    fail,
+    make_big,
+    total,
+)
+
+THRESHOLD = 10_000
+BIG = np.arange(THRESHOLD, dtype=np.float64)
+SMALL = np.arange(10, dtype=np.float64)
+ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::ResourceWarning"),
+]
+
+
+@pytest.fixture(scope="module")
+def dfk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    # Parsl starts its interchange and worker pool as scripts: make sure this interpreter's
+    # script directory is on PATH, and that workers can import the test helpers.
+    bindir = os.path.dirname(sys.executable)
+    old_path = os.environ.get("PATH", "")
+    os.environ["PATH"] = f"{bindir}{os.pathsep}{old_path}"
+    run_dir = tmp_path_factory.mktemp("parsl")
+    config = Config(
+        executors=[
+            ThreadPoolExecutor(label="threads", max_threads=2),
+            HighThroughputExecutor(
+                label="htex",
+                address="127.0.0.1",
+                max_workers_per_node=2,
+                provider=LocalProvider(
+                    init_blocks=1,
+                    max_blocks=1,
+                    worker_init=f"export PYTHONPATH={ROOT}:$PYTHONPATH",
+                ),
+            ),
+        ],
+        run_dir=str(run_dir),
+        strategy="none",
+        # No parsl.log: Parsl never closes that file, which ends the session in a ResourceWarning.
+        initialize_logging=False,
+    )
+    dfk = parsl.load(config)
+    try:
+        yield dfk
+    finally:
+        dfk.cleanup()
+        parsl.clear()
+        os.environ["PATH"] = old_path
+
+
+
+@pytest.fixture(params=["threads", "htex"])
+def label(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(params=["file", "redis"])
+def remote_store(request: pytest.FixtureRequest, store_factory: Any) -> Store:
+    return store_factory(request.param)  # type: ignore[no-any-return]
+
+
+def app(fn: Any, store: Store, label: str, **options: Any) -> ProxyApp:
+    policy = options.pop("policy", None)
+    kwargs: dict[str, Any] = {"policy": policy} if policy else {"threshold": THRESHOLD}
+    return proxy_app(store=store, **kwargs)(python_app(fn, executors=[label], **options))
+
+
+def wait_until_released(proxied: ProxyApp, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while proxied.proxier.in_use() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def test_results_equal_plain_app(dfk: Any, label: str, remote_store: Store) -> None:
+    plain = python_app(total, executors=[label])
+    proxied = app(total, remote_store, label)
+    cases = [(BIG, SMALL), (BIG * 2, 3.0)]
+    assert [proxied(*c).result() for c in cases] == [plain(*c).result() for c in cases]
+
+
+def test_proxies_on_workers_with_prefetch(dfk: Any, label: str, remote_store: Store) -> None:
+    proxied = app(describe, remote_store, label)
+    seen = proxied(BIG, SMALL, big_kw=BIG).result()
+    big, small = seen["args"]
+    assert big["proxy"] and big["prefetching"] and not small["proxy"]
+    assert seen["kwargs"]["big_kw"]["proxy"]
+    if label == "htex":
+        assert seen["pid"] != os.getpid()
+    wait_until_released(proxied)
+    assert not remote_store.exists(big["key"])
+
+
+def test_shared_argument_and_failure(dfk: Any, tmp_path: Any, remote_store: Store) -> None:
+    gate = str(tmp_path / "gate")
+    proxied = app(describe_after_gate, remote_store, "htex")
+    futures = [proxied(gate, BIG) for _ in range(4)]
+    assert len(proxied.proxier.in_use()) == 1
+    open(gate, "w").close()
+    keys = {f.result()["args"][0]["key"] for f in futures}
+    assert len(keys) == 1
+    failing = app(fail, remote_store, "htex")
+    with pytest.raises(RuntimeError, match="on purpose"):
+        failing(BIG).result()
+    wait_until_released(proxied)
+    wait_until_released(failing)
+    assert not remote_store.exists(keys.pop())
+    assert failing.proxier.in_use() == {}
+
+
+def test_data_futures_pass_through(dfk: Any, remote_store: Store) -> None:
+    make = app(make_big, remote_store, "htex")
+    add = app(total, remote_store, "htex")
+    upstream = make(THRESHOLD)
+    assert add(upstream, BIG).result() == total(make_big(THRESHOLD), BIG)
+
+
+def test_app_options_kept_and_results_proxied(dfk: Any, remote_store: Store) -> None:
+    policy = ProxyPolicy(threshold=THRESHOLD, proxy_results=True)
+    proxied = app(make_big, remote_store, "threads", policy=policy, cache=True)
+    assert proxied.app.executors == ["threads"]
+    assert proxied.app.cache is True
+    result = proxied(THRESHOLD).result()
+    assert issubclass(type(result), Proxy)
+    assert np.array_equal(extract(result), make_big(THRESHOLD))
+
+
+def test_bad_input(dfk: Any, store_factory: Any) -> None:
+    with pytest.raises(TypeError, match="store"):
+        proxy_app(store=None)
+    with pytest.raises(ValueError, match="process"):
+        proxy_app(store=store_factory("local"))
+    with pytest.raises(ValueError, match=">= 0"):
+        proxy_app(store=store_factory("file"), threshold=-1)
+    with pytest.raises(TypeError, match="python_app"):
+        proxy_app(store=store_factory("file"))(total)  # type: ignore[arg-type]
