@@ -78,7 +78,7 @@ class StoreRef:
     @classmethod
     def of(cls, store: Store) -> StoreRef:
         """Describe ``store``."""
-        return cls(store.type_path(), store.name, dict(store.factory_kwargs()))
+        return cls(store.type_path(), store.name, store.recreate_kwargs())
 
     def get(self) -> Store:
         """Return the store in this process, initializing it if needed."""

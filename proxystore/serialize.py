@@ -36,6 +36,7 @@ __all__ = [
     "Buffer",
     "SerializationError",
     "deserialize",
+    "has_buffers",
     "serialize",
     "serialize_parts",
     "serialized_size",
@@ -52,6 +53,7 @@ _CLOUDPICKLE = 0x04
 _ALIGN = 64
 _FRAME_HEAD = struct.Struct("<3xIQ")  # padding, buffer count, pickle length (after the tag byte)
 _LENGTH = struct.Struct("<Q")
+_MAIN = b"__main__"
 
 
 def _align(offset: int) -> int:
@@ -61,29 +63,26 @@ def _align(offset: int) -> int:
 def _pickle(obj: Any) -> tuple[int, bytes, list[pickle.PickleBuffer]]:
     buffers: list[pickle.PickleBuffer] = []
     try:
-        if _needs_cloudpickle(obj):
-            raise pickle.PicklingError("defined in __main__ or locally")
         stream = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
-        return _PICKLE, stream, buffers
-    except Exception as first:
-        buffers.clear()
-        try:
-            stream = cloudpickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
-        except Exception as exc:
-            raise SerializationError(
-                f"cannot serialize object of type {type(obj).__name__}: {exc} "
-                f"(pickle said: {first})"
-            ) from exc
-        return _CLOUDPICKLE, stream, buffers
-
-
-def _needs_cloudpickle(obj: Any) -> bool:
-    # Functions and classes defined in __main__ or inside a function pickle "by reference"
-    # without error, yet cannot be loaded by another process: ship them by value instead.
-    if isinstance(obj, type) or (callable(obj) and hasattr(obj, "__qualname__")):
-        module = getattr(obj, "__module__", None)
-        return module == "__main__" or "<locals>" in getattr(obj, "__qualname__", "")
-    return False
+    except Exception as exc:  # lambdas, closures, local classes: pickle refuses them
+        first: Exception = exc
+    else:
+        # Functions and classes defined in __main__ pickle "by reference" without error,
+        # wherever they sit in the object (an instance of a __main__ class, a list of
+        # functions, a functools.partial), yet another process cannot load them. Their module
+        # name is then in the stream: ship such objects by value with cloudpickle instead. (A
+        # false positive, "__main__" in the data itself, only costs the cloudpickle detour.)
+        if _MAIN not in stream:
+            return _PICKLE, stream, buffers
+        first = pickle.PicklingError("the object refers to definitions in __main__")
+    buffers.clear()
+    try:
+        data = cloudpickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+    except Exception as exc:
+        raise SerializationError(
+            f"cannot serialize object of type {type(obj).__name__}: {exc} (pickle said: {first})"
+        ) from exc
+    return _CLOUDPICKLE, data, buffers
 
 
 def serialize_parts(obj: Any) -> list[Buffer]:
@@ -101,9 +100,11 @@ def serialize_parts(obj: Any) -> list[Buffer]:
     Raises:
         SerializationError: If the object cannot be pickled, even by cloudpickle.
     """
-    if isinstance(obj, bytes):
+    # issubclass on the real type, not isinstance: isinstance would resolve a proxy, which
+    # must travel as its factory (see proxystore.proxy) rather than be fetched to be stored.
+    if issubclass(type(obj), bytes):
         return [b"\x01", obj]
-    if isinstance(obj, str):
+    if issubclass(type(obj), str):
         return [b"\x02" + obj.encode("utf-8", "surrogatepass")]
     tag, stream, buffers = _pickle(obj)
     raws: list[memoryview] = []
@@ -155,11 +156,23 @@ def serialize(obj: Any) -> bytes:
     return b"".join(parts)
 
 
-def deserialize(data: Buffer) -> Any:
+def has_buffers(data: Buffer) -> bool:
+    """Return whether serialized ``data`` carries out-of-band buffers (e.g. numpy arrays)."""
+    view = memoryview(data)
+    if view.nbytes < 1 + _FRAME_HEAD.size or view[0] not in (_PICKLE, _CLOUDPICKLE):
+        return False
+    count, _ = _FRAME_HEAD.unpack_from(view, 1)
+    return bool(count)
+
+
+def deserialize(data: Buffer, *, copy_readonly: bool = True) -> Any:
     """Rebuild an object from the output of :func:`serialize`.
 
     Args:
         data: Serialized data. Writable buffers are shared by the rebuilt arrays (no copy).
+        copy_readonly: Give read-only input's buffers a private, writable copy (the default),
+            so rebuilt arrays are writable like the originals. ``False`` shares read-only
+            memory with the arrays, which are then read-only (for memory-mapped files).
 
     Returns:
         The object.
@@ -186,14 +199,14 @@ def deserialize(data: Buffer) -> Any:
         except UnicodeDecodeError as exc:
             raise SerializationError(f"corrupt serialized str: {exc}") from exc
     if tag in (_PICKLE, _CLOUDPICKLE):
-        return _load_frame(view)
+        return _load_frame(view, copy=copy_readonly and view.readonly)
     raise SerializationError(
         f"unknown serialization tag {tag:#04x}: the data was not produced by "
         "proxystore.serialize.serialize() (or was written raw with serialize=False)"
     )
 
 
-def _load_frame(view: memoryview) -> Any:
+def _load_frame(view: memoryview, *, copy: bool) -> Any:
     size = view.nbytes
     head_end = 1 + _FRAME_HEAD.size
     if size < head_end:
@@ -208,7 +221,6 @@ def _load_frame(view: memoryview) -> Any:
         raise SerializationError(f"truncated serialized data ({size} bytes)")
     stream = view[lengths_end:offset]
     buffers: list[Buffer] = []
-    copy = view.readonly
     for length in lengths:
         start = _align(offset)
         offset = start + length

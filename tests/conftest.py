@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 
 from proxystore.store import Store, init_store, registered_stores, unregister_store
+from tests.globus_sim import make_globus_store
 from tests.redis_server import redis_server
 
-STORE_KINDS = ["local", "file", "redis"]
+STORE_KINDS = ["local", "file", "redis", "globus"]
 
 
 @pytest.fixture(scope="session")
@@ -52,6 +53,8 @@ def make_store(
         assert redis_address is not None
         host, port = redis_address
         return init_store("redis", name, hostname=host, port=port, **kwargs)
+    if kind == "globus":
+        return make_globus_store(name, tmp_path, **kwargs)
     raise AssertionError(kind)
 
 

@@ -161,5 +161,5 @@ def test_bad_input(client: Any, store_factory: Any) -> None:
         ProxyClient(client, store=store_factory("local"))
     with pytest.raises(ValueError, match=">= 0"):
         ProxyClient(client, store=store_factory("file"), threshold=-5)
-    with pytest.raises(TypeError, match="distributed.Client"):
+    with pytest.raises(TypeError, match=r"distributed\.Client"):
         ProxyClient(object(), store=store_factory("file"))  # type: ignore[arg-type]

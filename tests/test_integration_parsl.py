@@ -79,7 +79,6 @@ def dfk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         os.environ["PATH"] = old_path
 
 
-
 @pytest.fixture(params=["threads", "htex"])
 def label(request: pytest.FixtureRequest) -> str:
     return str(request.param)

@@ -7,8 +7,10 @@ object, so a proxy can be pickled into another process and re-create the store t
 
 from __future__ import annotations
 
+import functools
 import secrets
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from concurrent.futures import Future
@@ -16,7 +18,8 @@ from typing import Any, ClassVar, TypeVar
 
 from proxystore.exceptions import ProxyResolveMissingKey
 from proxystore.factory import Factory, run_in_thread
-from proxystore.proxy import Proxy
+from proxystore.proxy import Proxy, get_key
+from proxystore.store.stats import StatsRecorder, TimeStats
 
 __all__ = ["MISSING", "Store", "StoreFactory"]
 
@@ -92,11 +95,6 @@ class StoreFactory(Factory[T]):
         result: T = obj
         return result
 
-    def _fetch(self) -> T:
-        store = self.get_store()
-        obj = store.get(self.key, deserialize=self.deserialize, strict=self.strict, default=MISSING)
-        return self._finish(store, obj)
-
     def _prefetch(self) -> tuple[Store, Any]:
         store = self.get_store()
         return store, store.prefetch(self.key, strict=self.strict)
@@ -107,15 +105,23 @@ class StoreFactory(Factory[T]):
         The background part of a resolve only moves bytes; deserialization (which may import
         modules) happens here, in the thread that uses the object.
         """
+        start = time.perf_counter()
         with self._lock:
             future, self._future = self._future, None
         if future is None:
-            return self._fetch()
-        store, token = future.result()
-        obj = store.complete(
-            self.key, token, deserialize=self.deserialize, strict=self.strict, default=MISSING
-        )
-        return self._finish(store, obj)
+            store = self.get_store()
+            obj = store.get(
+                self.key, deserialize=self.deserialize, strict=self.strict, default=MISSING
+            )
+        else:
+            store, token = future.result()
+            obj = store.complete(
+                self.key, token, deserialize=self.deserialize, strict=self.strict, default=MISSING
+            )
+        result = self._finish(store, obj)
+        if store._stats is not None:
+            store._stats.record(self.key, "resolve", time.perf_counter() - start)
+        return result
 
     def resolve_async(self) -> None:
         """Start fetching the object in a background thread (no-op if already started)."""
@@ -156,10 +162,76 @@ class Store(ABC):
     process_local: ClassVar[bool] = False
     """Whether objects are reachable only from the creating process (e.g. ``LocalStore``)."""
 
+    _stats: StatsRecorder | None = None
+
     def __init__(self, name: str) -> None:
         if not isinstance(name, str) or not name:
             raise ValueError(f"store name must be a non-empty string, got {name!r}")
         self.name = name
+
+    # -- statistics ---------------------------------------------------------------------------
+
+    def enable_stats(self) -> None:
+        """Start recording per-key timing statistics (what ``init_store(..., stats=True)`` does).
+
+        Wraps this store object's ``set`` and ``get``; a store without statistics pays nothing.
+        """
+        if self._stats is not None:
+            return
+        self._stats = StatsRecorder()
+        stats = self._stats
+        set_method, get_method = self.set, self.get
+
+        @functools.wraps(set_method)
+        def timed_set(obj: Any, *args: Any, **kwargs: Any) -> str:
+            start = time.perf_counter()
+            key = set_method(obj, *args, **kwargs)
+            stats.record(key, "set", time.perf_counter() - start)
+            return key
+
+        @functools.wraps(get_method)
+        def timed_get(key: str, *args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return get_method(key, *args, **kwargs)
+            finally:
+                stats.record(key, "get", time.perf_counter() - start)
+
+        self.set = timed_set  # type: ignore[method-assign]
+        self.get = timed_get  # type: ignore[method-assign]
+
+    def stats(self, key_or_proxy: str | Proxy) -> dict[str, TimeStats]:
+        """Return the timing statistics of a key (or of a proxy's key), by operation.
+
+        Operations: ``set``, ``get``, ``transfer`` (backend byte movement) and ``resolve``
+        (proxy resolution in this process). A key with no recorded operation gives ``{}``.
+
+        Raises:
+            ValueError: If statistics are off for this store (turn them on with
+                ``init_store(..., stats=True)``), or a proxy is not a store proxy.
+        """
+        if self._stats is None:
+            raise ValueError(
+                f"statistics are off for {type(self).__name__} {self.name!r}: create it with "
+                "init_store(..., stats=True) (or call store.enable_stats())"
+            )
+        if isinstance(key_or_proxy, Proxy):
+            key = get_key(key_or_proxy)
+            if key is None:
+                raise ValueError("the proxy is not a store proxy: it has no key")
+        else:
+            key = key_or_proxy
+        return self._stats.get(key)
+
+    def recreate_kwargs(self) -> dict[str, Any]:
+        """Arguments for ``init_store`` that re-create this store in another process.
+
+        :meth:`factory_kwargs` plus ``stats=True`` when statistics are on.
+        """
+        kwargs = self.factory_kwargs()
+        if self._stats is not None:
+            kwargs["stats"] = True
+        return kwargs
 
     # -- the contract -------------------------------------------------------------------------
 
@@ -287,7 +359,7 @@ class Store(ABC):
             key,
             self.type_path(),
             self.name,
-            self.factory_kwargs(),
+            self.recreate_kwargs(),
             evict=evict,
             strict=strict,
             deserialize=serialize,

@@ -6,11 +6,23 @@ nanosecond clock, which is the timestamp ``strict`` revalidation compares.
 
 Reads go straight into one writable buffer, which the deserializer shares with the arrays it
 rebuilds: a large numpy array costs one read and no further copy.
+
+Zero-copy on one machine: when ``store_dir`` is on a memory file system (tmpfs or ramfs, such
+as ``/dev/shm``) the store memory-maps each file instead of reading it. Arrays are rebuilt on
+the mapping: resolving a 100 MB array costs a ``mmap`` call, not a copy, and every process on
+the machine shares the same physical pages. By default the mapping is private (copy-on-write):
+a task that writes into its array gets its own copy of the pages it writes, and nobody else
+sees the change. With ``readonly=True`` the arrays are read-only instead (writing raises) and,
+being immutable, are cached and shared by every ``get`` in the process. Evicting a key while an
+array still uses it is safe: the mapping outlives the file name, and the memory returns to the
+system when the last array on it is garbage collected. Objects without large buffers (dicts,
+strings) are read and cached as usual.
 """
 
 from __future__ import annotations
 
 import contextlib
+import mmap
 import os
 import shutil
 import time
@@ -18,12 +30,40 @@ from collections.abc import Sequence
 from typing import Any
 
 from proxystore.exceptions import InvalidKeyError, StoreError
-from proxystore.serialize import Buffer
+from proxystore.serialize import Buffer, deserialize, has_buffers
 from proxystore.store.remote import RemoteStore
 
 __all__ = ["FileStore"]
 
 _IOV_MAX = min(getattr(os, "sysconf", lambda _: 1024)("SC_IOV_MAX"), 1024)
+_MEMORY_FILE_SYSTEMS = frozenset({"tmpfs", "ramfs"})
+
+
+def file_system_type(path: str) -> str | None:
+    """Return the type of the file system holding ``path`` (``"tmpfs"``, ``"ext4"``, ...).
+
+    Read from ``/proc/self/mounts``; ``None`` where that is not available (not Linux).
+    """
+    try:
+        with open("/proc/self/mounts") as mounts:
+            entries = [line.split() for line in mounts]
+    except OSError:
+        return None
+    real = os.path.realpath(path)
+    best, best_type = "", None
+    for entry in entries:
+        if len(entry) < 3:
+            continue
+        mount_point = entry[1].replace("\\040", " ")
+        inside = real == mount_point or real.startswith(mount_point.rstrip("/") + "/")
+        if inside and len(mount_point) >= len(best):
+            best, best_type = mount_point, entry[2]
+    return best_type
+
+
+def is_memory_file_system(path: str) -> bool:
+    """Return whether ``path`` is on a memory file system (tmpfs or ramfs)."""
+    return file_system_type(path) in _MEMORY_FILE_SYSTEMS
 
 
 class FileStore(RemoteStore):
@@ -34,9 +74,27 @@ class FileStore(RemoteStore):
         store_dir: Directory for the files; created if missing. Every process that resolves
             this store's proxies must see the same directory (a shared or local file system).
         cache_size: Size of the per-process LRU cache of deserialized objects (``0``: off).
+        zero_copy: Memory-map files instead of reading them, so arrays are rebuilt on shared
+            pages without a copy. ``None`` (default): on when ``store_dir`` is on a memory file
+            system (tmpfs, ramfs). ``True`` insists, and fails if it is not.
+        readonly: With zero-copy, give read-only arrays (writing raises) instead of
+            copy-on-write ones; read-only objects are cached and shared within a process.
+
+    Raises:
+        StoreError: If ``store_dir`` cannot be created, or ``zero_copy=True`` and it is not on
+            a memory file system.
+        ValueError: If ``readonly=True`` without zero-copy.
     """
 
-    def __init__(self, name: str, *, store_dir: str | os.PathLike[str], cache_size: int = 16):
+    def __init__(
+        self,
+        name: str,
+        *,
+        store_dir: str | os.PathLike[str],
+        cache_size: int = 16,
+        zero_copy: bool | None = None,
+        readonly: bool = False,
+    ) -> None:
         super().__init__(name, cache_size=cache_size)
         self.store_dir = os.path.abspath(os.fspath(store_dir))
         try:
@@ -47,10 +105,33 @@ class FileStore(RemoteStore):
                 store_name=name,
                 store_type="FileStore",
             ) from exc
+        on_memory = is_memory_file_system(self.store_dir)
+        if zero_copy and not on_memory:
+            kind = file_system_type(self.store_dir) or "an unknown file system"
+            raise StoreError(
+                f"FileStore {name!r}: zero_copy=True needs store_dir on a memory file system "
+                f"(tmpfs or ramfs, such as /dev/shm), but {self.store_dir!r} is on {kind}. "
+                "Use a directory under /dev/shm, or leave zero_copy unset.",
+                store_name=name,
+                store_type="FileStore",
+            )
+        if readonly and not (on_memory if zero_copy is None else zero_copy):
+            raise ValueError(
+                f"FileStore {name!r}: readonly=True applies to zero-copy (memory-mapped) reads, "
+                f"which are off for {self.store_dir!r}"
+            )
+        self._zero_copy_setting = zero_copy
+        self.zero_copy = on_memory if zero_copy is None else zero_copy
+        self.readonly = readonly
 
     def factory_kwargs(self) -> dict[str, Any]:
         """Return the constructor arguments that re-create this store."""
-        return {"store_dir": self.store_dir, **super().factory_kwargs()}
+        kwargs: dict[str, Any] = {"store_dir": self.store_dir, **super().factory_kwargs()}
+        if self._zero_copy_setting is not None:
+            kwargs["zero_copy"] = self._zero_copy_setting
+        if self.readonly:
+            kwargs["readonly"] = True
+        return kwargs
 
     def _path(self, key: str) -> str:
         if (
@@ -90,6 +171,8 @@ class FileStore(RemoteStore):
             raise self._error("open", path, exc) from exc
         try:
             stat = os.fstat(fd)
+            if self.zero_copy and stat.st_size > 0:
+                return self._map(fd, stat.st_size), stat.st_mtime_ns / 1e9
             data = bytearray(stat.st_size)
             view = memoryview(data)
             done = 0
@@ -107,6 +190,23 @@ class FileStore(RemoteStore):
         finally:
             os.close(fd)
         return data, stat.st_mtime_ns / 1e9
+
+    def _map(self, fd: int, size: int) -> memoryview:
+        if self.readonly:
+            mapping = mmap.mmap(fd, size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
+        else:
+            mapping = mmap.mmap(
+                fd, size, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE
+            )
+        return memoryview(mapping)
+
+    def decode(self, data: Buffer) -> Any:
+        """Rebuild an object; read-only mappings give read-only arrays (no copy)."""
+        return deserialize(data, copy_readonly=not self.readonly)
+
+    def cacheable(self, data: Buffer) -> bool:
+        """Copy-on-write arrays are private to each ``get``: never cache them."""
+        return not (self.zero_copy and not self.readonly and has_buffers(data))
 
     def get_bytes(self, key: str) -> Buffer | None:
         """Return the contents of the file for ``key``, or ``None`` if there is none."""

@@ -8,9 +8,7 @@ destination). The key it returns carries the ids of those tasks, so ``get``, ``e
 proxy resolution at any site first wait for the task that brings the file there, then read the
 file from the local directory.
 
-Keys
-----
-A key made by the store is hex digits only, in groups of 32::
+**Keys.** A key made by the store is hex digits only, in groups of 32::
 
     <object id><task id>[<task id>...]
 
@@ -24,21 +22,18 @@ Objects under store-made keys are immutable: setting a store-made key again is r
 custom key waits until every transfer has finished before returning. Custom keys can be
 overwritten and ``strict`` works for them: it compares the local file's modification time.
 
-Which endpoint is local
------------------------
-The local endpoint is the first whose ``host_regex`` matches the host name in full, where the
-host name is, in order: the store's ``hostname`` argument, the environment variable
-``PROXYSTORE_GLOBUS_HOSTNAME``, or :func:`socket.gethostname`. The ``hostname`` argument does
-not travel with proxies (a proxy resolved elsewhere must find *that* site's endpoint); the
-environment variable is the way to name the site of a process explicitly.
+**Which endpoint is local.** The local endpoint is the first whose ``host_regex`` matches
+the host name in full, where the host name is, in order: the store's ``hostname`` argument, the
+environment variable ``PROXYSTORE_GLOBUS_HOSTNAME``, or :func:`socket.gethostname`. The
+``hostname`` argument does not travel with proxies (a proxy resolved elsewhere must find *that*
+site's endpoint); the environment variable is the way to name the site of a process explicitly.
 
-Waiting and failures
---------------------
-Waits poll ``get_task`` every ``polling_interval`` seconds for at most ``timeout`` seconds. A
-task that ends ``FAILED`` raises :class:`~proxystore.exceptions.StoreError` and one still
-running at the deadline raises :class:`~proxystore.exceptions.StoreTimeoutError`; both name
-the task, its source and destination endpoints and the key. Errors of globus-sdk are translated
-once, in :meth:`GlobusStore._call`: HTTP 401/403 and rejected refresh tokens become
+**Waiting and failures.** Waits poll ``get_task`` every ``polling_interval`` seconds for at
+most ``timeout`` seconds. A task that ends ``FAILED`` raises
+:class:`~proxystore.exceptions.StoreError` and one still running at the deadline raises
+:class:`~proxystore.exceptions.StoreTimeoutError`; both name the task, its source and
+destination endpoints and the key. Errors of globus-sdk are translated in one place
+(``GlobusStore._call``): HTTP 401/403 and rejected refresh tokens become
 :class:`~proxystore.exceptions.StoreAuthError` (run ``proxystore-globus-auth login``), network
 failures :class:`~proxystore.exceptions.StoreConnectionError`, anything else
 :class:`~proxystore.exceptions.StoreError`, always chained to the original.
@@ -59,7 +54,7 @@ import uuid as _uuid
 import warnings
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any, Callable, Protocol, TypeVar, Union
+from typing import Any, Callable, Literal, Protocol, TypeVar, Union
 
 import globus_sdk
 
@@ -89,6 +84,7 @@ HOSTNAME_ENV = "PROXYSTORE_GLOBUS_HOSTNAME"
 :func:`socket.gethostname`)."""
 
 _ENDPOINT_FIELDS = ("endpoint_path", "local_path", "host_regex")
+SyncLevel = Literal["exists", "size", "mtime", "checksum"]
 _SYNC_LEVELS = ("exists", "size", "mtime", "checksum")
 _ID_HEX = 32
 _STORE_MADE_KEY = re.compile(r"(?:[0-9a-f]{32}){2,}")
@@ -137,7 +133,7 @@ class GlobusEndpoint:
             for example ``/home/alice/proxystore``. ``~`` is expanded at that site, when a
             store uses the endpoint as its local one.
         host_regex: Regular expression that must match the *whole* host name of a process at
-            this endpoint's site (``r"login\\d+\\.cluster\\.edu"``), as a string or compiled.
+            this endpoint's site (``"login[0-9]+[.]cluster[.]edu"``), as a string or compiled.
 
     Raises:
         TypeError: If a field has the wrong type.
@@ -151,6 +147,7 @@ class GlobusEndpoint:
     endpoint_path: str
     local_path: str
     host_regex: str
+    _pattern: re.Pattern[str]
 
     def __init__(
         self,
@@ -305,7 +302,7 @@ class GlobusEndpoints:
 
     @classmethod
     def from_json(cls, path: str | os.PathLike[str]) -> GlobusEndpoints:
-        """Read the endpoints from a JSON file of ``{uuid: {endpoint_path, local_path, host_regex}}``.
+        """Read endpoints from a JSON file ``{uuid: {endpoint_path, local_path, host_regex}}``.
 
         Raises:
             OSError: If the file cannot be read.
@@ -317,7 +314,9 @@ class GlobusEndpoints:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise ValueError(f"endpoints file {os.fspath(path)!r} is not valid JSON: {exc}") from None
+            raise ValueError(
+                f"endpoints file {os.fspath(path)!r} is not valid JSON: {exc}"
+            ) from None
         if not isinstance(data, dict):
             raise ValueError(
                 f"endpoints file {os.fspath(path)!r} must hold a JSON object "
@@ -326,7 +325,7 @@ class GlobusEndpoints:
         return cls.from_dict(data)
 
     def to_dict(self) -> dict[str, dict[str, str]]:
-        """Return ``{uuid: {endpoint_path, local_path, host_regex}}`` (what :meth:`from_dict` reads)."""
+        """Return ``{uuid: {endpoint_path, local_path, host_regex}}``, for :meth:`from_dict`."""
         return {uuid: endpoint.to_dict() for uuid, endpoint in self._endpoints.items()}
 
     def get_by_host(self, hostname: str) -> GlobusEndpoint:
@@ -451,7 +450,7 @@ class GlobusStore(RemoteStore):
         *,
         endpoints: EndpointsLike,
         polling_interval: float = 1,
-        sync_level: str = "mtime",
+        sync_level: SyncLevel = "mtime",
         timeout: float = 60,
         cache_size: int = 16,
         transfer_client: TransferClientLike | None = None,
@@ -489,8 +488,22 @@ class GlobusStore(RemoteStore):
         if transfer_client is None:
             from proxystore.store.globus_auth import get_transfer_client
 
-            self.transfer_client: TransferClientLike = get_transfer_client()
-            self._client_travels = False
+            try:
+                self.transfer_client: TransferClientLike = get_transfer_client()
+            except StoreAuthError as exc:
+                raise StoreAuthError(
+                    f"GlobusStore {name!r} cannot log in to Globus: {exc}",
+                    store_name=name,
+                    store_type="GlobusStore",
+                ) from exc
+            except StoreConnectionError as exc:
+                raise StoreConnectionError(
+                    f"GlobusStore {name!r} cannot log in to Globus: {exc}",
+                    address=exc.address,
+                    store_name=name,
+                    store_type="GlobusStore",
+                ) from exc
+            self._client_travels = False  # built from this site's tokens: never shipped
         else:
             self.transfer_client = transfer_client
             self._client_travels = _pickles(transfer_client)
@@ -686,10 +699,10 @@ class GlobusStore(RemoteStore):
             if destination.uuid == source.uuid:
                 continue
             data = globus_sdk.TransferData(
-                source.uuid,
-                destination.uuid,
+                source_endpoint=source.uuid,
+                destination_endpoint=destination.uuid,
                 label=self._label(),
-                sync_level=self.sync_level,  # type: ignore[arg-type]
+                sync_level=self.sync_level,
                 preserve_timestamp=True,
                 notify_on_succeeded=False,
             )
@@ -905,8 +918,7 @@ class GlobusStore(RemoteStore):
         task_ids = self._put(items, wait=bool(custom))
         suffix = "".join(_uuid.UUID(task_id).hex for task_id in task_ids)
         return [
-            key if key is not None else filename + suffix
-            for key, (filename, _) in zip(keys, items)
+            key if key is not None else filename + suffix for key, (filename, _) in zip(keys, items)
         ]
 
     def set_bytes(self, key: str, data: Buffer) -> None:
@@ -1034,7 +1046,7 @@ class GlobusStore(RemoteStore):
             if endpoint.uuid == self.local_endpoint.uuid:
                 continue
             data = globus_sdk.DeleteData(
-                endpoint.uuid,
+                endpoint=endpoint.uuid,
                 label=self._label(),
                 ignore_missing=True,
                 notify_on_succeeded=False,

@@ -144,7 +144,8 @@ def init_store(store_type: StoreType, name: str, **kwargs: Any) -> Store:
     Args:
         store_type: Which store to create (see :func:`resolve_store_class`).
         name: Name to register the store under; proxies find their store by this name.
-        kwargs: Arguments of the store's constructor.
+        kwargs: Arguments of the store's constructor, and ``stats=True`` to record per-key
+            timing statistics (see :meth:`~proxystore.store.base.Store.stats`).
 
     Returns:
         The new store.
@@ -154,7 +155,10 @@ def init_store(store_type: StoreType, name: str, **kwargs: Any) -> Store:
         MissingExtraError: If the store's optional dependency is not installed.
     """
     cls = resolve_store_class(store_type)
+    stats = kwargs.pop("stats", False)
     store = cls(name, **kwargs)
+    if stats:
+        store.enable_stats()
     register_store(store)
     return store
 

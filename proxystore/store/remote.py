@@ -17,6 +17,7 @@ them).
 from __future__ import annotations
 
 import functools
+import time
 from abc import abstractmethod
 from collections.abc import Sequence
 from typing import Any, Callable
@@ -118,6 +119,14 @@ class RemoteStore(Store):
         """
         self.set_bytes(key, b"".join(parts))
 
+    def decode(self, data: Buffer) -> Any:
+        """Rebuild an object from the bytes a backend returned (override to tune)."""
+        return deserialize_bytes(data)
+
+    def cacheable(self, data: Buffer) -> bool:
+        """Whether the object rebuilt from ``data`` may be cached and shared (default: yes)."""
+        return True
+
     # -- the Store contract, given ------------------------------------------------------------
 
     def set(self, obj: Any, *, key: str | None = None, serialize: bool = True) -> str:
@@ -134,10 +143,13 @@ class RemoteStore(Store):
                 f"{type(obj).__name__}; pass serialize=True to serialize it"
             )
         self.cache.evict(key)
+        start = time.perf_counter() if self._stats is not None else 0.0
         if len(parts) == 1:
             self.set_bytes(key, parts[0])
         else:
             self.set_parts(key, parts)
+        if self._stats is not None:
+            self._stats.record(key, "transfer", time.perf_counter() - start)
         return key
 
     def get(
@@ -155,13 +167,21 @@ class RemoteStore(Store):
                 return default
             if cached is not _NOT_CACHED:
                 return cached
-        return self._decode(key, self.get_bytes_with_timestamp(key), deserialize, default)
+        return self._decode(key, self._fetch(key), deserialize, default)
 
     def prefetch(self, key: str, *, strict: bool = False) -> Any:
         """Fetch the bytes of ``key`` unless a usable copy is cached (the background half)."""
         if self._cached(key, strict=strict) is not _NOT_CACHED:
             return None
-        return (self.get_bytes_with_timestamp(key),)
+        return (self._fetch(key),)
+
+    def _fetch(self, key: str) -> tuple[Buffer, float] | None:
+        if self._stats is None:
+            return self.get_bytes_with_timestamp(key)
+        start = time.perf_counter()
+        fetched = self.get_bytes_with_timestamp(key)
+        self._stats.record(key, "transfer", time.perf_counter() - start)
+        return fetched
 
     def complete(
         self,
@@ -204,8 +224,9 @@ class RemoteStore(Store):
         data, timestamp = fetched
         if not deserialize:
             return data if isinstance(data, bytes) else bytes(data)
-        obj = deserialize_bytes(data)
-        self.cache.set(key, (timestamp, obj))
+        obj = self.decode(data)
+        if self.cacheable(data):
+            self.cache.set(key, (timestamp, obj))
         return obj
 
     def is_cached(self, key: str, *, strict: bool = False) -> bool:
