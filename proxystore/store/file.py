@@ -22,6 +22,7 @@ strings) are read and cached as usual.
 from __future__ import annotations
 
 import contextlib
+import errno
 import mmap
 import os
 import shutil
@@ -152,8 +153,14 @@ class FileStore(RemoteStore):
         return os.path.join(self.store_dir, key)
 
     def _error(self, action: str, path: str, exc: OSError) -> StoreError:
+        hint = {
+            errno.ENOSPC: " The file system is full: free space, or use a store_dir on a larger "
+            "file system (a tmpfs such as /dev/shm is limited by its size= mount option).",
+            errno.EACCES: " Check the permissions of the store directory.",
+            errno.EROFS: " The file system is read-only: choose another store_dir.",
+        }.get(exc.errno or 0, "")
         return StoreError(
-            f"FileStore {self.name!r} could not {action} {path!r}: {exc.strerror or exc}",
+            f"FileStore {self.name!r} could not {action} {path!r}: {exc.strerror or exc}.{hint}",
             store_name=self.name,
             store_type="FileStore",
         )
