@@ -136,7 +136,7 @@ def test_proxy_after_resolve_async_calls_target_once() -> None:
     p = Proxy(LambdaFactory(recorder))
     resolve_async(p)
     assert not is_resolved(p)  # started in the background, but the proxy is not resolved yet
-    result, args, kwargs = p
+    result, _args, _kwargs = p
     assert result == [1, 2, 3]
     assert len(recorder.threads) == 1
     assert recorder.threads[0] is not threading.current_thread()

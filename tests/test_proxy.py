@@ -167,18 +167,26 @@ def test_binary_ops_int(op: Callable[[Any, Any], Any], left: int, right: int) ->
 
 @pytest.mark.parametrize(
     "op",
-    [operator.add, operator.sub, operator.mul, operator.truediv, operator.floordiv,
-     operator.mod, operator.pow, divmod],
+    [
+        operator.add,
+        operator.sub,
+        operator.mul,
+        operator.truediv,
+        operator.floordiv,
+        operator.mod,
+        operator.pow,
+        divmod,
+    ],
     ids=lambda op: op.__name__,
-)  # fmt: skip
+)
 def test_binary_ops_float(op: Callable[[Any, Any], Any]) -> None:
     assert op(make(7.5), 2.0) == op(7.5, 2.0)
     assert op(7.5, make(2.0)) == op(7.5, 2.0)
 
 
 def test_sequence_arithmetic() -> None:
-    assert make([1]) + [2] == [1, 2]
-    assert [0] + make([1]) == [0, 1]
+    assert make([1]) + [2] == [1, 2]  # noqa: RUF005 - testing __add__ itself
+    assert [0] + make([1]) == [0, 1]  # noqa: RUF005 - testing __radd__ itself
     assert make("ab") * 3 == "ababab"
     assert 3 * make("ab") == "ababab"
     assert make(3) * "ab" == "ababab"
@@ -204,10 +212,23 @@ def test_three_argument_pow() -> None:
 
 @pytest.mark.parametrize(
     "op",
-    [operator.neg, operator.pos, operator.abs, operator.invert, int, float, complex, operator.index,
-     hex, oct, bin, bool, round],
+    [
+        operator.neg,
+        operator.pos,
+        operator.abs,
+        operator.invert,
+        int,
+        float,
+        complex,
+        operator.index,
+        hex,
+        oct,
+        bin,
+        bool,
+        round,
+    ],
     ids=lambda op: op.__name__,
-)  # fmt: skip
+)
 def test_unary_ops_int(op: Callable[[Any], Any]) -> None:
     for value in (-7, 0, 42):
         assert op(make(value)) == op(value)
@@ -267,10 +288,10 @@ INPLACE_OPS: list[tuple[Callable[[Any, Any], Any], Any, Any]] = [
 ]
 
 
-@pytest.mark.parametrize(("op", "left", "right"), INPLACE_OPS, ids=lambda v: getattr(v, "__name__", ""))
-def test_inplace_ops_on_immutable(
-    op: Callable[[Any, Any], Any], left: Any, right: Any
-) -> None:
+@pytest.mark.parametrize(
+    ("op", "left", "right"), INPLACE_OPS, ids=lambda v: getattr(v, "__name__", "")
+)
+def test_inplace_ops_on_immutable(op: Callable[[Any, Any], Any], left: Any, right: Any) -> None:
     p = make(left)
     result = op(p, right)
     assert isinstance(result, Proxy)  # the name stays bound to a proxy
@@ -703,6 +724,19 @@ def test_pickled_store_proxy_ships_only_the_factory(kind: str, store_factory: An
     assert is_resolved(q)
 
 
+@pytest.mark.parametrize("kind", ["local", "file", "redis"])
+def test_storing_a_proxy_does_not_resolve_it(kind: str, store_factory: Any) -> None:
+    store: Store = store_factory(kind)
+    for value in (b"raw", "text", [1, 2]):
+        factory = CountingFactory(value)
+        p = Proxy(factory)
+        key = store.set(p)
+        assert factory.calls == 0  # a reference is stored, not the object it refers to
+        got = store.get(key)
+        assert got == value
+        store.evict(key)
+
+
 def test_pickled_simple_factory_proxy_carries_the_object() -> None:
     p = make([1, 2, 3])
     q = pickle.loads(pickle.dumps(p))
@@ -781,7 +815,9 @@ def test_get_key(store_factory: Any) -> None:
 @pytest.mark.parametrize(
     "helper", [is_resolved, resolve, extract, resolve_async, get_key, get_factory]
 )
-@pytest.mark.parametrize("not_proxy", [[1], None, SimpleFactory(1)], ids=["list", "none", "factory"])
+@pytest.mark.parametrize(
+    "not_proxy", [[1], None, SimpleFactory(1)], ids=["list", "none", "factory"]
+)
 def test_helpers_reject_non_proxies(helper: Callable[[Any], Any], not_proxy: Any) -> None:
     with pytest.raises(TypeError, match="Proxy"):
         helper(not_proxy)
