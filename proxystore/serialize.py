@@ -186,6 +186,8 @@ def deserialize(data: Buffer, *, copy_readonly: bool = True) -> Any:
             f"deserialize() expects bytes, bytearray or memoryview, got {type(data).__name__}"
         )
     view = memoryview(data)
+    if not view.c_contiguous:
+        raise SerializationError("deserialize() needs a contiguous buffer")
     if view.ndim != 1 or view.itemsize != 1:
         view = view.cast("B")
     if view.nbytes == 0:

@@ -255,3 +255,11 @@ def test_factory_carries_directory(store: FileStore) -> None:
     factory = p.__factory__
     assert factory.store_kwargs["store_dir"] == store.store_dir
     assert "store_dir" in repr(store) and store.store_dir in repr(store)
+
+
+def test_long_keys_up_to_the_name_limit(store_factory: Any) -> None:
+    store = store_factory("file")
+    key = "k" * 250  # the temporary name does not grow with the key
+    assert store.set("value", key=key) == key
+    assert store.get(key) == "value"
+    store.evict(key)

@@ -119,3 +119,16 @@ def test_proxy_in_another_process_raises_process_local_error(
     # The proxy still works in the process that made it.
     assert not is_resolved(p)
     assert total(p) == 45.0
+
+
+def test_proxy_after_unregister_says_objects_are_gone(store_factory: Any) -> None:
+    from proxystore.exceptions import ProcessLocalStoreError
+    from proxystore.proxy import extract
+    from proxystore.store import get_store, unregister_store
+
+    store = store_factory("local")
+    p = store.proxy([1, 2, 3])
+    unregister_store(store.name)
+    with pytest.raises(ProcessLocalStoreError, match="no longer registered"):
+        extract(p)
+    assert get_store(store.name) is None  # no empty store was created behind the user's back

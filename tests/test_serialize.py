@@ -419,3 +419,9 @@ def test_unpicklable_object(obj: Any) -> None:
 def test_module_function_in_partial_roundtrips() -> None:
     got = deserialize(serialize(functools.partial(module_function, 1)))
     assert got() == 2
+
+
+def test_non_contiguous_memoryview_is_a_serialization_error() -> None:
+    data = memoryview(bytearray(serialize({"a": 1}) * 2))[::2]
+    with pytest.raises(SerializationError, match="contiguous"):
+        deserialize(data)

@@ -227,7 +227,8 @@ class FileStore(RemoteStore):
     def set_parts(self, key: str, parts: Sequence[Buffer]) -> None:
         """Write the pieces with ``writev`` to a temporary file, then rename it into place."""
         path = self._path(key)
-        temp = os.path.join(self.store_dir, f".{key}.{os.getpid()}.{self.new_key()[:8]}.tmp")
+        # Not derived from the key, so any key the file system accepts as a name works.
+        temp = os.path.join(self.store_dir, f".tmp-{os.getpid()}-{self.new_key()[:16]}")
         views = [memoryview(part).cast("B") for part in parts if memoryview(part).nbytes]
         try:
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)

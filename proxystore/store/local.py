@@ -41,7 +41,19 @@ class LocalFactory(StoreFactory[T]):
                 store_name=self.store_name,
                 store_type="LocalStore",
             )
-        return super().get_store()
+        from proxystore.store.registry import get_store
+
+        store = get_store(self.store_name)
+        if store is None:
+            # Re-creating a LocalStore would give an empty one: its objects are gone.
+            raise ProcessLocalStoreError(
+                f"proxy of key {self.key!r} refers to LocalStore {self.store_name!r}, which is "
+                "no longer registered in this process (unregister_store() or a re-init under "
+                "another type): its objects went with it",
+                store_name=self.store_name,
+                store_type="LocalStore",
+            )
+        return store
 
 
 class LocalStore(Store):
