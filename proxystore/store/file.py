@@ -62,6 +62,32 @@ def file_system_type(path: str) -> str | None:
     return best_type
 
 
+def check_file_key(key: str, store: RemoteStore) -> str:
+    """Return ``key`` if it can be a file name in a store directory.
+
+    Raises:
+        InvalidKeyError: If it is empty, starts with ``.`` (temporary files do) or contains a
+            path separator or NUL.
+    """
+    if (
+        not isinstance(key, str)
+        or not key
+        or key.startswith(".")
+        or "/" in key
+        or os.sep in key
+        or "\x00" in key
+    ):
+        kind = type(store).__name__
+        raise InvalidKeyError(
+            f"{kind} {store.name!r} cannot use key {key!r} as a file name: keys must be "
+            "non-empty, must not start with '.' and must not contain '/' or NUL",
+            key=str(key),
+            store_name=store.name,
+            store_type=kind,
+        )
+    return key
+
+
 def is_memory_file_system(path: str) -> bool:
     """Return whether ``path`` is on a memory file system (tmpfs or ramfs)."""
     return file_system_type(path) in _MEMORY_FILE_SYSTEMS
@@ -135,21 +161,7 @@ class FileStore(RemoteStore):
         return kwargs
 
     def _path(self, key: str) -> str:
-        if (
-            not isinstance(key, str)
-            or not key
-            or key.startswith(".")
-            or "/" in key
-            or os.sep in key
-            or "\x00" in key
-        ):
-            raise InvalidKeyError(
-                f"FileStore {self.name!r} cannot use key {key!r} as a file name: keys must be "
-                "non-empty, must not start with '.' and must not contain '/' or NUL",
-                key=str(key),
-                store_name=self.name,
-                store_type="FileStore",
-            )
+        check_file_key(key, self)
         return os.path.join(self.store_dir, key)
 
     def _error(self, action: str, path: str, exc: OSError) -> StoreError:

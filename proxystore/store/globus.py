@@ -67,6 +67,7 @@ from proxystore.exceptions import (
 )
 from proxystore.proxy import Proxy
 from proxystore.serialize import Buffer, serialize_parts
+from proxystore.store.file import check_file_key
 from proxystore.store.remote import RemoteStore
 
 __all__ = [
@@ -537,22 +538,7 @@ class GlobusStore(RemoteStore):
     # -- keys and files -----------------------------------------------------------------------
 
     def _filename(self, key: str) -> str:
-        if (
-            not isinstance(key, str)
-            or not key
-            or key.startswith(".")
-            or "/" in key
-            or os.sep in key
-            or "\x00" in key
-        ):
-            raise InvalidKeyError(
-                f"GlobusStore {self.name!r} cannot use key {key!r} as a file name: keys must be "
-                "non-empty, must not start with '.' and must not contain '/' or NUL",
-                key=str(key),
-                store_name=self.name,
-                store_type="GlobusStore",
-            )
-        return key
+        return check_file_key(key, self)
 
     def _split_key(self, key: str) -> tuple[str, list[str]]:
         """Return the file name and the transfer task ids that ``key`` carries."""
