@@ -1,0 +1,222 @@
+"""Resources the cases share: a private Redis server, store directories, stores, engines.
+
+Everything is created on first use and released when the run ends (also on Ctrl-C): the
+Redis server is shut down, directories are removed, pools and clusters are closed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+import warnings
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any, Callable, TypeVar
+
+from proxystore.store import Store, init_store, unregister_store
+
+T = TypeVar("T")
+
+STORE_DIRS = {"file-shm": "/dev/shm", "file-tmp": "/tmp"}
+"""Where each file store keeps its files."""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _answers(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+class Context:
+    """What a run shares between its cases.
+
+    Args:
+        quick: The run is a ``--quick`` one (cases pick small sizes and short loops).
+    """
+
+    def __init__(self, *, quick: bool) -> None:
+        self.quick = quick
+        self.exit = contextlib.ExitStack()
+        self._resources: dict[str, Any] = {}
+        self.redis_version: str | None = None
+        self.run_id = uuid.uuid4().hex[:8]
+
+    def __enter__(self) -> Context:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.exit.close()
+
+    @property
+    def min_time(self) -> float:
+        """Shortest duration of one timed repetition of a fast operation (loops repeat it)."""
+        return 0.005 if self.quick else 0.05
+
+    def resource(self, name: str, make: Callable[[], T]) -> T:
+        """Return the shared resource ``name``, making it on first use."""
+        if name not in self._resources:
+            self._resources[name] = make()
+        value: T = self._resources[name]
+        return value
+
+    # -- Redis -----------------------------------------------------------------------------------
+
+    def redis_address(self) -> tuple[str, int]:
+        """``(host, port)`` of REDIS_HOST/REDIS_PORT, or of a private server started now."""
+        return self.resource("redis-address", self._start_redis)
+
+    def _start_redis(self) -> tuple[str, int]:
+        host, port = os.environ.get("REDIS_HOST"), os.environ.get("REDIS_PORT")
+        address = (host, int(port)) if host and port else self._private_redis()
+        self.redis_version = self._redis_server_version(address)
+        return address
+
+    def _private_redis(self) -> tuple[str, int]:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError(
+                "the Redis cases need redis-server on PATH (Debian package redis-server), or "
+                "REDIS_HOST/REDIS_PORT pointing at a server"
+            )
+        workdir = tempfile.mkdtemp(prefix="proxystore-bench-redis-")
+        self.exit.callback(shutil.rmtree, workdir, ignore_errors=True)
+        port = _free_port()
+        process = subprocess.Popen(
+            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
+             "no", "--dir", workdir, "--protected-mode", "no"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        self.exit.callback(_stop, process)
+        deadline = time.monotonic() + 20
+        while not _answers("127.0.0.1", port):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server did not start on 127.0.0.1:{port}")
+            time.sleep(0.05)
+        return "127.0.0.1", port
+
+    @staticmethod
+    def _redis_server_version(address: tuple[str, int]) -> str | None:
+        import redis
+
+        client: redis.Redis[bytes] = redis.Redis(*address)
+        try:
+            return str(client.info("server").get("redis_version"))
+        except redis.exceptions.RedisError:
+            return None
+        finally:
+            client.close()
+
+    def redis_py(self) -> Any:
+        """A plain redis-py client on the benchmark server (the floor of RedisStore)."""
+
+        def make() -> Any:
+            import redis
+
+            client = redis.Redis(*self.redis_address())
+            self.exit.callback(client.close)
+            return client
+
+        return self.resource("redis-py", make)
+
+    # -- directories and stores ------------------------------------------------------------------
+
+    def directory(self, kind: str) -> str:
+        """A private directory for ``kind`` (``file-shm`` or ``file-tmp``), removed at the end."""
+
+        def make() -> str:
+            path = tempfile.mkdtemp(prefix=f"proxystore-bench-{kind}-", dir=STORE_DIRS[kind])
+            self.exit.callback(shutil.rmtree, path, ignore_errors=True)
+            return path
+
+        return self.resource(f"dir:{kind}", make)
+
+    def store_kwargs(self, kind: str) -> tuple[str, dict[str, Any]]:
+        """Store type and constructor arguments for a store of ``kind``."""
+        if kind == "local":
+            return "local", {}
+        if kind in STORE_DIRS:
+            return "file", {"store_dir": os.path.join(self.directory(kind), "store")}
+        if kind == "redis":
+            host, port = self.redis_address()
+            return "redis", {"hostname": host, "port": port}
+        raise ValueError(f"unknown store kind {kind!r}")
+
+    def store(self, kind: str, *, cache_size: int = 0, purpose: str = "bench") -> Store:
+        """A registered store of ``kind`` (unregistered and cleaned up at the end)."""
+
+        def make() -> Store:
+            store_type, kwargs = self.store_kwargs(kind)
+            if store_type != "local":
+                kwargs["cache_size"] = cache_size
+            name = f"{purpose}-{kind}-{self.run_id}"
+            store = init_store(store_type, name, **kwargs)
+            self.exit.callback(unregister_store, name)
+            self.exit.callback(store.cleanup)
+            return store
+
+        return self.resource(f"store:{purpose}:{kind}:{cache_size}", make)
+
+    # -- engines ---------------------------------------------------------------------------------
+
+    def process_pool(self, name: str, workers: int) -> ProcessPoolExecutor:
+        """A process pool (fork start method where available), shut down at the end."""
+
+        def make() -> ProcessPoolExecutor:
+            import multiprocessing
+
+            methods = multiprocessing.get_all_start_methods()
+            context = multiprocessing.get_context("fork" if "fork" in methods else None)
+            pool = ProcessPoolExecutor(workers, mp_context=context)
+            self.exit.callback(pool.shutdown, wait=True, cancel_futures=True)
+            return pool
+
+        return self.resource(f"pool:{name}:{workers}", make)
+
+    def dask_client(self, workers: int) -> Any:
+        """A Dask client on a LocalCluster of ``workers`` single-threaded worker processes."""
+
+        def make() -> Any:
+            import dask
+            from distributed import Client, LocalCluster
+
+            dask.config.set({"distributed.admin.large-graph-warning-threshold": "10GB"})
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # e.g. "port 8787 is in use" (no dashboard)
+                cluster = LocalCluster(
+                    n_workers=workers,
+                    threads_per_worker=1,
+                    processes=True,
+                    dashboard_address=None,
+                    memory_limit=0,
+                    silence_logs=50,
+                )
+                client = Client(cluster)
+            self.exit.callback(cluster.close)
+            self.exit.callback(client.close)
+            return client
+
+        return self.resource(f"dask:{workers}", make)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

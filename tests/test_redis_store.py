@@ -1,0 +1,483 @@
+"""RedisStore against real redis-servers: errors, secrets, redis_kwargs, chunking, fork, async."""
+
+from __future__ import annotations
+
+import gc
+import multiprocessing
+import os
+import pickle
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from types import FrameType
+from typing import Any
+
+import numpy as np
+import pytest
+import redis
+
+from proxystore.exceptions import StoreAuthError, StoreConnectionError, StoreError
+from proxystore.proxy import Proxy, get_factory, get_key, is_resolved, resolve_async
+from proxystore.store import get_store, init_store, unregister_store
+from proxystore.store.redis import RedisStore
+from tests.redis_server import free_port
+
+CHUNKS = ":ps-chunks"
+
+
+# -- private servers ----------------------------------------------------------------------------
+
+
+def _replies(port: int) -> bool:
+    """Whether a server on ``port`` answers PING at all (+PONG, or -NOAUTH with a password)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64)[:1] in (b"+", b"-")
+    except OSError:
+        return False
+
+
+@contextmanager
+def private_redis(*args: str) -> Iterator[tuple[str, int]]:
+    """Start a throw-away redis-server on a free port with extra ``args``; stop it afterwards."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("needs the redis-server binary to start a private server")
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="proxystore-redis-test-") as workdir:
+        process = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                workdir,
+                *args,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + 20
+            while not _replies(port):
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"private redis-server did not start on port {port}")
+                time.sleep(0.05)
+            yield "127.0.0.1", port
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+PASSWORD = f"pw-{uuid.uuid4().hex}"
+
+
+@pytest.fixture(scope="module")
+def auth_redis() -> Iterator[tuple[str, int]]:
+    """A private redis-server that requires ``PASSWORD``."""
+    with private_redis("--requirepass", PASSWORD) as address:
+        yield address
+
+
+@pytest.fixture
+def store(store_factory: Any) -> RedisStore:
+    made = store_factory("redis")
+    assert isinstance(made, RedisStore)
+    return made
+
+
+@pytest.fixture
+def raw(redis_address: tuple[str, int]) -> Iterator[redis.Redis[bytes]]:
+    """redis-py on the session server, to look at what the store wrote."""
+    client: redis.Redis[bytes] = redis.Redis(host=redis_address[0], port=redis_address[1])
+    yield client
+    client.close()
+
+
+def unused_port() -> int:
+    port = free_port()
+    assert not _replies(port)
+    return port
+
+
+# -- connection errors --------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(90)  # bounded: an error, never a hang (redis-py's retries take seconds)
+def test_connection_refused_raises_store_connection_error() -> None:
+    port = unused_port()
+    with pytest.raises(StoreConnectionError) as info:
+        RedisStore("unreachable", hostname="127.0.0.1", port=port)
+    error = info.value
+    assert f"127.0.0.1:{port}" in str(error)
+    assert error.address == f"127.0.0.1:{port}"
+    assert error.store_name == "unreachable" and error.store_type == "RedisStore"
+    assert isinstance(error.__cause__, redis.exceptions.ConnectionError)
+    assert not isinstance(error, ConnectionError)  # never shadows the builtin meaning
+    assert get_store("unreachable") is None
+
+
+@pytest.mark.timeout(90)
+def test_server_gone_after_creation_raises_store_connection_error() -> None:
+    with private_redis() as (host, port):
+        store = RedisStore("short-lived", hostname=host, port=port)
+        key = store.set("value")
+        p = store.proxy(key=key)
+    with pytest.raises(StoreConnectionError, match=f"{host}:{port}"):
+        store.get(key)
+    assert get_store("short-lived") is None
+    with pytest.raises(StoreConnectionError, match=f"{host}:{port}"):
+        str(p)  # the proxy re-creates the store from its factory, which cannot connect
+    assert get_store("short-lived") is None  # a store that cannot connect is not registered
+    store.cleanup()
+
+
+def test_connection_error_pickles_across_processes() -> None:
+    error = StoreConnectionError("x", address="h:1", store_name="n", store_type="RedisStore")
+    clone = pickle.loads(pickle.dumps(error))
+    assert (clone.address, clone.store_name, clone.store_type) == ("h:1", "n", "RedisStore")
+    assert str(clone) == "x"
+
+
+# -- authentication and secrets -----------------------------------------------------------------
+
+
+def assert_no_secret(*texts: str) -> None:
+    for text in texts:
+        assert PASSWORD not in text
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("credentials", ["wrong", "none"])
+def test_auth_error(auth_redis: tuple[str, int], credentials: str) -> None:
+    host, port = auth_redis
+    kwargs = {"password": "wrong-" + PASSWORD[::-1]} if credentials == "wrong" else {}
+    with pytest.raises(StoreAuthError) as info:
+        RedisStore("auth-fails", hostname=host, port=port, **kwargs)
+    error = info.value
+    assert f"{host}:{port}" in str(error)
+    assert error.store_name == "auth-fails"
+    assert isinstance(error.__cause__, redis.exceptions.RedisError)
+    assert_no_secret(str(error), repr(error), str(error.__cause__), repr(error.__dict__))
+    if credentials == "wrong":
+        assert kwargs["password"] not in str(error)
+
+
+def test_password_never_in_reprs(auth_redis: tuple[str, int]) -> None:
+    host, port = auth_redis
+    name = f"secret-{uuid.uuid4().hex[:8]}"
+    store = init_store("redis", name, hostname=host, port=port, password=PASSWORD)
+    try:
+        p = store.proxy({"data": 1})
+        factory = get_factory(p)
+        assert_no_secret(repr(store), str(store), repr(factory), str(factory), repr(p))
+        assert p == {"data": 1}
+        assert_no_secret(repr(p), str(p))
+        # ... yet the password does travel with the factory, so workers can connect.
+        assert factory.store_kwargs["password"] == PASSWORD
+        assert PASSWORD.encode() in pickle.dumps(p)
+        store.evict(str(get_key(p)))
+    finally:
+        store.cleanup()
+        unregister_store(name)
+
+
+RESOLVE_FROM_STDIN = textwrap.dedent(
+    """
+    import pickle, sys
+    from proxystore.proxy import extract
+    from proxystore.store import get_store
+    p = pickle.load(sys.stdin.buffer)
+    value = extract(p)
+    store = get_store(p)
+    print(repr(value))
+    print(repr(store))
+    """
+)
+
+
+def resolve_in_subprocess(p: Proxy) -> list[str]:
+    result = subprocess.run(
+        [sys.executable, "-c", RESOLVE_FROM_STDIN],
+        input=pickle.dumps(p),
+        capture_output=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    return result.stdout.decode().splitlines()
+
+
+def test_password_travels_to_subprocess(auth_redis: tuple[str, int]) -> None:
+    host, port = auth_redis
+    store = RedisStore("secret-sub", hostname=host, port=port, password=PASSWORD)
+    try:
+        p = store.proxy(["authenticated", 1])
+        lines = resolve_in_subprocess(p)
+        assert lines[0] == repr(["authenticated", 1])
+        assert "RedisStore" in lines[1]
+        assert_no_secret(*lines)
+    finally:
+        store.cleanup()
+
+
+# -- redis_kwargs travel with the factory -------------------------------------------------------
+
+
+def test_redis_kwargs_db_travels_to_subprocess(
+    store_factory: Any, redis_address: tuple[str, int]
+) -> None:
+    host, port = redis_address
+    db3 = store_factory("redis", db=3)
+    db0 = store_factory("redis")
+    key = f"db-test-{uuid.uuid4().hex}"
+    p = db3.proxy("from db 3", key=key)
+    db0.set("from db 0", key=key)  # same key, other database
+    direct3: redis.Redis[bytes] = redis.Redis(host=host, port=port, db=3)
+    try:
+        assert direct3.exists(key)
+        assert get_factory(p).store_kwargs["db"] == 3
+        assert resolve_in_subprocess(p)[0] == repr("from db 3")
+    finally:
+        db3.evict(key)
+        db0.evict(key)
+        direct3.close()
+
+
+# -- values written by other programs -----------------------------------------------------------
+
+
+def test_foreign_value_is_a_clear_error(store: RedisStore, raw: redis.Redis[bytes]) -> None:
+    key = f"foreign-{uuid.uuid4().hex}"
+    raw.set(key, b"not written by proxystore")
+    try:
+        with pytest.raises(StoreError, match="does not hold a ProxyStore value"):
+            store.get(key)
+        with pytest.raises(StoreError, match="does not hold a ProxyStore value"):
+            store.get_timestamp(key)
+    finally:
+        raw.delete(key)
+
+
+# -- chunking -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def chunked(store_factory: Any) -> RedisStore:
+    made = store_factory("redis", chunk_size=1000, cache_size=0)
+    assert isinstance(made, RedisStore)
+    return made
+
+
+def test_chunk_size_bounds(redis_address: tuple[str, int]) -> None:
+    host, port = redis_address
+    for bad in (0, -1, 600 * 2**20):
+        with pytest.raises(ValueError, match="chunk_size"):
+            RedisStore("bad-chunks", hostname=host, port=port, chunk_size=bad)
+
+
+def test_chunked_bytes_roundtrip(chunked: RedisStore, raw: redis.Redis[bytes]) -> None:
+    data = os.urandom(10_000)
+    key = chunked.set(data)
+    try:
+        assert raw.llen(key + CHUNKS) == 11  # 10_001 serialized bytes in 1000-byte chunks
+        assert all(len(chunk) <= 1000 for chunk in raw.lrange(key + CHUNKS, 0, -1))
+        assert raw.strlen(key) < 100  # the key itself holds only the header
+        assert chunked.get(key) == data
+        assert chunked.exists(key)
+        assert chunked.get(key, deserialize=False) == b"\x01" + data
+    finally:
+        chunked.evict(key)
+
+
+def test_chunked_numpy_roundtrip(chunked: RedisStore, raw: redis.Redis[bytes]) -> None:
+    array = np.random.default_rng(7).random((50, 40))  # 16 KB
+    key = chunked.set(array)
+    try:
+        assert raw.llen(key + CHUNKS) > 10
+        got = chunked.get(key)
+        assert np.array_equal(got, array) and got.dtype == array.dtype
+        assert got.flags.writeable
+        p = chunked.proxy(key=key)
+        assert np.array_equal(p, array)
+        assert resolve_in_subprocess(chunked.proxy(key=key))[0].startswith("array(")
+    finally:
+        chunked.evict(key)
+
+
+def test_overwrite_chunked_small_chunked_leaves_no_stale_chunks(
+    chunked: RedisStore, raw: redis.Redis[bytes]
+) -> None:
+    key = f"overwrite-{uuid.uuid4().hex}"
+    try:
+        chunked.set(b"a" * 10_000, key=key)
+        assert raw.llen(key + CHUNKS) == 11
+        chunked.set(b"small", key=key)
+        assert not raw.exists(key + CHUNKS)
+        assert chunked.get(key) == b"small"
+        chunked.set(b"b" * 2_500, key=key)
+        assert raw.llen(key + CHUNKS) == 3  # not 11 + 3: the old list was replaced
+        assert chunked.get(key) == b"b" * 2_500
+        chunked.set(b"c" * 9_000, key=key)
+        assert raw.llen(key + CHUNKS) == 10
+        assert chunked.get(key) == b"c" * 9_000
+    finally:
+        chunked.evict(key)
+
+
+def test_evict_removes_chunk_list(chunked: RedisStore, raw: redis.Redis[bytes]) -> None:
+    key = chunked.set(b"z" * 5_000)
+    assert raw.exists(key + CHUNKS)
+    chunked.evict(key)
+    assert not raw.exists(key)
+    assert not raw.exists(key + CHUNKS)
+    assert not chunked.exists(key)
+    assert chunked.get(key, default="gone") == "gone"
+
+
+def test_damaged_chunks_are_a_clear_error(chunked: RedisStore, raw: redis.Redis[bytes]) -> None:
+    key = chunked.set(b"q" * 5_000)
+    try:
+        raw.rpop(key + CHUNKS)  # another program damaged the value
+        with pytest.raises(StoreError, match="inconsistent"):
+            chunked.get(key)
+    finally:
+        chunked.evict(key)
+
+
+def test_strict_with_chunked_values(store_factory: Any) -> None:
+    writer = store_factory("redis", chunk_size=1000, cache_size=0)
+    reader = store_factory("redis", chunk_size=1000, cache_size=4)
+    key = f"strict-chunks-{uuid.uuid4().hex}"
+    try:
+        writer.set(b"1" * 3000, key=key)
+        assert reader.get(key) == b"1" * 3000
+        writer.set(b"2" * 4000, key=key)
+        assert reader.get(key) == b"1" * 3000  # cached, non-strict
+        assert reader.get(key, strict=True) == b"2" * 4000
+        writer.set(b"3", key=key)
+        assert reader.get(key, strict=True) == b"3"
+    finally:
+        writer.evict(key)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_value_beyond_512mb_bulk_limit(store_factory: Any, raw: redis.Redis[bytes]) -> None:
+    store = store_factory("redis", cache_size=0)
+    big = np.ones(600 * 2**20 // 8)  # 600 MB, more than one Redis bulk string may hold
+    key = store.set(big)
+    got: Any = None
+    try:
+        assert raw.llen(key + CHUNKS) >= 2
+        assert raw.strlen(key) < 100
+        got = store.get(key)
+        assert isinstance(got, np.ndarray)
+        assert got.shape == big.shape and got.dtype == big.dtype
+        assert float(got[0]) == 1.0 and float(got[-1]) == 1.0
+        assert float(got.sum()) == float(big.size)
+    finally:
+        store.evict(key)
+        del big, got
+        gc.collect()
+    assert not raw.exists(key + CHUNKS)
+
+
+# -- fork ---------------------------------------------------------------------------------------
+
+
+def roundtrip_in_forked_child(name: str, key: str) -> tuple[int, int, Any, str]:
+    """Runs in a forked worker: uses the store object inherited from the parent."""
+    store = get_store(name)
+    assert isinstance(store, RedisStore)
+    value = store.get(key)
+    new_key = store.set({"written by": os.getpid()})
+    client_id = store._client().client_id()
+    return os.getpid(), client_id, value, new_key
+
+
+@pytest.mark.skipif(
+    "fork" not in multiprocessing.get_all_start_methods(), reason="needs the fork start method"
+)
+def test_fresh_connection_after_fork(store: RedisStore) -> None:
+    key = store.set("from the parent")
+    parent_client = store._client().client_id()  # the parent has a live connection
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(max_workers=2, mp_context=context) as pool:
+        futures = [pool.submit(roundtrip_in_forked_child, store.name, key) for _ in range(6)]
+        # Keep the parent's connection busy while the children work.
+        for _ in range(50):
+            assert store.get(key, strict=True) == "from the parent"
+        results = [future.result(timeout=120) for future in futures]
+    for pid, client_id, value, new_key in results:
+        assert pid != os.getpid()
+        assert client_id != parent_client  # the child opened its own connection
+        assert value == "from the parent"
+        assert store.get(new_key) == {"written by": pid}
+        store.evict(new_key)
+    assert store._client().client_id() == parent_client  # the parent's connection survived
+    store.evict(key)
+
+
+# -- async resolution ---------------------------------------------------------------------------
+
+
+def test_resolve_async_fetches_in_background_thread(store: RedisStore) -> None:
+    array = np.arange(100_000)
+    p = store.proxy(array)
+    key = get_key(p)
+    fetches: list[str] = []
+
+    def profile(frame: FrameType, event: str, arg: Any) -> None:
+        if event == "call" and frame.f_code.co_name == "get_bytes_with_timestamp":
+            fetches.append(threading.current_thread().name)
+
+    threading.setprofile(profile)  # threads started from now on
+    sys.setprofile(profile)  # this thread
+    try:
+        resolve_async(p)
+        assert not is_resolved(p)
+        total = int(np.sum(p))  # first use waits on the background fetch
+    finally:
+        sys.setprofile(None)
+        threading.setprofile(None)  # type: ignore[arg-type]
+    assert total == int(array.sum())
+    assert is_resolved(p)
+    assert fetches == [f"proxystore-resolve-{key}"]  # once, and not in this thread
+    store.evict(str(key))
+
+
+def test_resolve_async_error_surfaces_on_use(store: RedisStore) -> None:
+    from proxystore.exceptions import ProxyResolveMissingKey
+
+    key = f"missing-{uuid.uuid4().hex}"
+    p = store.proxy(key=key)
+    resolve_async(p)
+    with pytest.raises(ProxyResolveMissingKey, match=key):
+        len(p)
+
+
+def test_cleanup_then_reuse_reconnects(store: RedisStore) -> None:
+    key = store.set("v")
+    store.cleanup()
+    assert store.get(key) == "v"
+    store.evict(key)
