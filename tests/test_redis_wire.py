@@ -17,6 +17,7 @@ import pytest
 import redis
 
 from proxystore.exceptions import StoreAuthError, StoreConnectionError, StoreError
+from proxystore.buffers import alloc_buffer
 from proxystore.serialize import serialize_parts
 from proxystore.store.redis import WIRE_OPTIONS, RedisStore, uses_wire
 from proxystore.store.redis_wire import (
@@ -24,7 +25,6 @@ from proxystore.store.redis_wire import (
     SMALL_ARGUMENT,
     Connection,
     ConnectionPool,
-    alloc_buffer,
     encode,
 )
 from tests.redis_server import free_port

@@ -29,6 +29,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from proxystore.buffers import alloc_buffer
 from proxystore.exceptions import InvalidKeyError, StoreError
 from proxystore.serialize import Buffer, deserialize, has_buffers
 from proxystore.store.remote import RemoteStore
@@ -192,8 +193,7 @@ class FileStore(RemoteStore):
             stat = os.fstat(fd)
             if self.zero_copy and stat.st_size > 0:
                 return self._map(fd, stat.st_size), stat.st_mtime_ns / 1e9
-            data = bytearray(stat.st_size)
-            view = memoryview(data)
+            data = view = alloc_buffer(stat.st_size)
             done = 0
             while done < stat.st_size:
                 count = os.readv(fd, [view[done:]])

@@ -33,11 +33,12 @@ from typing import Any, Callable, Protocol, TypeVar
 
 import redis
 
+from proxystore.buffers import alloc_buffer, byte_view
 from proxystore.exceptions import StoreAuthError, StoreConnectionError, StoreError
 from proxystore.serialize import Buffer
 from proxystore.store import redis_wire
 from proxystore.store.base import StoreFactory
-from proxystore.store.redis_wire import SMALL_ARGUMENT, Argument, alloc_buffer, byte_view
+from proxystore.store.redis_wire import SMALL_ARGUMENT, Argument
 from proxystore.store.remote import RemoteStore
 
 __all__ = ["WIRE_OPTIONS", "RedisFactory", "RedisStore", "uses_wire"]

@@ -9,9 +9,9 @@ module moves large values without those copies:
   returns them); pieces of :data:`SMALL_ARGUMENT` bytes or more go to the kernel straight from
   the caller's memory (numpy arrays included), never joined.
 * **Receiving**: a bulk reply of :data:`LARGE_REPLY` bytes or more is read with ``recv_into``
-  straight into one fresh buffer from :func:`alloc_buffer` (anonymous memory backed by
-  transparent huge pages where the system offers them, which makes the page faults of a fresh
-  100 MB buffer about six times cheaper). The buffer is writable, so the deserializer rebuilds
+  straight into one fresh buffer from :func:`~proxystore.buffers.alloc_buffer` (anonymous
+  memory backed by transparent huge pages where the system offers them, which makes the page
+  faults of a fresh 100 MB buffer about six times cheaper). The buffer is writable, so the deserializer rebuilds
   arrays on it without another copy.
 
 Only what ``RedisStore`` needs is here: TCP connections with optional ``AUTH`` (password,
@@ -30,7 +30,6 @@ Neither a password nor any other credential appears in a ``repr`` or an error me
 from __future__ import annotations
 
 import contextlib
-import mmap
 import os
 import socket
 import threading
@@ -39,6 +38,7 @@ from typing import Any, Callable, Union
 
 from redis import exceptions
 
+from proxystore.buffers import LARGE_BUFFER, alloc_buffer, byte_view
 from proxystore.serialize import Buffer
 
 __all__ = [
@@ -48,8 +48,6 @@ __all__ = [
     "Connection",
     "ConnectionPool",
     "Reply",
-    "alloc_buffer",
-    "byte_view",
     "encode",
 ]
 
@@ -66,43 +64,14 @@ SMALL_ARGUMENT = 16 * 1024
 """Argument pieces shorter than this are copied into the command buffer; longer ones are sent
 from the caller's memory."""
 
-LARGE_REPLY = 4 * 2**20
-"""Bulk replies of at least this many bytes are read into a buffer from :func:`alloc_buffer`."""
+LARGE_REPLY = LARGE_BUFFER
+"""Bulk replies of at least this many bytes are read into a buffer from
+:func:`~proxystore.buffers.alloc_buffer`."""
 
 _READ_BUFFER = 64 * 1024  # replies up to about this size are read through the connection buffer
 _ALIGN = 64
 _CRLF = b"\r\n"
 _IOV_MAX = min(getattr(os, "sysconf", lambda _: 1024)("SC_IOV_MAX"), 1024)
-_MAP_PRIVATE_ANON = getattr(mmap, "MAP_PRIVATE", 0) | getattr(mmap, "MAP_ANONYMOUS", 0)
-_MADV_HUGEPAGE = getattr(mmap, "MADV_HUGEPAGE", None)
-
-
-def alloc_buffer(nbytes: int) -> memoryview:
-    """Return a fresh, writable, zero-filled buffer of ``nbytes`` bytes.
-
-    Buffers of :data:`LARGE_REPLY` bytes or more are private anonymous memory maps, page
-    aligned and advised to use transparent huge pages (Linux), so filling them costs a few
-    page faults instead of one per 4 KiB. Smaller ones are ``bytearray`` objects. Either way
-    the memory is freed when the last view of it (or array built on it) goes away.
-    """
-    if nbytes >= LARGE_REPLY and _MAP_PRIVATE_ANON:
-        try:
-            region = mmap.mmap(-1, nbytes, flags=_MAP_PRIVATE_ANON)
-        except OSError:
-            return memoryview(bytearray(nbytes))
-        if _MADV_HUGEPAGE is not None:
-            with contextlib.suppress(OSError):
-                region.madvise(_MADV_HUGEPAGE)
-        return memoryview(region)
-    return memoryview(bytearray(nbytes))
-
-
-def byte_view(data: Buffer) -> memoryview:
-    """Return a flat, unsigned-byte view of ``data`` (no copy; ``data`` must be contiguous)."""
-    view = memoryview(data)
-    if view.ndim != 1 or view.format != "B":
-        view = view.cast("B")
-    return view
 
 
 def _server_error(message: str) -> exceptions.RedisError:
