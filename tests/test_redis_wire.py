@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import redis
 
-from proxystore.exceptions import StoreAuthError, StoreConnectionError, StoreError
 from proxystore.buffers import alloc_buffer
+from proxystore.exceptions import StoreAuthError, StoreConnectionError, StoreError
 from proxystore.serialize import serialize_parts
 from proxystore.store.redis import WIRE_OPTIONS, RedisStore, uses_wire
 from proxystore.store.redis_wire import (

@@ -11,8 +11,8 @@ module moves large values without those copies:
 * **Receiving**: a bulk reply of :data:`LARGE_REPLY` bytes or more is read with ``recv_into``
   straight into one fresh buffer from :func:`~proxystore.buffers.alloc_buffer` (anonymous
   memory backed by transparent huge pages where the system offers them, which makes the page
-  faults of a fresh 100 MB buffer about six times cheaper). The buffer is writable, so the deserializer rebuilds
-  arrays on it without another copy.
+  faults of a fresh 100 MB buffer about six times cheaper). The buffer is writable, so the
+  deserializer rebuilds arrays on it without another copy.
 
 Only what ``RedisStore`` needs is here: TCP connections with optional ``AUTH`` (password,
 or username and password), ``CLIENT SETNAME`` and ``SELECT``; pipelines; ``MULTI``/``EXEC``
