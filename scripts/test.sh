@@ -24,10 +24,11 @@ if ! command -v redis-server >/dev/null 2>&1; then
 fi
 
 echo "== ruff"
-python -m ruff check proxystore integrations tests examples benchmarks 2>/dev/null \
-  || python -m ruff check proxystore integrations tests examples
+python -m ruff check proxystore integrations tests examples benchmarks
+python -m ruff format --check proxystore integrations tests examples benchmarks
 echo "== mypy --strict"
 python -m mypy proxystore integrations
+python -m mypy benchmarks
 echo "== sphinx (-W: warnings are errors)"
 python -m sphinx -W -q -b html docs docs/_build/html
 echo "== pytest"
