@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -15,6 +16,7 @@ distributed = pytest.importorskip("distributed")
 from proxystore.integrations.dask import ProxyClient  # noqa: E402
 from proxystore.integrations.policy import ProxyPolicy  # noqa: E402
 from proxystore.proxy import Proxy, extract  # noqa: E402
+from proxystore.serialize import SerializationError  # noqa: E402
 from proxystore.store import Store, init_store, unregister_store  # noqa: E402
 from tests.integration_helpers import (  # noqa: E402
     ReadLoggingFileStore,
@@ -161,5 +163,9 @@ def test_bad_input(client: Any, store_factory: Any) -> None:
         ProxyClient(client, store=store_factory("local"))
     with pytest.raises(ValueError, match=">= 0"):
         ProxyClient(client, store=store_factory("file"), threshold=-5)
+    pc = ProxyClient(client, store=store_factory("file"), threshold=THRESHOLD)
+    with pytest.raises(SerializationError, match="cannot be serialized"):
+        pc.submit(total, threading.Lock())
+    assert pc.proxier.in_use() == {}
     with pytest.raises(TypeError, match=r"distributed\.Client"):
         ProxyClient(object(), store=store_factory("file"))  # type: ignore[arg-type]

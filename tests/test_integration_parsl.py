@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +24,7 @@ from parsl.providers import LocalProvider  # noqa: E402
 from proxystore.integrations.parsl import ProxyApp, proxy_app  # noqa: E402
 from proxystore.integrations.policy import ProxyPolicy  # noqa: E402
 from proxystore.proxy import Proxy, extract  # noqa: E402
+from proxystore.serialize import SerializationError  # noqa: E402
 from proxystore.store import Store  # noqa: E402
 from tests.integration_helpers import (  # noqa: E402
     describe,
@@ -161,5 +163,11 @@ def test_bad_input(dfk: Any, store_factory: Any) -> None:
         proxy_app(store=store_factory("local"))
     with pytest.raises(ValueError, match=">= 0"):
         proxy_app(store=store_factory("file"), threshold=-1)
+    proxied = proxy_app(store=store_factory("file"), threshold=THRESHOLD)(
+        python_app(total, executors=["htex"])
+    )
+    with pytest.raises(SerializationError, match="cannot be serialized"):
+        proxied(threading.Lock())
+    assert proxied.proxier.in_use() == {}
     with pytest.raises(TypeError, match="python_app"):
         proxy_app(store=store_factory("file"))(total)  # type: ignore[arg-type]
