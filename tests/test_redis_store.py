@@ -6,18 +6,13 @@ import gc
 import multiprocessing
 import os
 import pickle
-import shutil
-import socket
 import subprocess
 import sys
-import tempfile
 import textwrap
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
@@ -29,64 +24,12 @@ from proxystore.exceptions import StoreAuthError, StoreConnectionError, StoreErr
 from proxystore.proxy import Proxy, get_factory, get_key, is_resolved, resolve_async
 from proxystore.store import get_store, init_store, unregister_store
 from proxystore.store.redis import RedisStore
-from tests.redis_server import free_port
+from tests.redis_server import free_port, private_redis, replies
 
 CHUNKS = ":ps-chunks"
 
 
 # -- private servers ----------------------------------------------------------------------------
-
-
-def _replies(port: int) -> bool:
-    """Whether a server on ``port`` answers PING at all (+PONG, or -NOAUTH with a password)."""
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(64)[:1] in (b"+", b"-")
-    except OSError:
-        return False
-
-
-@contextmanager
-def private_redis(*args: str) -> Iterator[tuple[str, int]]:
-    """Start a throw-away redis-server on a free port with extra ``args``; stop it afterwards."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("needs the redis-server binary to start a private server")
-    port = free_port()
-    with tempfile.TemporaryDirectory(prefix="proxystore-redis-test-") as workdir:
-        process = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                workdir,
-                *args,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            deadline = time.monotonic() + 20
-            while not _replies(port):
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"private redis-server did not start on port {port}")
-                time.sleep(0.05)
-            yield "127.0.0.1", port
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
 
 
 PASSWORD = f"pw-{uuid.uuid4().hex}"
@@ -116,7 +59,7 @@ def raw(redis_address: tuple[str, int]) -> Iterator[redis.Redis[bytes]]:
 
 def unused_port() -> int:
     port = free_port()
-    assert not _replies(port)
+    assert not replies("127.0.0.1", port)
     return port
 
 
