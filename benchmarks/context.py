@@ -25,6 +25,53 @@ T = TypeVar("T")
 STORE_DIRS = {"file-shm": "/dev/shm", "file-tmp": "/tmp"}
 """Where each file store keeps its files."""
 
+HUGE_TMPFS_ENV = "PROXYSTORE_BENCH_HUGE_TMPFS"
+"""Names a directory on a tmpfs mounted with huge pages (``huge=within_size`` or ``always``).
+
+When set, the zero-copy cases also run the standard workload with the store there (store kind
+``file-huge``). Mounting one needs root, e.g.
+``mount -t tmpfs -o size=2g,huge=within_size tmpfs /mnt/huge``.
+"""
+
+
+def mount_options(path: str) -> tuple[str, list[str]] | None:
+    """``(type, options)`` of the mount holding ``path``, from ``/proc/self/mounts``."""
+    try:
+        with open("/proc/self/mounts") as mounts:
+            entries = [line.split() for line in mounts]
+    except OSError:
+        return None
+    real = os.path.realpath(path)
+    best, found = "", None
+    for entry in entries:
+        if len(entry) < 4:
+            continue
+        point = entry[1].replace("\\040", " ")
+        inside = real == point or real.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, found = point, (entry[2], entry[3].split(","))
+    return found
+
+
+def huge_tmpfs() -> str | None:
+    """The directory named by :data:`HUGE_TMPFS_ENV`, or ``None`` when it is not set.
+
+    Raises:
+        RuntimeError: If it is set but is not a directory on a tmpfs mounted with huge pages.
+    """
+    path = os.environ.get(HUGE_TMPFS_ENV)
+    if not path:
+        return None
+    mount = mount_options(path) if os.path.isdir(path) else None
+    huge = [option for option in (mount[1] if mount else []) if option.startswith("huge=")]
+    if mount is None or mount[0] != "tmpfs" or not huge or huge[-1] in ("huge=never", "huge=deny"):
+        raise RuntimeError(
+            f"{HUGE_TMPFS_ENV}={path!r} must be a directory on a tmpfs mounted with "
+            "huge=within_size or huge=always (as root: mount -t tmpfs -o "
+            "size=2g,huge=within_size tmpfs DIR)"
+        )
+    return path
+
 
 def _free_port() -> int:
     with socket.socket() as sock:
@@ -136,10 +183,15 @@ class Context:
     # -- directories and stores ------------------------------------------------------------------
 
     def directory(self, kind: str) -> str:
-        """A private directory for ``kind`` (``file-shm`` or ``file-tmp``), removed at the end."""
+        """A private directory for ``kind``, removed at the end.
+
+        ``file-shm`` and ``file-tmp`` are under :data:`STORE_DIRS`; ``file-huge`` is under the
+        directory named by :data:`HUGE_TMPFS_ENV`.
+        """
 
         def make() -> str:
-            path = tempfile.mkdtemp(prefix=f"proxystore-bench-{kind}-", dir=STORE_DIRS[kind])
+            base = huge_tmpfs() if kind == "file-huge" else STORE_DIRS[kind]
+            path = tempfile.mkdtemp(prefix=f"proxystore-bench-{kind}-", dir=base)
             self.exit.callback(shutil.rmtree, path, ignore_errors=True)
             return path
 
@@ -149,27 +201,38 @@ class Context:
         """Store type and constructor arguments for a store of ``kind``."""
         if kind == "local":
             return "local", {}
-        if kind in STORE_DIRS:
+        if kind in STORE_DIRS or kind == "file-huge":
             return "file", {"store_dir": os.path.join(self.directory(kind), "store")}
         if kind == "redis":
             host, port = self.redis_address()
             return "redis", {"hostname": host, "port": port}
         raise ValueError(f"unknown store kind {kind!r}")
 
-    def store(self, kind: str, *, cache_size: int = 0, purpose: str = "bench") -> Store:
-        """A registered store of ``kind`` (unregistered and cleaned up at the end)."""
+    def store(
+        self, kind: str, *, cache_size: int = 0, purpose: str = "bench", **options: Any
+    ) -> Store:
+        """A registered store of ``kind`` (unregistered and cleaned up at the end).
+
+        Args:
+            kind: ``local``, ``file-shm``, ``file-tmp``, ``file-huge`` or ``redis``.
+            cache_size: The store's cache size (remote stores only).
+            purpose: Names the store; stores of different purposes are different stores.
+            options: Further constructor arguments (e.g. ``readonly=True`` for a FileStore).
+        """
 
         def make() -> Store:
             store_type, kwargs = self.store_kwargs(kind)
             if store_type != "local":
                 kwargs["cache_size"] = cache_size
+            kwargs.update(options)
             name = f"{purpose}-{kind}-{self.run_id}"
             store = init_store(store_type, name, **kwargs)
             self.exit.callback(unregister_store, name)
             self.exit.callback(store.cleanup)
             return store
 
-        return self.resource(f"store:{purpose}:{kind}:{cache_size}", make)
+        described = ",".join(f"{key}={value!r}" for key, value in sorted(options.items()))
+        return self.resource(f"store:{purpose}:{kind}:{cache_size}:{described}", make)
 
     # -- engines ---------------------------------------------------------------------------------
 

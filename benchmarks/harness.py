@@ -38,15 +38,27 @@ class Target:
             itself) or ``"check"`` (a yes/no fact the trial establishes).
         bound: The limit (ignored for ``"check"``).
         strict: ``<`` instead of ``<=``.
+        also: A second condition that must hold too (its own ``text`` is not shown), e.g. an
+            absolute time and a ratio to the floor for the same case.
     """
 
     text: str
     on: str = "ratio"
     bound: float = 0.0
     strict: bool = False
+    also: Target | None = None
 
     def met(self, ratio: float | None, median: float, check: bool | None) -> bool | None:
         """Return whether the target is met (``None`` when it cannot be judged)."""
+        first = self._met_alone(ratio, median, check)
+        if self.also is None:
+            return first
+        second = self.also.met(ratio, median, check)
+        if first is False or second is False:
+            return False
+        return None if first is None or second is None else True
+
+    def _met_alone(self, ratio: float | None, median: float, check: bool | None) -> bool | None:
         if self.on == "check":
             return check
         value = ratio if self.on == "ratio" else median
@@ -380,7 +392,7 @@ def machine_info(redis_version: str | None) -> dict[str, Any]:
             ["numpy", "redis", "lazy-object-proxy", "dask", "distributed", "cloudpickle"]
         ),
         "redis_server": redis_version,
-        "file_systems": {path: _fs_type(path) for path in ("/dev/shm", "/tmp")},
+        "file_systems": _file_systems(),
         "commit": _commit(),
     }
     return info
@@ -409,6 +421,18 @@ def _versions(names: list[str]) -> dict[str, str]:
     for name in names:
         with contextlib.suppress(metadata.PackageNotFoundError):
             found[name] = metadata.version(name)
+    return found
+
+
+def _file_systems() -> dict[str, str | None]:
+    from benchmarks.context import huge_tmpfs, mount_options
+
+    found = {path: _fs_type(path) for path in ("/dev/shm", "/tmp")}
+    huge = huge_tmpfs()
+    if huge is not None:
+        mount = mount_options(huge)
+        options = [o for o in mount[1] if o.startswith("huge=")] if mount else []
+        found[huge] = f"tmpfs ({', '.join(options)})"
     return found
 
 

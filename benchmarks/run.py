@@ -26,7 +26,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the checkout importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks import executor_cases, memory_cases, proxy_cases, store_cases
+from benchmarks import executor_cases, memory_cases, proxy_cases, store_cases, zero_copy_cases
 from benchmarks.context import Context
 from benchmarks.harness import (
     Case,
@@ -49,7 +49,9 @@ def all_cases(ctx: Context) -> list[Case]:
         *store_cases.cases(ctx),
         *proxy_cases.cases(ctx),
         *memory_cases.cases(ctx),
+        *zero_copy_cases.pool_cases(ctx),  # forked pools before Dask starts its threads
         *executor_cases.cases(ctx),
+        *zero_copy_cases.other_cases(ctx),
     ]
 
 

@@ -49,6 +49,13 @@ EXPECTED_CASES = [
     "executor/dask/redis/array-8MB",
     "prefetch/file-shm/2x-array-8MB",
     "prefetch/redis/2x-array-8MB",
+    "zero-copy/process-pool/cow/array-8MB",
+    "zero-copy/process-pool/readonly/array-8MB",
+    "zero-copy/memory/cow/array-8MB",
+    "zero-copy/memory/readonly/array-8MB",
+    "zero-copy/dask/vs-scatter/array-8MB",
+    "zero-copy/dask/vs-scatter-unhashed/array-8MB",
+    "zero-copy/resolve/fresh-process/array-8MB",
 ]
 
 
@@ -76,6 +83,14 @@ def test_list_and_case_filter_as_a_script() -> None:
     assert full.returncode == 0, full.stderr
     assert "store/redis/put+get/array-100MB" in full.stdout
     assert "executor/dask/redis/array-100MB" in full.stdout
+    zero_copy = run_benchmarks("-m", "benchmarks", "--list", "--case", "zero-copy/*")
+    assert zero_copy.returncode == 0, zero_copy.stderr
+    listed = {line.split()[0]: line for line in zero_copy.stdout.splitlines()}
+    assert set(listed) == {
+        name.replace("array-8MB", "array-100MB") for name in EXPECTED_CASES if "zero-copy" in name
+    }
+    assert "<= 0.1s and >= 15x faster" in listed["zero-copy/process-pool/cow/array-100MB"]
+    assert "< 1ms" in listed["zero-copy/resolve/fresh-process/array-100MB"]
 
 
 @pytest.mark.slow
@@ -110,6 +125,18 @@ def test_quick_run_writes_every_case(tmp_path: Path, redis_address: tuple[str, i
         assert case["ratio"] is not None
     assert "submit_s" in cases["executor/dask/redis/array-8MB"]["extra"]
     assert "transfer_s" in cases["prefetch/redis/2x-array-8MB"]["extra"]
+    pool = cases["zero-copy/process-pool/cow/array-8MB"]
+    assert {"submit_s", "first_submit_s", "tasks_s", "floor_submit_s"} <= set(pool["extra"])
+    assert pool["floor"]["name"] == "plain ProcessPoolExecutor"
+    assert {"import_s", "unpickle_s"} <= set(
+        cases["zero-copy/resolve/fresh-process/array-8MB"]["extra"]
+    )
+    memory = cases["zero-copy/memory/cow/array-8MB"]
+    assert memory["unit"] == "B" and memory["floor"]["median"] == 8 * 2**20
+    assert {"worker_anon_peak_bytes", "worker_shmem_peak_bytes", "after_bytes"} <= set(
+        memory["extra"]
+    )
+    assert "floor_scatter_s" in cases["zero-copy/dask/vs-scatter/array-8MB"]["extra"]
     # The printed table and the RST copy carry the same cases.
     assert "store/redis/put+get/array-1KB" in done.stdout
     assert "list-table" in rst.read_text()
