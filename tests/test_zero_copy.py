@@ -193,3 +193,32 @@ def test_no_space_left_is_a_clear_error(private_tmpfs: Any) -> None:
     assert directory in str(info.value)
     assert os.listdir(directory) == []  # no partial or temporary file left behind
     assert store.get(store.set(b"small")) == b"small"
+
+
+def test_readonly_cache_lets_go_of_evicted_files(private_tmpfs: Any) -> None:
+    directory = private_tmpfs("256m")
+    store = FileStore("ro-release", store_dir=directory, readonly=True)
+    baseline = used_bytes(directory)
+    key = store.set(np.ones(50 * 2**20 // 8))
+    assert float(store.get(key).sum()) == 50 * 2**20 / 8  # cached, mapping held by the cache
+    # Another process (a client that evicts after its tasks) removes the file behind our back.
+    other = FileStore("ro-release-other", store_dir=directory, readonly=True)
+    other.evict(key)
+    assert used_bytes(directory) - baseline >= 50 * 2**20  # our cache still maps it
+    store.get(store.set(np.zeros(1000)))  # the next mapping sweeps entries whose file is gone
+    gc.collect()
+    assert not store.is_cached(key)
+    assert used_bytes(directory) - baseline < 1 * 2**20
+
+
+def test_background_prefetch_populates_copy_on_write_mappings(store: FileStore) -> None:
+    from proxystore.proxy import extract, get_key, resolve_async
+
+    data = np.arange(2_000_000, dtype=np.float64)
+    proxy = store.proxy(data)
+    resolve_async(proxy)
+    got = extract(proxy)
+    assert np.array_equal(got, data)
+    got[0] = -5  # still copy-on-write after populating
+    key = get_key(proxy)
+    assert key is not None and store.get(key)[0] == 0.0

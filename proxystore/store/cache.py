@@ -65,6 +65,11 @@ class LRUCache(Generic[K, V]):
         with self._lock:
             return key in self._data
 
+    def cached_keys(self) -> list[K]:
+        """Return the cached keys, least recently used first (a snapshot)."""
+        with self._lock:
+            return list(self._data)
+
     def clear(self) -> None:
         """Remove every entry."""
         with self._lock:

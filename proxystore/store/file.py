@@ -22,6 +22,7 @@ strings) are read and cached as usual.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import mmap
 import os
@@ -39,6 +40,7 @@ __all__ = ["FileStore"]
 _IOV_MAX = min(getattr(os, "sysconf", lambda _: 1024)("SC_IOV_MAX"), 1024)
 _MEMORY_FILE_SYSTEMS = frozenset({"tmpfs", "ramfs"})
 _MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22)  # Linux 5.14+
+_LIBC = ctypes.CDLL(None, use_errno=True)  # ctypes calls release the interpreter lock
 
 
 def file_system_type(path: str) -> str | None:
@@ -61,6 +63,22 @@ def file_system_type(path: str) -> str | None:
         if inside and len(mount_point) >= len(best):
             best, best_type = mount_point, entry[2]
     return best_type
+
+
+def _populate(mapping: mmap.mmap) -> None:
+    """Fill a writable mapping's page table without holding the interpreter lock."""
+    try:
+        anchor = ctypes.c_char.from_buffer(mapping)
+    except (TypeError, ValueError):
+        return
+    try:
+        _LIBC.madvise(
+            ctypes.c_void_p(ctypes.addressof(anchor)),
+            ctypes.c_size_t(len(mapping)),
+            ctypes.c_int(_MADV_POPULATE_READ),
+        )  # a kernel without MADV_POPULATE_READ answers EINVAL: nothing lost
+    finally:
+        del anchor
 
 
 def check_file_key(key: str, store: RemoteStore) -> str:
@@ -212,6 +230,7 @@ class FileStore(RemoteStore):
 
     def _map(self, fd: int, size: int) -> memoryview:
         if self.readonly:
+            self._drop_evicted()
             mapping = mmap.mmap(fd, size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
         else:
             mapping = mmap.mmap(
@@ -222,17 +241,25 @@ class FileStore(RemoteStore):
     def prefetch(self, key: str, *, strict: bool = False) -> Any:
         """Map the file in the background and populate its page table (no copy).
 
-        With zero-copy, the background half of a resolve also asks the kernel to fill the new
-        mapping's page table (``MADV_POPULATE_READ``, Linux 5.14+), so the task's first pass
-        over the array does not stop at a page fault every few pages.
+        With copy-on-write zero-copy, the background half of a resolve also asks the kernel to
+        fill the new mapping's page table (``MADV_POPULATE_READ``, Linux 5.14+), so the task's
+        first pass over the array does not stop at a page fault every few pages. The call goes
+        through ctypes, which releases the interpreter lock, so the task runs meanwhile.
         """
         token = super().prefetch(key, strict=strict)
-        if self.zero_copy and token is not None and token[0] is not None:
-            mapping = token[0][0].obj if isinstance(token[0][0], memoryview) else None
+        if self.zero_copy and not self.readonly and token is not None and token[0] is not None:
+            data = token[0][0]
+            mapping = data.obj if isinstance(data, memoryview) else None
             if isinstance(mapping, mmap.mmap):
-                with contextlib.suppress(OSError, ValueError):
-                    mapping.madvise(_MADV_POPULATE_READ)
+                _populate(mapping)
         return token
+
+    def _drop_evicted(self) -> None:
+        # Cached read-only objects keep their mapping, and so the tmpfs pages, alive: drop
+        # those whose file is gone (evicted here or by another process) before mapping more.
+        for key in self.cache.cached_keys():
+            if not os.path.exists(os.path.join(self.store_dir, key)):
+                self.cache.evict(key)
 
     def decode(self, data: Buffer) -> Any:
         """Rebuild an object; read-only mappings give read-only arrays (no copy)."""
