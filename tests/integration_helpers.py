@@ -91,3 +91,17 @@ def describe_after_gate(gate: str, x: Any) -> dict[str, Any]:
     while not os.path.exists(gate) and time.monotonic() < deadline:
         time.sleep(0.005)
     return describe(x)
+
+
+def mapped_from_store(x: Any) -> bool:
+    """Whether the (proxied) array a task received lives on a memory map (zero-copy)."""
+    import mmap
+
+    from proxystore.proxy import extract
+
+    obj: Any = extract(x) if issubclass(type(x), Proxy) else x
+    while obj is not None:
+        if isinstance(obj, mmap.mmap):
+            return True
+        obj = getattr(obj, "base", None) if not isinstance(obj, memoryview) else obj.obj
+    return False

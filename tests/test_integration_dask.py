@@ -24,6 +24,7 @@ from tests.integration_helpers import (  # noqa: E402
     describe_after_gate,
     fail,
     make_big,
+    mapped_from_store,
     read_pids,
     sleep_then_total,
     total,
@@ -169,3 +170,15 @@ def test_bad_input(client: Any, store_factory: Any) -> None:
     assert pc.proxier.in_use() == {}
     with pytest.raises(TypeError, match=r"distributed\.Client"):
         ProxyClient(object(), store=store_factory("file"))  # type: ignore[arg-type]
+
+
+def test_same_host_zero_copy_on_dev_shm(client: Any) -> None:
+    name = f"shm-dask-{os.getpid()}"
+    store = init_store("file", name, store_dir=f"/dev/shm/{name}")
+    try:
+        pc = ProxyClient(client, store=store, threshold=THRESHOLD)
+        assert pc.submit(mapped_from_store, BIG, pure=False).result()
+        assert not pc.submit(mapped_from_store, SMALL, pure=False).result()
+    finally:
+        store.cleanup()
+        unregister_store(name)

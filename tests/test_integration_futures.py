@@ -21,6 +21,7 @@ from tests.integration_helpers import (
     describe,
     describe_after_gate,
     fail,
+    mapped_from_store,
     sleep_then_total,
     total,
 )
@@ -44,6 +45,22 @@ def pool_kind(request: pytest.FixtureRequest) -> str:
 @pytest.fixture(params=["file", "redis"])
 def remote_store(request: pytest.FixtureRequest, store_factory: Any) -> Store:
     return store_factory(request.param)  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def shm_store(store_factory: Any, tmp_path: Any) -> Iterator[Store]:
+    import shutil
+    import uuid
+
+    from proxystore.store import init_store, unregister_store
+
+    name = f"shm-{uuid.uuid4().hex[:8]}"
+    store = init_store("file", name, store_dir=f"/dev/shm/{name}")
+    assert getattr(store, "zero_copy", False)
+    yield store
+    store.cleanup()
+    unregister_store(name)
+    shutil.rmtree(f"/dev/shm/{name}", ignore_errors=True)
 
 
 @pytest.fixture
@@ -186,3 +203,10 @@ def test_store_by_name(remote_store: Store) -> None:
     with ProxyExecutor(ThreadPoolExecutor(1), store=remote_store.name, threshold=1) as ex:
         assert ex.store is remote_store
         assert ex.submit(total, BIG).result() == total(BIG)
+
+
+def test_same_host_zero_copy_on_dev_shm(pool_kind: str, shm_store: Store) -> None:
+    """With a FileStore under /dev/shm the workers map the array instead of copying it."""
+    with ProxyExecutor(make_pool(pool_kind), store=shm_store, threshold=THRESHOLD) as ex:
+        assert ex.submit(mapped_from_store, BIG).result()
+        assert not ex.submit(mapped_from_store, SMALL).result()  # by value

@@ -31,6 +31,7 @@ from tests.integration_helpers import (  # noqa: E402
     describe_after_gate,
     fail,
     make_big,
+    mapped_from_store,
     total,
 )
 
@@ -171,3 +172,17 @@ def test_bad_input(dfk: Any, store_factory: Any) -> None:
     assert proxied.proxier.in_use() == {}
     with pytest.raises(TypeError, match="python_app"):
         proxy_app(store=store_factory("file"))(total)  # type: ignore[arg-type]
+
+
+def test_same_host_zero_copy_on_dev_shm(dfk: Any) -> None:
+    from proxystore.store import init_store, unregister_store
+
+    name = f"shm-parsl-{os.getpid()}"
+    store = init_store("file", name, store_dir=f"/dev/shm/{name}")
+    try:
+        proxied = app(mapped_from_store, store, "htex")
+        assert proxied(BIG).result()
+        assert not proxied(SMALL).result()
+    finally:
+        store.cleanup()
+        unregister_store(name)
