@@ -19,6 +19,7 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import Any, Callable, TypeVar
 
 from proxystore.store import Store, init_store, unregister_store
+from proxystore.store.file import mount_of
 
 T = TypeVar("T")
 
@@ -34,25 +35,6 @@ When set, the zero-copy cases also run the standard workload with the store ther
 """
 
 
-def mount_options(path: str) -> tuple[str, list[str]] | None:
-    """``(type, options)`` of the mount holding ``path``, from ``/proc/self/mounts``."""
-    try:
-        with open("/proc/self/mounts") as mounts:
-            entries = [line.split() for line in mounts]
-    except OSError:
-        return None
-    real = os.path.realpath(path)
-    best, found = "", None
-    for entry in entries:
-        if len(entry) < 4:
-            continue
-        point = entry[1].replace("\\040", " ")
-        inside = real == point or real.startswith(point.rstrip("/") + "/")
-        if inside and len(point) >= len(best):
-            best, found = point, (entry[2], entry[3].split(","))
-    return found
-
-
 def huge_tmpfs() -> str | None:
     """The directory named by :data:`HUGE_TMPFS_ENV`, or ``None`` when it is not set.
 
@@ -62,7 +44,7 @@ def huge_tmpfs() -> str | None:
     path = os.environ.get(HUGE_TMPFS_ENV)
     if not path:
         return None
-    mount = mount_options(path) if os.path.isdir(path) else None
+    mount = mount_of(path) if os.path.isdir(path) else None
     huge = [option for option in (mount[1] if mount else []) if option.startswith("huge=")]
     if mount is None or mount[0] != "tmpfs" or not huge or huge[-1] in ("huge=never", "huge=deny"):
         raise RuntimeError(

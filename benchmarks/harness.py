@@ -425,12 +425,13 @@ def _versions(names: list[str]) -> dict[str, str]:
 
 
 def _file_systems() -> dict[str, str | None]:
-    from benchmarks.context import huge_tmpfs, mount_options
+    from benchmarks.context import huge_tmpfs
+    from proxystore.store.file import mount_of
 
     found = {path: _fs_type(path) for path in ("/dev/shm", "/tmp")}
     huge = huge_tmpfs()
     if huge is not None:
-        mount = mount_options(huge)
+        mount = mount_of(huge)
         options = [o for o in mount[1] if o.startswith("huge=")] if mount else []
         found[huge] = f"tmpfs ({', '.join(options)})"
     return found

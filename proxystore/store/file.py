@@ -43,8 +43,8 @@ _MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22)  # Linux 5.14+
 _LIBC = ctypes.CDLL(None, use_errno=True)  # ctypes calls release the interpreter lock
 
 
-def file_system_type(path: str) -> str | None:
-    """Return the type of the file system holding ``path`` (``"tmpfs"``, ``"ext4"``, ...).
+def mount_of(path: str) -> tuple[str, list[str]] | None:
+    """Return ``(type, options)`` of the mount holding ``path``, e.g. ``("tmpfs", ["rw"])``.
 
     Read from ``/proc/self/mounts``; ``None`` where that is not available (not Linux).
     """
@@ -54,15 +54,21 @@ def file_system_type(path: str) -> str | None:
     except OSError:
         return None
     real = os.path.realpath(path)
-    best, best_type = "", None
+    best, found = "", None
     for entry in entries:
-        if len(entry) < 3:
+        if len(entry) < 4:
             continue
         mount_point = entry[1].replace("\\040", " ")
         inside = real == mount_point or real.startswith(mount_point.rstrip("/") + "/")
         if inside and len(mount_point) >= len(best):
-            best, best_type = mount_point, entry[2]
-    return best_type
+            best, found = mount_point, (entry[2], entry[3].split(","))
+    return found
+
+
+def file_system_type(path: str) -> str | None:
+    """Return the type of the file system holding ``path`` (``"tmpfs"``, ``"ext4"``, ...)."""
+    mount = mount_of(path)
+    return None if mount is None else mount[0]
 
 
 def _populate(mapping: mmap.mmap) -> None:
