@@ -16,7 +16,7 @@ from proxystore.store import init_store, unregister_store
 from proxystore.store.stats import TimeStats
 
 
-@pytest.fixture(params=["local", "file", "redis"])
+@pytest.fixture(params=["local", "file", "redis", "globus"])
 def stats_store(request: pytest.FixtureRequest, store_factory: Any) -> Any:
     return store_factory(request.param, stats=True)
 
@@ -41,7 +41,7 @@ def test_set_get_resolve_recorded(stats_store: Any) -> None:
 
 
 def test_transfer_recorded_for_remote_stores(store_factory: Any) -> None:
-    for kind in ("file", "redis"):
+    for kind in ("file", "redis", "globus"):
         store = store_factory(kind, stats=True, cache_size=0)
         key = store.set(b"x" * 1000)
         store.get(key)

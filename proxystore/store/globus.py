@@ -901,11 +901,17 @@ class GlobusStore(RemoteStore):
         for key in keys:
             if key is not None:
                 self.cache.evict(key)
+        start = time.perf_counter() if self._stats is not None else 0.0
         task_ids = self._put(items, wait=bool(custom))
         suffix = "".join(_uuid.UUID(task_id).hex for task_id in task_ids)
-        return [
+        final = [
             key if key is not None else filename + suffix for key, (filename, _) in zip(keys, items)
         ]
+        if self._stats is not None:
+            elapsed = time.perf_counter() - start
+            for key in final:
+                self._stats.record(key, "transfer", elapsed)
+        return final
 
     def set_bytes(self, key: str, data: Buffer) -> None:
         """Write ``data`` under the custom ``key`` and wait for its transfers."""
