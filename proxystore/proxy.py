@@ -42,7 +42,8 @@ class Proxy(lazy_object_proxy.Proxy):  # type: ignore[misc]
     __slots__ = ()
 
     def __init__(self, factory: Factory[Any]) -> None:
-        if not isinstance(factory, Factory):
+        # The MRO test is the fast path; isinstance() also admits ABC-registered factories.
+        if Factory not in type(factory).__mro__ and not isinstance(factory, Factory):
             raise TypeError(
                 f"Proxy needs a proxystore.factory.Factory, got {type(factory).__name__}; "
                 "wrap a plain callable with proxystore.factory.LambdaFactory"
