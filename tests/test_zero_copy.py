@@ -222,36 +222,3 @@ def test_background_prefetch_populates_copy_on_write_mappings(store: FileStore) 
     got[0] = -5  # still copy-on-write after populating
     key = get_key(proxy)
     assert key is not None and store.get(key)[0] == 0.0
-
-
-def _mapping_of(array: Any) -> Any:
-    import mmap
-
-    obj = array
-    while obj is not None and not isinstance(obj, mmap.mmap):
-        obj = obj.obj if isinstance(obj, memoryview) else getattr(obj, "base", None)
-    assert obj is not None, "not on a memory map"
-    return obj
-
-
-def test_clean_unused_mapping_is_reused_written_one_is_not(store: FileStore) -> None:
-    import weakref
-
-    original = np.arange(300_000, dtype=np.float64)
-    key = store.set(original)
-    first = store.get(key)
-    first_mapping = weakref.ref(_mapping_of(first))
-    second = store.get(key)  # first still alive: a different mapping
-    assert _mapping_of(second) is not first_mapping()
-    del first
-    gc.collect()
-    third = store.get(key)  # first is gone and was never written: its mapping is reused
-    assert first_mapping() is not None and _mapping_of(third) is first_mapping()
-    third[:] = -1  # a write makes that mapping private for good
-    third_mapping = weakref.ref(_mapping_of(third))
-    del third
-    gc.collect()
-    fourth = store.get(key)
-    assert np.array_equal(fourth, original)  # never the written pages
-    assert _mapping_of(fourth) is not third_mapping()
-    assert np.array_equal(second, original)

@@ -26,8 +26,6 @@ import ctypes
 import errno
 import mmap
 import os
-import sys
-import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -87,34 +85,6 @@ def _populate(mapping: mmap.mmap) -> None:
         )  # a kernel without MADV_POPULATE_READ answers EINVAL: nothing lost
     finally:
         del anchor
-
-
-_MAPPINGS_PER_KEY = 4  # copy-on-write mappings kept per key for reuse
-_DIRTY = bytes(1 if (b & 0x40) or (b & 0xA0) == 0x80 else 0 for b in range(256))
-"""For the top byte of a pagemap entry: 1 if the page is swapped (bit 62), or present (bit 63)
-but no longer the file's page (bit 61 clear), i.e. it was written (copy-on-write)."""
-
-
-def _reusable(mapping: mmap.mmap) -> bool:
-    """Whether a copy-on-write mapping is unused and unwritten, so as good as a fresh one."""
-    # References: the caller's variable, this parameter and getrefcount's argument. Any live
-    # view or array on the mapping holds one more (through its exported buffer).
-    if sys.getrefcount(mapping) > 3:
-        return False
-    try:
-        anchor = ctypes.c_char.from_buffer(mapping)
-    except (TypeError, ValueError):
-        return False
-    address = ctypes.addressof(anchor)
-    del anchor
-    first, count = address // mmap.PAGESIZE, (len(mapping) + mmap.PAGESIZE - 1) // mmap.PAGESIZE
-    try:
-        with open("/proc/self/pagemap", "rb", buffering=0) as pagemap:
-            pagemap.seek(first * 8)
-            entries = pagemap.read(count * 8)
-    except OSError:
-        return False
-    return len(entries) == count * 8 and b"\x01" not in entries[7::8].translate(_DIRTY)
 
 
 def check_file_key(key: str, store: RemoteStore) -> str:
@@ -205,9 +175,6 @@ class FileStore(RemoteStore):
         self._zero_copy_setting = zero_copy
         self.zero_copy = on_memory if zero_copy is None else zero_copy
         self.readonly = readonly
-        # key -> (file identity, copy-on-write mapping) kept for reuse; see _private_map.
-        self._private_maps: dict[str, tuple[tuple[int, int, int, int], list[mmap.mmap]]] = {}
-        self._maps_lock = threading.Lock()
 
     def factory_kwargs(self) -> dict[str, Any]:
         """Return the constructor arguments that re-create this store."""
@@ -249,7 +216,7 @@ class FileStore(RemoteStore):
         try:
             stat = os.fstat(fd)
             if self.zero_copy and stat.st_size > 0:
-                return self._map(key, fd, stat), stat.st_mtime_ns / 1e9
+                return self._map(fd, stat.st_size), stat.st_mtime_ns / 1e9
             data = view = alloc_buffer(stat.st_size)
             done = 0
             while done < stat.st_size:
@@ -267,56 +234,15 @@ class FileStore(RemoteStore):
             os.close(fd)
         return data, stat.st_mtime_ns / 1e9
 
-    def _map(self, key: str, fd: int, stat: os.stat_result) -> memoryview:
+    def _map(self, fd: int, size: int) -> memoryview:
         if self.readonly:
             self._drop_evicted()
-            mapping = mmap.mmap(fd, stat.st_size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
-            return memoryview(mapping)
-        return self._private_map(key, fd, stat)
-
-    def _private_map(self, key: str, fd: int, stat: os.stat_result) -> memoryview:
-        """A copy-on-write mapping of the file: a clean one reused, or a fresh one.
-
-        Each copy-on-write ``get`` needs a mapping no one else uses. Making one is cheap, but
-        its page table fills again as the array is read (about 10 ms per 100 MB with 4 KiB
-        pages). So the store keeps the last few mappings of each key and hands one out again
-        when nothing uses it any more (no array or view holds it) and none of its pages was
-        written (``/proc/self/pagemap`` shows every present page still the file's): it is then
-        indistinguishable from a fresh mapping of the same, unchanged file.
-        """
-        identity = (stat.st_dev, stat.st_ino, stat.st_mtime_ns, stat.st_size)
-        with self._maps_lock:
-            entry = self._private_maps.pop(key, None)
-            kept = entry[1] if entry is not None and entry[0] == identity else []
-            del entry
-            mapping = None
-            still: list[mmap.mmap] = []
-            while kept:
-                candidate = kept.pop()
-                if mapping is None and _reusable(candidate):
-                    mapping = candidate
-                elif sys.getrefcount(candidate) > 2:  # in use: may be clean once released
-                    still.append(candidate)
-                del candidate
-            del kept
-            if mapping is None:
-                mapping = mmap.mmap(
-                    fd, stat.st_size, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE
-                )
-            view = memoryview(mapping)  # in use from here on: no other get can reuse it
-            if self.cache_size > 0:
-                self._private_maps[key] = (identity, [*still[-(_MAPPINGS_PER_KEY - 1) :], mapping])
-                self._trim_private_maps()
-            return view
-
-    def _trim_private_maps(self) -> None:
-        # Kept mappings pin their file's pages: drop those whose file is gone or changed, and
-        # the oldest keys beyond the cache size.
-        for key in list(self._private_maps):
-            if not os.path.exists(os.path.join(self.store_dir, key)):
-                del self._private_maps[key]
-        while len(self._private_maps) > self.cache_size:
-            del self._private_maps[next(iter(self._private_maps))]
+            mapping = mmap.mmap(fd, size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
+        else:
+            mapping = mmap.mmap(
+                fd, size, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE
+            )
+        return memoryview(mapping)
 
     def prefetch(self, key: str, *, strict: bool = False) -> Any:
         """Map the file in the background and populate its page table (no copy).
@@ -408,14 +334,10 @@ class FileStore(RemoteStore):
     def evict(self, key: str) -> None:
         """Delete the file for ``key`` (a missing file is not an error)."""
         _remove(self._path(key))
-        with self._maps_lock:
-            self._private_maps.pop(key, None)
 
     def cleanup(self) -> None:
         """Remove the store's directory and everything in it."""
         self.cache.clear()
-        with self._maps_lock:
-            self._private_maps.clear()
         import shutil  # only here: it pulls in bz2/lzma, which resolving never needs
 
         shutil.rmtree(self.store_dir, ignore_errors=True)
