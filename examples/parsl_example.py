@@ -23,21 +23,12 @@ from parsl.executors import HighThroughputExecutor
 from parsl.providers import LocalProvider
 
 from proxystore.integrations.parsl import proxy_app
-from proxystore.store import STORES, init_store
+from proxystore.store import STORES, Store, init_store
 
 BASE = "/dev/shm" if os.path.isdir("/dev/shm") else None
-STORE_DIR = tempfile.mkdtemp(prefix="proxystore-parsl-", dir=BASE)
-store = init_store(STORES.FILE, name="parsl-example", store_dir=STORE_DIR)
 
 
-@proxy_app(store=store, threshold=1_000_000)
-@python_app
-def simulate(params: float, big_table: np.ndarray) -> float:
-    return float(params * big_table.sum())
-
-
-@python_app
-def simulate_plain(params: float, big_table: np.ndarray) -> float:
+def simulate_body(params: float, big_table: np.ndarray) -> float:
     return float(params * big_table.sum())
 
 
@@ -46,6 +37,21 @@ def main() -> None:
     parser.add_argument("--size-mb", type=int, default=50)
     parser.add_argument("--tasks", type=int, default=8)
     args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="proxystore-parsl-", dir=BASE) as store_dir:
+        store = init_store(STORES.FILE, name="parsl-example", store_dir=store_dir)
+        try:
+            run(store, args.size_mb, args.tasks)
+        finally:
+            store.cleanup()
+
+
+def run(store: Store, size_mb: int, tasks: int) -> None:
+    # The same body as a plain app and as a proxied one; in your code, decorators:
+    #     @proxy_app(store=store, threshold=1_000_000)
+    #     @python_app
+    #     def simulate(params, big_table): ...
+    simulate_plain = python_app(simulate_body)
+    simulate = proxy_app(store=store, threshold=1_000_000)(python_app(simulate_body))
 
     # Parsl starts its interchange and workers as scripts installed beside this interpreter.
     os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]
@@ -65,24 +71,23 @@ def main() -> None:
         strategy="none",
         initialize_logging=False,
     )
-    table = np.random.default_rng(0).random(args.size_mb * 2**20 // 8)
+    table = np.random.default_rng(0).random(size_mb * 2**20 // 8)
     with parsl.load(config):
         simulate_plain(0.0, table[:10]).result()  # wait for the workers
 
         start = time.perf_counter()
-        plain = [f.result() for f in [simulate_plain(i, table) for i in range(args.tasks)]]
+        plain = [f.result() for f in [simulate_plain(i, table) for i in range(tasks)]]
         plain_time = time.perf_counter() - start
 
         start = time.perf_counter()
-        proxied = [f.result() for f in [simulate(i, table) for i in range(args.tasks)]]
+        proxied = [f.result() for f in [simulate(i, table) for i in range(tasks)]]
         proxy_time = time.perf_counter() - start
 
     # Float sums may differ in the last bit with memory alignment, hence allclose.
     assert np.allclose(proxied, plain), "proxying must not change results"
-    print(f"{args.tasks} app calls x {args.size_mb} MB table on 2 Parsl worker processes")
+    print(f"{tasks} app calls x {size_mb} MB table on 2 Parsl worker processes")
     print(f"  @python_app:            {plain_time:.3f} s")
     print(f"  @proxy_app(@python_app): {proxy_time:.3f} s  ({plain_time / proxy_time:.1f}x)")
-    store.cleanup()
 
 
 if __name__ == "__main__":
