@@ -66,7 +66,7 @@ from proxystore.exceptions import (
     StoreTimeoutError,
 )
 from proxystore.proxy import Proxy
-from proxystore.serialize import Buffer, serialize_parts
+from proxystore.serialize import Buffer
 from proxystore.store.file import check_file_key
 from proxystore.store.remote import RemoteStore
 
@@ -832,16 +832,6 @@ class GlobusStore(RemoteStore):
             self._wait(task_ids, ", ".join(filenames), arriving_only=False, raise_failed=True)
         return task_ids
 
-    def _parts(self, obj: Any, serialize: bool) -> Sequence[Buffer]:
-        if serialize:
-            return serialize_parts(obj)
-        if isinstance(obj, (bytes, bytearray, memoryview)):
-            return [obj]
-        raise TypeError(
-            f"GlobusStore.set(serialize=False) needs bytes, got {type(obj).__name__}; pass "
-            "serialize=True to serialize it"
-        )
-
     def _custom_filename(self, key: str) -> str:
         if _is_store_made(key):
             raise InvalidKeyError(
@@ -896,7 +886,7 @@ class GlobusStore(RemoteStore):
             else:
                 filename = self._custom_filename(key)
                 custom.append(filename)
-            items.append((filename, self._parts(obj, serialize)))
+            items.append((filename, self.parts_of(obj, serialize=serialize)))
         self._wait_for_deletes(custom)
         for key in keys:
             if key is not None:

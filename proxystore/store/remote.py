@@ -127,21 +127,28 @@ class RemoteStore(Store):
         """Whether the object rebuilt from ``data`` may be cached and shared (default: yes)."""
         return True
 
+    def parts_of(self, obj: Any, *, serialize: bool) -> Sequence[Buffer]:
+        """Return the buffers that ``set`` writes for ``obj``.
+
+        Raises:
+            TypeError: If ``serialize`` is off and ``obj`` is not bytes-like.
+        """
+        if serialize:
+            return serialize_parts(obj)
+        if isinstance(obj, (bytes, bytearray, memoryview)):
+            return [obj]
+        raise TypeError(
+            f"{type(self).__name__}.set(serialize=False) needs bytes, got "
+            f"{type(obj).__name__}; pass serialize=True to serialize it"
+        )
+
     # -- the Store contract, given ------------------------------------------------------------
 
     def set(self, obj: Any, *, key: str | None = None, serialize: bool = True) -> str:
         """Serialize ``obj`` and store it; return its key (see :meth:`Store.set`)."""
         if key is None:
             key = self.new_key()
-        if serialize:
-            parts = serialize_parts(obj)
-        elif isinstance(obj, (bytes, bytearray, memoryview)):
-            parts = [obj]
-        else:
-            raise TypeError(
-                f"{type(self).__name__}.set(serialize=False) needs bytes, got "
-                f"{type(obj).__name__}; pass serialize=True to serialize it"
-            )
+        parts = self.parts_of(obj, serialize=serialize)
         self.cache.evict(key)
         start = time.perf_counter() if self._stats is not None else 0.0
         if len(parts) == 1:
