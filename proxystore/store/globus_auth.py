@@ -35,7 +35,7 @@ import stat
 import sys
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Callable
 
@@ -92,6 +92,24 @@ def tokens_path(path: str | os.PathLike[str] | None = None) -> Path:
 
 def _auth_error(message: str) -> StoreAuthError:
     return StoreAuthError(message, store_type="GlobusStore")
+
+
+@contextlib.contextmanager
+def _globus_auth(*, rejected: str, advice: str, action: str) -> Iterator[None]:
+    """Translate the errors of a call to Globus Auth into ProxyStore errors."""
+    try:
+        yield
+    except globus_sdk.GlobusAPIError as exc:
+        raise _auth_error(
+            f"Globus Auth rejected {rejected} (HTTP {exc.http_status} {exc.code}: "
+            f"{exc.message}); {advice}"
+        ) from exc
+    except globus_sdk.NetworkError as exc:
+        raise StoreConnectionError(
+            f"cannot reach Globus Auth to {action}: {exc}",
+            address="auth.globus.org",
+            store_type="GlobusStore",
+        ) from exc
 
 
 def save_tokens(
@@ -246,19 +264,12 @@ def login(
     )
     echo(f"Log in to Globus at this URL:\n\n  {client.oauth2_get_authorize_url()}\n")
     code = prompt("Then paste the authorization code here: ").strip()
-    try:
+    with _globus_auth(
+        rejected="the authorization code",
+        advice=f"run `{_LOGIN}` again and paste the whole code",
+        action="finish the login",
+    ):
         response = client.oauth2_exchange_code_for_tokens(code)
-    except globus_sdk.GlobusAPIError as exc:
-        raise _auth_error(
-            f"Globus Auth rejected the authorization code (HTTP {exc.http_status} {exc.code}: "
-            f"{exc.message}); run `{_LOGIN}` again and paste the whole code"
-        ) from exc
-    except globus_sdk.NetworkError as exc:
-        raise StoreConnectionError(
-            f"cannot reach Globus Auth to finish the login: {exc}",
-            address="auth.globus.org",
-            store_type="GlobusStore",
-        ) from exc
     tokens = response.by_resource_server
     if TRANSFER_RESOURCE_SERVER not in tokens:
         raise _auth_error(
@@ -351,19 +362,12 @@ def get_authorizer(
         access_token = expires_at = None
     if access_token is None:
         # With no valid access token the authorizer refreshes at once: translate its errors.
-        try:
+        with _globus_auth(
+            rejected="the saved refresh token",
+            advice=f"it may be revoked or expired: run `{_LOGIN}`",
+            action="refresh the access token",
+        ):
             return _make_authorizer(target, client_id, transfer["refresh_token"], None, None)
-        except globus_sdk.GlobusAPIError as exc:
-            raise _auth_error(
-                f"Globus Auth rejected the saved refresh token (HTTP {exc.http_status} "
-                f"{exc.code}: {exc.message}); it may be revoked or expired: run `{_LOGIN}`"
-            ) from exc
-        except globus_sdk.NetworkError as exc:
-            raise StoreConnectionError(
-                f"cannot reach Globus Auth to refresh the access token: {exc}",
-                address="auth.globus.org",
-                store_type="GlobusStore",
-            ) from exc
     return _make_authorizer(target, client_id, transfer["refresh_token"], access_token, expires_at)
 
 
