@@ -22,8 +22,7 @@ from typing import Any, Callable
 
 import distributed
 
-from .futures import _make_policy
-from .policy import ProxyPolicy
+from .policy import ProxyPolicy, make_policy
 from .proxier import ArgumentProxier, Lease
 
 __all__ = ["ProxyClient"]
@@ -78,7 +77,7 @@ class ProxyClient:
         if not isinstance(client, distributed.Client):
             raise TypeError(f"ProxyClient wraps a distributed.Client, got {type(client).__name__}")
         self.client = client
-        self.policy = _make_policy(threshold, policy, owner="ProxyClient")
+        self.policy = make_policy(threshold, policy, owner="ProxyClient")
         self.proxier = ArgumentProxier(
             store,
             self.policy.with_passthrough([distributed.Future]),

@@ -23,7 +23,7 @@ from typing import Any, Callable, TypeVar
 from proxystore.serialize import SerializationError
 from proxystore.store import Store
 
-from .policy import DEFAULT_THRESHOLD, ProxyPolicy
+from .policy import ProxyPolicy, make_policy
 from .proxier import ArgumentProxier, Lease
 
 __all__ = ["ProxyExecutor"]
@@ -66,7 +66,7 @@ class ProxyExecutor(Executor):
             raise TypeError(
                 f"ProxyExecutor wraps a concurrent.futures.Executor, got {type(executor).__name__}"
             )
-        self.policy = _make_policy(threshold, policy, owner="ProxyExecutor")
+        self.policy = make_policy(threshold, policy, owner="ProxyExecutor")
         self.executor = executor
         self._in_process = isinstance(executor, ThreadPoolExecutor)
         self.proxier = ArgumentProxier(
@@ -178,13 +178,3 @@ def _batched(iterable: Iterable[T], size: int) -> Iterator[tuple[T, ...]]:
     iterator = iter(iterable)
     while chunk := tuple(itertools.islice(iterator, size)):
         yield chunk
-
-
-def _make_policy(threshold: int | None, policy: ProxyPolicy | None, *, owner: str) -> ProxyPolicy:
-    if policy is not None and threshold is not None:
-        raise ValueError(f"{owner}: give threshold= or policy=, not both")
-    if policy is None:
-        return ProxyPolicy(threshold=DEFAULT_THRESHOLD if threshold is None else threshold)
-    if not isinstance(policy, ProxyPolicy):
-        raise TypeError(f"{owner}: policy must be a ProxyPolicy, got {type(policy).__name__}")
-    return policy

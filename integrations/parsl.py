@@ -29,8 +29,7 @@ from typing import Any, Callable
 from parsl.app.python import PythonApp
 from parsl.dataflow.memoization import id_for_memo
 
-from .futures import _make_policy
-from .policy import ProxyPolicy
+from .policy import ProxyPolicy, make_policy
 from .proxier import ArgumentProxier, ProxyRef
 
 __all__ = ["ProxyApp", "proxy_app"]
@@ -116,7 +115,7 @@ def proxy_app(
     """
     from parsl.app.futures import DataFuture
 
-    chosen = _make_policy(threshold, policy, owner="proxy_app").with_passthrough([DataFuture])
+    chosen = make_policy(threshold, policy, owner="proxy_app").with_passthrough([DataFuture])
     proxier = ArgumentProxier(store, chosen, owner="proxy_app", send_refs=True)
 
     def decorate(app: PythonApp) -> ProxyApp:

@@ -22,7 +22,7 @@ from typing import Any
 from proxystore.proxy import Proxy
 from proxystore.serialize import serialize
 
-__all__ = ["DEFAULT_THRESHOLD", "Measured", "ProxyPolicy"]
+__all__ = ["DEFAULT_THRESHOLD", "Measured", "ProxyPolicy", "make_policy"]
 
 DEFAULT_THRESHOLD = 1_000_000
 """Default size (bytes) from which an argument is sent by proxy."""
@@ -144,3 +144,19 @@ def known_size(obj: Any) -> int | None:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     return None
+
+
+def make_policy(threshold: int | None, policy: ProxyPolicy | None, *, owner: str) -> ProxyPolicy:
+    """Return the policy an adapter was given as ``threshold=`` or ``policy=`` (one, not both).
+
+    Raises:
+        ValueError: If both are given, or the threshold is negative.
+        TypeError: If ``policy`` is not a :class:`ProxyPolicy`.
+    """
+    if policy is not None and threshold is not None:
+        raise ValueError(f"{owner}: give threshold= or policy=, not both")
+    if policy is None:
+        return ProxyPolicy(threshold=DEFAULT_THRESHOLD if threshold is None else threshold)
+    if not isinstance(policy, ProxyPolicy):
+        raise TypeError(f"{owner}: policy must be a ProxyPolicy, got {type(policy).__name__}")
+    return policy
