@@ -9,25 +9,77 @@ once and, when it is large enough, those same bytes go to the store.
 Never proxied, whatever their size: ``None``, booleans and numbers, existing proxies, futures
 (``concurrent.futures.Future`` and the engines' own future types, which an adapter adds through
 ``passthrough``), and any type the user lists in ``never``.
+
+A proxied argument still has to reach the task body in a form that computes exactly what the
+object would. ``deliver_as`` decides, per type, what the body receives:
+
+- ``"object"``: the worker hands the body the object itself, resolved after the background
+  fetch of *every* proxied argument of the task has started (so transfers still overlap with
+  each other, but not with the body). The body sees exact types: ``type(x) is dict``,
+  ``json.dumps``, ``memoryview``, C extensions that check types.
+- ``"proxy"``: the body receives the proxy, which fetches lazily and overlaps with the body.
+
+The default rule (:data:`EXACT_TYPES`) delivers the *objects* of built-in containers, strings,
+bytes, ranges and numbers, which a proxy cannot fully pass for (C code checks their exact
+type), and *proxies* of everything else: numpy arrays and other classes, where a proxy passes
+for the object in practice. Results that ``proxy_results`` would return as proxies follow the
+same rule: a result delivered as ``"object"`` comes back by value, as with the plain engine.
 """
 
 from __future__ import annotations
 
+import array
+import collections
 import concurrent.futures
 import numbers
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, Union
 
 from proxystore.proxy import Proxy
 from proxystore.serialize import serialize
 
-__all__ = ["DEFAULT_THRESHOLD", "Measured", "ProxyPolicy", "make_policy"]
+__all__ = [
+    "DEFAULT_THRESHOLD",
+    "DELIVERIES",
+    "EXACT_TYPES",
+    "Delivery",
+    "Measured",
+    "ProxyPolicy",
+    "make_policy",
+]
 
 DEFAULT_THRESHOLD = 1_000_000
 """Default size (bytes) from which an argument is sent by proxy."""
 
 _SCALARS = (type(None), bool, numbers.Number)
+
+Delivery = Literal["proxy", "object", "auto"]
+"""What a task body receives for a proxied argument: the proxy, the object, or the default rule."""
+
+DELIVERIES: tuple[str, ...] = ("proxy", "object", "auto")
+
+EXACT_TYPES: tuple[type, ...] = (
+    list,
+    tuple,
+    dict,
+    set,
+    frozenset,
+    str,
+    bytes,
+    bytearray,
+    memoryview,
+    range,
+    numbers.Number,
+    collections.deque,
+    array.array,
+)
+"""Types (and their subclasses) whose objects the default rule delivers as the object itself.
+
+Everything defined in the ``builtins`` module is delivered as the object too.
+"""
+
+DeliverAs = Union[str, Mapping[type, str]]
 
 
 @dataclass(frozen=True)
@@ -61,11 +113,17 @@ class ProxyPolicy:
         proxy_results: Return task results of at least ``result_threshold`` bytes as proxies
             from the same store.
         result_threshold: Size from which a result is proxied; defaults to ``threshold``.
+        deliver_as: What the task body receives for a proxied argument (and what comes back
+            for a proxied result): ``"auto"`` (the default rule: objects of built-in types, see
+            :data:`EXACT_TYPES`, proxies of the rest), ``"proxy"`` or ``"object"`` for every
+            type, or a mapping from types to one of the three, which overrides the rule for those
+            types and their subclasses (the most specific entry wins).
         passthrough: Extra types never proxied (adapters add their engine's future types).
 
     Raises:
-        ValueError: If a threshold is negative.
-        TypeError: If ``always``/``never``/``passthrough`` hold anything but types.
+        ValueError: If a threshold is negative, or ``deliver_as`` names an unknown delivery.
+        TypeError: If ``always``/``never``/``passthrough`` hold anything but types, or
+            ``deliver_as`` is neither a delivery nor a mapping from types to deliveries.
     """
 
     threshold: int = DEFAULT_THRESHOLD
@@ -75,6 +133,7 @@ class ProxyPolicy:
     prefetch: bool = True
     proxy_results: bool = False
     result_threshold: int | None = None
+    deliver_as: DeliverAs = field(default="auto", hash=False)
     passthrough: tuple[type, ...] = field(default=(), repr=False)
 
     def __post_init__(self) -> None:
@@ -91,6 +150,7 @@ class ProxyPolicy:
             if not all(isinstance(t, type) for t in value):
                 raise TypeError(f"ProxyPolicy.{name} must hold types, got {value!r}")
             object.__setattr__(self, name, value)
+        object.__setattr__(self, "_deliveries", _deliveries(self.deliver_as))
 
     def with_passthrough(self, types: Iterable[type]) -> ProxyPolicy:
         """Return a copy that also passes ``types`` through untouched."""
@@ -120,12 +180,52 @@ class ProxyPolicy:
         data = serialize(obj)
         return Measured(len(data) >= self.threshold, len(data), data)
 
+    def delivers_object(self, obj: Any) -> bool:
+        """Return whether the task body receives ``obj`` itself rather than a proxy of it."""
+        default, table = self._deliveries  # type: ignore[attr-defined]
+        kind = type(obj)
+        if table:
+            for base in kind.__mro__:
+                how = table.get(base)
+                if how is not None and how != "auto":
+                    return bool(how == "object")
+        if default != "auto":
+            return bool(default == "object")
+        return kind.__module__ == "builtins" or issubclass(kind, EXACT_TYPES)
+
     def measure_result(self, obj: Any) -> Measured:
-        """Decide whether a task's result goes back by proxy."""
-        if not self.proxy_results:
+        """Decide whether a task's result goes back by proxy.
+
+        Results the policy delivers as objects (:meth:`delivers_object`) go back by value.
+        """
+        if not self.proxy_results or self.delivers_object(obj):
             return Measured(False)
         threshold = self.threshold if self.result_threshold is None else self.result_threshold
         return ProxyPolicy(threshold, self.always, self.never).measure(obj)
+
+
+def _deliveries(deliver_as: Any) -> tuple[str, dict[type, str]]:
+    """Check ``deliver_as`` and split it into the default and the per-type table."""
+    if isinstance(deliver_as, str):
+        entries: dict[Any, Any] = {}
+        default = deliver_as
+    elif isinstance(deliver_as, Mapping):
+        entries = dict(deliver_as)
+        default = "auto"
+    else:
+        raise TypeError(
+            "ProxyPolicy.deliver_as must be 'auto', 'proxy', 'object' or a mapping from types "
+            f"to those, got {deliver_as!r}"
+        )
+    for kind, how in [(None, default), *entries.items()]:
+        if kind is not None and not isinstance(kind, type):
+            raise TypeError(f"ProxyPolicy.deliver_as keys must be types, got {kind!r}")
+        if how not in DELIVERIES:
+            where = "" if kind is None else f" for {kind.__name__}"
+            raise ValueError(
+                f"ProxyPolicy.deliver_as{where} must be one of {', '.join(DELIVERIES)}, got {how!r}"
+            )
+    return default, entries
 
 
 def known_size(obj: Any) -> int | None:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from proxystore.factory import Factory
-from proxystore.proxy import Proxy, get_factory, resolve_async
+from proxystore.proxy import Proxy, extract, get_factory, resolve_async
 from proxystore.serialize import SerializationError
 from proxystore.store import Store, get_store
 from proxystore.store.registry import get_or_init_store
@@ -86,16 +86,21 @@ class StoreRef:
 
 
 class ProxyRef:
-    """A proxy in transit: its factory only, made into a proxy again on the worker.
+    """A proxied argument in transit: its factory, and whether the body receives the object.
+
+    On the worker, :class:`ProxyTask` makes it a proxy again and, when ``deliver_object`` is set,
+    hands the task body the resolved object instead of the proxy.
 
     Args:
         factory: The proxy's factory.
+        deliver_object: Hand the task body the object itself (see ``ProxyPolicy.deliver_as``).
     """
 
-    __slots__ = ("factory",)
+    __slots__ = ("deliver_object", "factory")
 
-    def __init__(self, factory: Factory[Any]) -> None:
+    def __init__(self, factory: Factory[Any], deliver_object: bool = False) -> None:
         self.factory = factory
+        self.deliver_object = deliver_object
 
     @property
     def key(self) -> str:
@@ -103,21 +108,26 @@ class ProxyRef:
         key = getattr(self.factory, "key", None)
         return key if isinstance(key, str) else f"factory-{id(self.factory):x}"
 
-    def __dask_tokenize__(self) -> tuple[str, str]:
+    def __dask_tokenize__(self) -> tuple[str, str, bool]:
         # Duck-typed hook: Dask tokenizes task arguments; the key identifies the object.
-        return ("proxystore.ProxyRef", self.key)
+        return ("proxystore.ProxyRef", self.key, self.deliver_object)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (ProxyRef, (self.factory,))
+        return (ProxyRef, (self.factory, self.deliver_object))
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is ProxyRef and other.factory is self.factory
+        return (
+            type(other) is ProxyRef
+            and other.factory is self.factory
+            and other.deliver_object == self.deliver_object
+        )
 
     def __hash__(self) -> int:
         return hash(self.key)
 
     def __repr__(self) -> str:
-        return f"ProxyRef({self.key})"
+        what = ", object" if self.deliver_object else ""
+        return f"ProxyRef({self.key}{what})"
 
 
 def _is_proxy(obj: Any) -> bool:
@@ -125,23 +135,46 @@ def _is_proxy(obj: Any) -> bool:
     return issubclass(type(obj), Proxy)
 
 
-def _revive(obj: Any, found: list[Proxy]) -> Any:
-    if type(obj) is ProxyRef:
-        obj = Proxy(obj.factory)
-    elif not _is_proxy(obj):
+class _Arguments:
+    """A task's arguments on the worker: proxies revived, prefetched, objects delivered."""
+
+    def __init__(self) -> None:
+        self.proxies: list[Proxy] = []
+        self.deliver: dict[int, Proxy] = {}  # id(proxy) -> proxy, for "object" deliveries
+
+    def revive(self, value: Any) -> Any:
+        """ProxyRefs back to proxies, at the top level and one level into list/tuple/dict."""
+        kind = type(value)
+        if kind is list or kind is tuple:
+            return kind(self._revive(item) for item in value)
+        if kind is dict:
+            return {k: self._revive(v) for k, v in value.items()}
+        return self._revive(value)
+
+    def _revive(self, obj: Any) -> Any:
+        if type(obj) is ProxyRef:
+            proxy = Proxy(obj.factory)
+            if obj.deliver_object:
+                self.deliver[id(proxy)] = proxy
+            obj = proxy
+        elif not _is_proxy(obj):
+            return obj
+        self.proxies.append(obj)
         return obj
-    found.append(obj)
-    return obj
 
+    def deliver_objects(self, value: Any) -> Any:
+        """Replace the proxies delivered as objects by their resolved targets."""
+        kind = type(value)
+        if kind is list or kind is tuple:
+            return kind(self._object(item) for item in value)
+        if kind is dict:
+            return {k: self._object(v) for k, v in value.items()}
+        return self._object(value)
 
-def _revive_all(value: Any, found: list[Proxy]) -> Any:
-    """ProxyRefs back to proxies, at the top level and one level into list/tuple/dict."""
-    kind = type(value)
-    if kind is list or kind is tuple:
-        return kind(_revive(item, found) for item in value)
-    if kind is dict:
-        return {k: _revive(v, found) for k, v in value.items()}
-    return _revive(value, found)
+    def _object(self, obj: Any) -> Any:
+        if _is_proxy(obj) and self.deliver.get(id(obj)) is obj:
+            return extract(obj)  # type: ignore[arg-type]
+        return obj
 
 
 class ProxyTask:
@@ -177,12 +210,15 @@ class ProxyTask:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Run the task body with proxied arguments prefetching."""
-        found: list[Proxy] = []
-        args = tuple(_revive_all(arg, found) for arg in args)
-        kwargs = {name: _revive_all(value, found) for name, value in kwargs.items()}
+        arguments = _Arguments()
+        args = tuple(arguments.revive(arg) for arg in args)
+        kwargs = {name: arguments.revive(value) for name, value in kwargs.items()}
         if self.prefetch:
-            for proxy in found:
+            for proxy in arguments.proxies:
                 resolve_async(proxy)
+        if arguments.deliver:
+            args = tuple(arguments.deliver_objects(arg) for arg in args)
+            kwargs = {name: arguments.deliver_objects(value) for name, value in kwargs.items()}
         result = self.fn(*args, **kwargs)
         if self.result_policy is not None and self.store is not None:
             measured = self.result_policy.measure_result(result)
@@ -297,24 +333,54 @@ class ArgumentProxier:
             return obj
         kind = type(obj)
         if nested and (kind is list or kind is tuple or kind is dict):
-            if kind is dict:
-                obj = {k: self._convert(v, lease, nested=False) for k, v in obj.items()}
-            else:
-                obj = kind(self._convert(item, lease, nested=False) for item in obj)
+            converted = self._convert_items(obj, lease)
+            if converted is not None:
+                return converted
         entry = self._existing(obj)
         if entry is None:
-            try:
-                measured = policy.measure(obj)
-            except SerializationError as exc:
-                raise SerializationError(
-                    f"{self.owner}: a task argument of type {kind.__name__} cannot be "
-                    f"serialized, so it cannot be sent to a worker: {exc}"
-                ) from exc
+            measured = self._measure(obj)
             if not measured.proxy:
                 return obj
             entry = self._store(obj, measured)
         lease.keys.append(entry.key)
-        return ProxyRef(get_factory(entry.proxy)) if self.send_refs else entry.proxy
+        factory = get_factory(entry.proxy)
+        if policy.delivers_object(obj):
+            return ProxyRef(factory, deliver_object=True)
+        return ProxyRef(factory) if self.send_refs else entry.proxy
+
+    def _convert_items(self, obj: Any, lease: Lease) -> Any:
+        """Proxy the large items of a container one by one; ``None`` to decide on it whole.
+
+        Without large items the container is measured as a whole. When the container is still
+        large once its large items are proxies, it is stored whole (the items' leases go back),
+        so that the worker resolves it into the very structure the caller passed, with no
+        proxies nested inside it.
+        """
+        items = Lease()
+        try:
+            if type(obj) is dict:
+                converted: Any = {k: self._convert(v, items, nested=False) for k, v in obj.items()}
+            else:
+                converted = type(obj)(self._convert(item, items, nested=False) for item in obj)
+            if not items.keys:
+                return None  # nothing inside was large: decide on the container as a whole
+            if not self._measure(converted).proxy:
+                lease.keys.extend(items.keys)
+                return converted
+        except BaseException:
+            self.release(items)
+            raise
+        self.release(items)
+        return None
+
+    def _measure(self, obj: Any) -> Measured:
+        try:
+            return self.policy.measure(obj)
+        except SerializationError as exc:
+            raise SerializationError(
+                f"{self.owner}: a task argument of type {type(obj).__name__} cannot be "
+                f"serialized, so it cannot be sent to a worker: {exc}"
+            ) from exc
 
     def _existing(self, obj: Any) -> _Entry | None:
         with self._lock:

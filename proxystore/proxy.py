@@ -12,14 +12,26 @@ nothing clashes with the wrapped object's own attributes.
 
 from __future__ import annotations
 
+import copy
 import math
+import sys
 from typing import Any, Callable, TypeVar
 
 import lazy_object_proxy
 
 from proxystore.factory import Factory
 
-__all__ = ["Proxy", "extract", "get_factory", "get_key", "is_resolved", "resolve", "resolve_async"]
+__all__ = [
+    "Proxy",
+    "extract",
+    "get_factory",
+    "get_key",
+    "is_resolved",
+    "resolve",
+    "resolve_async",
+    "unwrap",
+    "unwrap_values",
+]
 
 T = TypeVar("T")
 
@@ -58,6 +70,58 @@ class Proxy(lazy_object_proxy.Proxy):  # type: ignore[misc]
     ) -> tuple[Callable[[Factory[Any]], Proxy], tuple[Factory[Any]]]:
         return self.__reduce__()
 
+    # -- copying: what copying the target gives (a proxy is a reference, not a value) ----------
+
+    def __copy__(self) -> Any:
+        return copy.copy(self.__wrapped__)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        return copy.deepcopy(self.__wrapped__, memo)
+
+    # -- numpy: the array protocols see the target, never the proxy ----------------------------
+    #
+    # numpy recognises Python scalars and sequences by their exact C type, so without these a
+    # proxy of a list, tuple, scalar, string or bytes became a 0-d object array holding the
+    # proxy. ``__array__`` converts exactly as the target converts; ``__array_function__`` and
+    # ``__array_ufunc__`` re-run numpy's call with every proxy replaced by its target, so the
+    # result is what the plain objects give (dtype promotion, overrides of other libraries and
+    # errors included).
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> Any:
+        import numpy
+
+        target = self.__wrapped__
+        if copy is None:
+            return numpy.asarray(target, dtype=dtype)
+        return numpy.array(target, dtype=dtype, copy=copy)
+
+    def __array_function__(
+        self, func: Any, types: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        return func(*unwrap(args), **unwrap_values(kwargs))
+
+    def __array_ufunc__(self, ufunc: Any, method: str, *inputs: Any, **kwargs: Any) -> Any:
+        return getattr(ufunc, method)(*unwrap(inputs), **unwrap_values(kwargs))
+
+    # -- the C sequence protocol ------------------------------------------------------------
+    #
+    # lazy-object-proxy fills only the mapping slot for ``p[i]``, so C code that asks
+    # ``PySequence_Check`` (``np.concatenate``, ``PySequence_GetItem``) did not see a sequence.
+    # A Python ``__getitem__`` makes CPython fill both slots; right after the class is made it is
+    # replaced by the C implementation (see below), which puts ``p[i]`` back on the C mapping
+    # path while the sequence slot keeps calling ``__getitem__``.
+
+    def __getitem__(self, key: Any) -> Any:
+        return self.__wrapped__[key]
+
+    if sys.version_info >= (3, 12):  # PEP 688: the buffer protocol from Python
+
+        def __buffer__(self, flags: int) -> memoryview:
+            return memoryview(self.__wrapped__)
+
+        def __release_buffer__(self, view: memoryview) -> None:
+            view.release()
+
     # lazy-object-proxy forwards neither of these: without them ``complex(p)`` fails (or, for
     # numpy complex scalars, silently drops the imaginary part), ``math.trunc(p)`` fails, and
     # ``math.floor``/``math.ceil`` detour through ``float`` (wrong or OverflowError for big ints).
@@ -73,6 +137,42 @@ class Proxy(lazy_object_proxy.Proxy):  # type: ignore[misc]
 
     def __ceil__(self) -> Any:
         return math.ceil(self.__wrapped__)
+
+
+# See "the C sequence protocol" in the class body: the sequence slot stays filled, ``p[i]`` goes
+# back to lazy-object-proxy's C implementation.
+Proxy.__getitem__ = lazy_object_proxy.Proxy.__getitem__  # type: ignore[method-assign]
+
+
+def _is_proxy(obj: object) -> bool:
+    # type(), not isinstance(): isinstance() reads __class__, which resolves a proxy.
+    return Proxy in type(obj).__mro__
+
+
+def unwrap(values: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Return ``values`` with every proxy replaced by its target.
+
+    Proxies are replaced at the top level and inside (nested) lists and tuples, where numpy
+    finds the arrays of ``np.concatenate([p, q])``; containers without proxies are returned as
+    they are (the same object), so ``out=`` arguments keep their identity.
+    """
+    return tuple(_unwrap(value) for value in values)
+
+
+def unwrap_values(mapping: dict[str, Any]) -> dict[str, Any]:
+    """Return ``mapping`` with every proxy among its values replaced (see :func:`unwrap`)."""
+    return {name: _unwrap(value) for name, value in mapping.items()}
+
+
+def _unwrap(value: Any) -> Any:
+    kind = type(value)
+    if Proxy in kind.__mro__:
+        return value.__wrapped__
+    if kind is list or kind is tuple:
+        items = [_unwrap(item) for item in value]
+        if any(new is not old for new, old in zip(items, value)):
+            return kind(items)
+    return value
 
 
 def _check(proxy: object) -> Proxy:

@@ -31,5 +31,26 @@ python -m mypy proxystore integrations
 python -m mypy benchmarks
 echo "== sphinx (-W: warnings are errors)"
 python -m sphinx -W -q -b html docs docs/_build/html
+# The proxy offers the buffer protocol only on Python 3.12+ (PEP 688): run the transparency
+# suite there too when such an interpreter is installed (pyenv's, or one on PATH).
+py3next=""
+for candidate in "$HOME"/.pyenv/versions/3.1[23]*/bin/python3 python3.13 python3.12; do
+  if "$candidate" -c 'import sys; assert sys.version_info >= (3, 12)' >/dev/null 2>&1; then
+    py3next=$candidate
+    break
+  fi
+done
+if [ -n "$py3next" ] && [ $# -eq 0 ]; then
+  echo "== transparency suite on $("$py3next" --version)"
+  venv="${TMPDIR:-/tmp}/proxystore-py3next"
+  [ -x "$venv/bin/python" ] || "$py3next" -m venv "$venv"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+    numpy lazy-object-proxy cloudpickle pytest pytest-timeout
+  PYTHONPATH="$PWD" "$venv/bin/python" -m pytest --noconftest -p no:cacheprovider -q \
+    tests/test_transparency.py tests/test_seed_proxy.py
+else
+  echo "== transparency suite on Python 3.12+: skipped (no such interpreter installed)"
+fi
+
 echo "== pytest"
 python -m pytest "$@"

@@ -105,3 +105,60 @@ def mapped_from_store(x: Any) -> bool:
             return True
         obj = getattr(obj, "base", None) if not isinstance(obj, memoryview) else obj.obj
     return False
+
+
+def large_arguments() -> dict[str, Any]:
+    """Arguments above the tests' 10 kB threshold whose proxies a task body could tell apart."""
+    import numpy as np
+
+    return {
+        "dict": {f"key{i}": [i, i / 2] for i in range(1_000)},
+        "bytes": bytes(range(256)) * 100,
+        "list-of-arrays": [np.arange(i, i + 50, dtype=np.float64) for i in range(100)],
+        "list-of-big-arrays": [np.arange(2_000.0), np.arange(2_000.0) * 2],
+        "str": "proxystore " * 2_000,
+        "tuple": tuple(float(i) for i in range(3_000)),
+    }
+
+
+def transparency_probe(x: Any) -> dict[str, Any]:
+    """What a task body computes with the operations that tell a proxy from its target."""
+    import hashlib
+    import json
+
+    import numpy as np
+
+    def attempt(function: Any) -> Any:
+        try:
+            return function()
+        except Exception as exc:
+            return f"error: {type(exc).__name__}"
+
+    def digest(data: bytes) -> str:
+        return hashlib.sha256(data).hexdigest()
+
+    def view() -> Any:
+        m = memoryview(x)
+        return (m.nbytes, m.format, m.readonly, digest(m.tobytes()))
+
+    def sum_axis0() -> Any:
+        total = np.sum(x, axis=0)
+        return (type(total).__name__, np.asarray(total).dtype.str, np.asarray(total).tolist())
+
+    return {
+        "type": type(x).__name__,
+        "json": attempt(lambda: digest(json.dumps(x).encode())),
+        "memoryview": attempt(view),
+        "sum_axis0": attempt(sum_axis0),
+        "isinstance": isinstance(x, (dict, bytes, list, str, tuple)),
+    }
+
+
+def make_result(kind: str) -> Any:
+    """A large result of the given kind (``large_arguments()[kind]``)."""
+    return large_arguments()[kind]
+
+
+def result_type(value: Any) -> str:
+    """The name of the type the task body received."""
+    return type(value).__name__

@@ -23,11 +23,15 @@ from tests.integration_helpers import (  # noqa: E402
     describe,
     describe_after_gate,
     fail,
+    large_arguments,
     make_big,
+    make_result,
     mapped_from_store,
     read_pids,
+    result_type,
     sleep_then_total,
     total,
+    transparency_probe,
 )
 
 THRESHOLD = 10_000
@@ -182,3 +186,49 @@ def test_same_host_zero_copy_on_dev_shm(client: Any) -> None:
     finally:
         store.cleanup()
         unregister_store(name)
+
+
+# -- transparency: the body computes what it computes under the plain client --------------------
+
+
+@pytest.fixture(scope="module")
+def thread_client() -> Iterator[Any]:
+    cluster = distributed.LocalCluster(
+        n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0"
+    )
+    client = distributed.Client(cluster)
+    try:
+        yield client
+    finally:
+        client.close()
+        cluster.close()
+
+
+@pytest.fixture(params=["processes", "threads"])
+def any_client(request: pytest.FixtureRequest) -> Any:
+    return request.getfixturevalue("client" if request.param == "processes" else "thread_client")
+
+
+def test_body_computes_what_the_plain_client_computes(any_client: Any, remote_store: Store) -> None:
+    pclient = ProxyClient(any_client, store=remote_store, threshold=THRESHOLD)
+    for kind, value in large_arguments().items():
+        _, _, lease = pclient.proxier.proxy_call((value,), {})
+        assert lease.keys, f"{kind} must travel through the store"
+        pclient.proxier.release(lease)
+        expected = any_client.submit(transparency_probe, value, pure=False).result()
+        assert pclient.submit(transparency_probe, value, pure=False).result() == expected, kind
+
+
+def test_results_of_builtin_kinds_come_back_as_the_plain_client_returns_them(
+    any_client: Any, remote_store: Store
+) -> None:
+    policy = ProxyPolicy(threshold=THRESHOLD, proxy_results=True)
+    pclient = ProxyClient(any_client, store=remote_store, policy=policy)
+    for kind in ("dict", "bytes", "list-of-arrays"):
+        future = pclient.submit(make_result, kind, pure=False)
+        assert type(future.result()) is type(large_arguments()[kind]), kind
+        # A dependent task receives the result as the plain client would hand it over.
+        assert (
+            pclient.submit(result_type, future, pure=False).result()
+            == type(large_arguments()[kind]).__name__
+        )

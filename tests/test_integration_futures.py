@@ -21,9 +21,14 @@ from tests.integration_helpers import (
     describe,
     describe_after_gate,
     fail,
+    large_arguments,
+    make_big,
+    make_result,
     mapped_from_store,
+    result_type,
     sleep_then_total,
     total,
+    transparency_probe,
 )
 
 THRESHOLD = 10_000
@@ -159,8 +164,6 @@ def test_map_chunksize_and_timeout(executor: ProxyExecutor) -> None:
 
 def test_results_proxied_when_asked(pool_kind: str, remote_store: Store) -> None:
     policy = ProxyPolicy(threshold=THRESHOLD, proxy_results=True)
-    from tests.integration_helpers import make_big
-
     with ProxyExecutor(make_pool(pool_kind), store=remote_store, policy=policy) as ex:
         big = ex.submit(make_big, THRESHOLD).result()
         small = ex.submit(make_big, 3).result()
@@ -210,3 +213,45 @@ def test_same_host_zero_copy_on_dev_shm(pool_kind: str, shm_store: Store) -> Non
     with ProxyExecutor(make_pool(pool_kind), store=shm_store, threshold=THRESHOLD) as ex:
         assert ex.submit(mapped_from_store, BIG).result()
         assert not ex.submit(mapped_from_store, SMALL).result()  # by value
+
+
+# -- transparency: the body computes what it computes under the plain engine --------------------
+
+
+@pytest.mark.parametrize("kind", sorted(large_arguments()))
+@pytest.mark.parametrize("workers", ["thread", "spawn"])
+def test_body_computes_what_the_plain_pool_computes(
+    workers: str, kind: str, remote_store: Store
+) -> None:
+    value = large_arguments()[kind]
+    with make_pool(workers) as plain:
+        expected = plain.submit(transparency_probe, value).result()
+    with ProxyExecutor(make_pool(workers), store=remote_store, threshold=THRESHOLD) as ex:
+        _, _, lease = ex.proxier.proxy_call((value,), {})
+        assert lease.keys, f"{kind} must travel through the store"
+        ex.proxier.release(lease)
+        assert ex.submit(transparency_probe, value).result() == expected
+
+
+@pytest.mark.parametrize("workers", ["thread", "spawn"])
+def test_results_of_builtin_kinds_come_back_as_the_plain_pool_returns_them(
+    workers: str, remote_store: Store
+) -> None:
+    policy = ProxyPolicy(threshold=THRESHOLD, proxy_results=True)
+    with ProxyExecutor(make_pool(workers), store=remote_store, policy=policy) as ex:
+        for kind in ("dict", "bytes", "list-of-arrays"):
+            result = ex.submit(make_result, kind).result()
+            assert type(result) is type(large_arguments()[kind]), kind
+        assert ex.submit(result_type, ex.submit(make_big, THRESHOLD).result()).result() in (
+            "Proxy",
+            "ndarray",
+        )
+
+
+def test_deliver_as_chooses_per_type(remote_store: Store) -> None:
+    policy = ProxyPolicy(threshold=THRESHOLD, deliver_as={dict: "proxy", np.ndarray: "object"})
+    big_dict = large_arguments()["dict"]
+    with ProxyExecutor(make_pool("spawn"), store=remote_store, policy=policy) as ex:
+        assert ex.submit(result_type, big_dict).result() == "Proxy"
+        assert ex.submit(result_type, BIG).result() == "ndarray"
+        assert ex.submit(result_type, large_arguments()["bytes"]).result() == "bytes"

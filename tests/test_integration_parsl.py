@@ -30,9 +30,12 @@ from tests.integration_helpers import (  # noqa: E402
     describe,
     describe_after_gate,
     fail,
+    large_arguments,
     make_big,
+    make_result,
     mapped_from_store,
     total,
+    transparency_probe,
 )
 
 THRESHOLD = 10_000
@@ -186,3 +189,27 @@ def test_same_host_zero_copy_on_dev_shm(dfk: Any) -> None:
     finally:
         store.cleanup()
         unregister_store(name)
+
+
+# -- transparency: the body computes what it computes under the plain app ------------------------
+
+
+def test_body_computes_what_the_plain_app_computes(
+    dfk: Any, label: str, remote_store: Store
+) -> None:
+    plain = python_app(transparency_probe, executors=[label])
+    proxied = app(transparency_probe, remote_store, label)
+    for kind, value in large_arguments().items():
+        _, _, lease = proxied.proxier.proxy_call((value,), {})
+        assert lease.keys, f"{kind} must travel through the store"
+        proxied.proxier.release(lease)
+        assert proxied(value).result() == plain(value).result(), kind
+
+
+def test_results_of_builtin_kinds_come_back_as_the_plain_app_returns_them(
+    dfk: Any, label: str, remote_store: Store
+) -> None:
+    policy = ProxyPolicy(threshold=THRESHOLD, proxy_results=True)
+    proxied = app(make_result, remote_store, label, policy=policy)
+    for kind in ("dict", "bytes", "list-of-arrays"):
+        assert type(proxied(kind).result()) is type(large_arguments()[kind]), kind

@@ -1,0 +1,188 @@
+"""What a task body receives for a proxied argument: ``ProxyPolicy.deliver_as`` and ProxyTask."""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+
+from proxystore.factory import LambdaFactory, SimpleFactory
+from proxystore.integrations.policy import EXACT_TYPES, ProxyPolicy
+from proxystore.integrations.proxier import ArgumentProxier, ProxyRef, ProxyTask
+from proxystore.proxy import Proxy
+from proxystore.store import Store
+
+
+class Table:
+    """A user class: arrives as a proxy under the default rule."""
+
+
+class SubTable(Table):
+    pass
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [
+        {"a": 1},
+        [1, 2],
+        (1,),
+        {1},
+        frozenset({1}),
+        "s",
+        b"b",
+        bytearray(b"b"),
+        range(3),
+        7,
+        2.5,
+        collections.OrderedDict(a=1),
+        collections.deque([1]),
+        collections.namedtuple("Point", "x y")(1, 2),
+        slice(1, 2),
+    ],
+    ids=lambda obj: type(obj).__name__,
+)
+def test_default_rule_delivers_builtin_kinds_as_objects(obj: Any) -> None:
+    assert ProxyPolicy().delivers_object(obj)
+
+
+@pytest.mark.parametrize("obj", [np.arange(3), Table(), np.array(5.0)])
+def test_default_rule_delivers_other_kinds_as_proxies(obj: Any) -> None:
+    assert not ProxyPolicy().delivers_object(obj)
+
+
+def test_exact_types_are_types() -> None:
+    assert all(isinstance(kind, type) for kind in EXACT_TYPES)
+
+
+def test_deliver_as_for_every_type_or_per_type() -> None:
+    assert ProxyPolicy(deliver_as="proxy").delivers_object({}) is False
+    assert ProxyPolicy(deliver_as="object").delivers_object(np.arange(2)) is True
+    per_type = ProxyPolicy(deliver_as={dict: "proxy", Table: "object", SubTable: "auto"})
+    assert not per_type.delivers_object({})
+    assert not per_type.delivers_object(collections.OrderedDict())  # subclasses follow
+    assert per_type.delivers_object(Table())
+    # "auto" for the most specific type falls back to the next entry up the MRO.
+    assert per_type.delivers_object(SubTable())
+    assert per_type.delivers_object([1])  # not named: the default rule
+    assert not per_type.delivers_object(np.arange(2))
+
+
+@pytest.mark.parametrize(
+    ("deliver_as", "error"),
+    [
+        ("resolved", ValueError),
+        ({dict: "eager"}, ValueError),
+        ({"dict": "proxy"}, TypeError),
+        (["proxy"], TypeError),
+    ],
+)
+def test_bad_deliver_as_is_refused_naming_the_choices(deliver_as: Any, error: type) -> None:
+    with pytest.raises(error, match="deliver_as"):
+        ProxyPolicy(deliver_as=deliver_as)
+
+
+def test_results_delivered_as_objects_come_back_by_value() -> None:
+    policy = ProxyPolicy(threshold=10, proxy_results=True)
+    assert not policy.measure_result({"k": "v" * 100}).proxy
+    assert policy.measure_result(np.arange(100)).proxy
+    forced = ProxyPolicy(threshold=10, proxy_results=True, deliver_as={dict: "proxy"})
+    assert forced.measure_result({"k": "v" * 100}).proxy
+
+
+def test_policy_stays_hashable_and_comparable() -> None:
+    a = ProxyPolicy(deliver_as={dict: "proxy"})
+    assert a == ProxyPolicy(deliver_as={dict: "proxy"}) and a != ProxyPolicy()
+    assert hash(a) == hash(ProxyPolicy(deliver_as={dict: "proxy"}))
+
+
+# -- the worker side ----------------------------------------------------------------------------
+
+
+def seen(*args: Any, **kwargs: Any) -> Any:
+    return [type(a) for a in args], {k: type(v) for k, v in kwargs.items()}, args, kwargs
+
+
+def test_task_hands_objects_and_proxies_as_their_refs_say() -> None:
+    data = {"a": 1}
+    arr = np.arange(3)
+    task = ProxyTask(seen)
+    types, kwtypes, args, _ = task(
+        ProxyRef(SimpleFactory(data), deliver_object=True),
+        ProxyRef(SimpleFactory(arr)),
+        [ProxyRef(SimpleFactory(data), deliver_object=True), 5],
+        obj=ProxyRef(SimpleFactory(b"xy"), deliver_object=True),
+    )
+    assert types[0] is dict and args[0] is data
+    assert types[1] is Proxy
+    assert type(args[2][0]) is dict and args[2][1] == 5
+    assert kwtypes == {"obj": bytes}
+
+
+class SlowResolves:
+    """Records when each factory's fetch starts and ends (a fetch takes ``seconds``)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.events: list[tuple[str, str, float]] = []
+        self.lock = threading.Lock()
+
+    def fetch(self, name: str) -> dict[str, str]:
+        with self.lock:
+            self.events.append(("start", name, time.monotonic()))
+        time.sleep(self.seconds)
+        with self.lock:
+            self.events.append(("end", name, time.monotonic()))
+        return {"name": name}
+
+
+def test_every_fetch_starts_before_the_first_object_is_waited_for() -> None:
+    slow = SlowResolves(0.2)
+    refs = [ProxyRef(LambdaFactory(slow.fetch, name), deliver_object=True) for name in "abc"]
+    _, _, args, _ = ProxyTask(seen)(*refs)
+    assert [a["name"] for a in args] == ["a", "b", "c"]
+    starts = [t for what, _, t in slow.events if what == "start"]
+    first_end = min(t for what, _, t in slow.events if what == "end")
+    assert len(starts) == 3 and max(starts) < first_end, slow.events
+
+
+def test_without_prefetch_objects_are_still_delivered() -> None:
+    slow = SlowResolves(0.0)
+    ref = ProxyRef(LambdaFactory(slow.fetch, "x"), deliver_object=True)
+    types, _, _, _ = ProxyTask(seen, prefetch=False)(ref)
+    assert types == [dict]
+
+
+def test_proxier_marks_object_kinds_and_stores_big_containers_whole(
+    store_factory: Any,
+) -> None:
+    store: Store = store_factory("file")
+    proxier = ArgumentProxier(store, ProxyPolicy(threshold=1_000), owner="test")
+    big_dict = {f"k{i}": i for i in range(500)}
+    small_items_big_list = [np.arange(i, i + 20.0) for i in range(50)]
+    big_array = np.arange(1_000.0)
+    args, _, lease = proxier.proxy_call((big_dict, small_items_big_list, big_array), {})
+    try:
+        assert type(args[0]) is ProxyRef and args[0].deliver_object
+        assert type(args[1]) is ProxyRef and args[1].deliver_object
+        assert issubclass(type(args[2]), Proxy)  # arrays stay proxies
+        # A container with large items *and* large remainder is stored whole: the worker gets
+        # the very structure back, never proxies nested two levels down.
+        mixed = [big_array, *small_items_big_list]
+        margs, _, mlease = proxier.proxy_call((mixed,), {})
+        assert type(margs[0]) is ProxyRef and margs[0].deliver_object
+        _, _, got, _ = ProxyTask(seen)(*margs)
+        assert type(got[0]) is list and all(type(a) is np.ndarray for a in got[0])
+        assert np.array_equal(got[0][0], big_array)
+        proxier.release(mlease)
+        # ... while a list whose remainder is small travels by value with proxied items.
+        largs, _, llease = proxier.proxy_call(([big_array, 1],), {})
+        assert type(largs[0]) is list and issubclass(type(largs[0][0]), Proxy)
+        proxier.release(llease)
+    finally:
+        proxier.release(lease)
+    assert proxier.in_use() == {}
