@@ -22,8 +22,10 @@ from typing import Any, Callable
 
 import distributed
 
+from proxystore.store import Store
+
 from .policy import ProxyPolicy, make_policy
-from .proxier import ArgumentProxier, Lease
+from .proxier import ArgumentProxier
 
 __all__ = ["ProxyClient"]
 
@@ -70,7 +72,7 @@ class ProxyClient:
         self,
         client: distributed.Client,
         *,
-        store: Any,
+        store: Store | str,
         threshold: int | None = None,
         policy: ProxyPolicy | None = None,
     ) -> None:
@@ -86,20 +88,13 @@ class ProxyClient:
         )
         self.store = self.proxier.store
 
-    def _track(self, future: distributed.Future, lease: Lease) -> None:
-        future.add_done_callback(lambda _: self.proxier.release(lease))
-
     def submit(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> distributed.Future:
         """``Client.submit`` with large arguments sent by proxy (same signature)."""
         options, task_kwargs = _split(kwargs, _SUBMIT_OPTIONS)
-        new_args, new_kwargs, lease = self.proxier.proxy_call(args, task_kwargs)
-        try:
-            future = self.client.submit(self.proxier.task(func), *new_args, **options, **new_kwargs)
-        except BaseException:
-            self.proxier.release(lease)
-            raise
-        self._track(future, lease)
-        return future
+        task = self.proxier.task(func)
+        return self.proxier.submit(
+            lambda *a, **k: self.client.submit(task, *a, **options, **k), args, task_kwargs
+        )
 
     def map(
         self, func: Callable[..., Any], *iterables: Iterable[Any], **kwargs: Any
@@ -111,29 +106,19 @@ class ProxyClient:
         """
         options, task_kwargs = _split(kwargs, _MAP_OPTIONS)
         columns = [list(iterable) for iterable in iterables]
-        calls = list(zip(*columns))
-        leases: list[Lease] = []
-        sent_kwargs: dict[str, Any] = {}
-        rows: list[tuple[Any, ...]] = []
-        try:
-            for args in calls:
-                new_args, new_kwargs, lease = self.proxier.proxy_call(args, task_kwargs)
-                leases.append(lease)
-                rows.append(new_args)
-                sent_kwargs = new_kwargs
-            if not calls:
-                sent_kwargs = dict(task_kwargs)
-            new_iterables = [list(column) for column in zip(*rows)] or [[] for _ in columns]
-            futures = self.client.map(
-                self.proxier.task(func), *new_iterables, **options, **sent_kwargs
+        task = self.proxier.task(func)
+
+        def send(calls: list[tuple[tuple[Any, ...], dict[str, Any]]]) -> list[distributed.Future]:
+            # Every call's kwargs are the same objects, proxied to the same keys: send them once.
+            sent_kwargs = calls[-1][1] if calls else dict(task_kwargs)
+            new_columns = [list(column) for column in zip(*(args for args, _ in calls))]
+            return list(
+                self.client.map(
+                    task, *(new_columns or [[] for _ in columns]), **options, **sent_kwargs
+                )
             )
-        except BaseException:
-            for lease in leases:
-                self.proxier.release(lease)
-            raise
-        for future, lease in zip(futures, leases):
-            self._track(future, lease)
-        return list(futures)
+
+        return self.proxier.submit_calls([(args, task_kwargs) for args in zip(*columns)], send)
 
     def __getattr__(self, name: str) -> Any:
         # Everything else is the wrapped client's (gather, scatter, compute, close, ...).

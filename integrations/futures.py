@@ -24,7 +24,7 @@ from proxystore.serialize import SerializationError
 from proxystore.store import Store
 
 from .policy import ProxyPolicy, make_policy
-from .proxier import ArgumentProxier, Lease
+from .proxier import ArgumentProxier
 
 __all__ = ["ProxyExecutor"]
 
@@ -85,9 +85,6 @@ class ProxyExecutor(Executor):
                 f"so {type(self.executor).__name__} cannot send it to a worker process: {exc}"
             ) from exc
 
-    def _after(self, future: Future[Any], lease: Lease) -> None:
-        future.add_done_callback(lambda _: self.proxier.release(lease))
-
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
         """Submit ``fn(*args, **kwargs)``; large arguments travel by proxy.
 
@@ -96,14 +93,10 @@ class ProxyExecutor(Executor):
             RuntimeError: If the executor has been shut down.
         """
         self._check_picklable(fn)
-        new_args, new_kwargs, lease = self.proxier.proxy_call(args, kwargs)
-        try:
-            future: Future[T] = self.executor.submit(self.proxier.task(fn), *new_args, **new_kwargs)
-        except BaseException:
-            self.proxier.release(lease)
-            raise
-        self._after(future, lease)
-        return future
+        task = self.proxier.task(fn)
+        return self.proxier.submit(
+            lambda *a, **k: self.executor.submit(task, *a, **k), args, kwargs
+        )
 
     def map(
         self,
@@ -134,19 +127,11 @@ class ProxyExecutor(Executor):
 
     def _submit_chunk(self, fn: Callable[..., Any], chunk: list[tuple[Any, ...]]) -> Future[Any]:
         self._check_picklable(fn)
-        lease = Lease()
-        calls = []
-        try:
-            for args in chunk:
-                new_args, new_kwargs, call_lease = self.proxier.proxy_call(args, {})
-                lease.keys.extend(call_lease.keys)
-                call_lease.released = True  # its keys now belong to the chunk's lease
-                calls.append((new_args, new_kwargs))
-            future = self.executor.submit(_run_chunk, self.proxier.task(fn), calls)
-        except BaseException:
-            self.proxier.release(lease)
-            raise
-        self._after(future, lease)
+        task = self.proxier.task(fn)
+        (future,) = self.proxier.submit_calls(
+            [(args, {}) for args in chunk],
+            lambda calls: [self.executor.submit(_run_chunk, task, calls)],
+        )
         return future
 
     @staticmethod

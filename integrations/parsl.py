@@ -29,6 +29,8 @@ from typing import Any, Callable
 from parsl.app.python import PythonApp
 from parsl.dataflow.memoization import id_for_memo
 
+from proxystore.store import Store
+
 from .policy import ProxyPolicy, make_policy
 from .proxier import ArgumentProxier, ProxyRef
 
@@ -75,14 +77,9 @@ class ProxyApp:
         """Call the app with large arguments sent by proxy; returns its ``AppFuture``."""
         parsl_kwargs = {k: v for k, v in kwargs.items() if k in _PARSL_KEYWORDS}
         task_kwargs = {k: v for k, v in kwargs.items() if k not in _PARSL_KEYWORDS}
-        new_args, new_kwargs, lease = self.proxier.proxy_call(args, task_kwargs)
-        try:
-            future: Future[Any] = self.app(*new_args, **new_kwargs, **parsl_kwargs)
-        except BaseException:
-            self.proxier.release(lease)
-            raise
-        future.add_done_callback(lambda _: self.proxier.release(lease))
-        return future
+        return self.proxier.submit(
+            lambda *a, **k: self.app(*a, **k, **parsl_kwargs), args, task_kwargs
+        )
 
     def __repr__(self) -> str:
         name = getattr(self, "__name__", "?")
@@ -91,7 +88,7 @@ class ProxyApp:
 
 def proxy_app(
     *,
-    store: Any,
+    store: Store | str,
     threshold: int | None = None,
     policy: ProxyPolicy | None = None,
 ) -> Callable[[PythonApp], ProxyApp]:

@@ -22,9 +22,9 @@ from __future__ import annotations
 import functools
 import pickle
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 from proxystore.factory import Factory
 from proxystore.proxy import Proxy, extract, get_factory, resolve_async
@@ -33,6 +33,8 @@ from proxystore.store import Store, get_store
 from proxystore.store.registry import get_or_init_store
 
 from .policy import Measured, ProxyPolicy
+
+F = TypeVar("F")
 
 __all__ = [
     "ArgumentProxier",
@@ -407,6 +409,58 @@ class ArgumentProxier:
         if duplicate is not None:
             self.store.evict(duplicate)
         return entry
+
+    def submit(self, send: Callable[..., F], args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> F:
+        """The one submit path: proxy a call's arguments, send it, tie the lease to its future.
+
+        ``send(*args, **kwargs)`` gets the arguments to send and returns the engine's future
+        (anything with ``add_done_callback``). The lease is released if ``send`` raises, and
+        when the future is done, whether it succeeded, failed or was cancelled.
+        """
+        (future,) = self.submit_calls(
+            [(args, kwargs)], lambda sent: [send(*sent[0][0], **sent[0][1])]
+        )
+        return future
+
+    def submit_calls(
+        self,
+        calls: Sequence[tuple[tuple[Any, ...], Mapping[str, Any]]],
+        send: Callable[[list[tuple[tuple[Any, ...], dict[str, Any]]]], Sequence[F]],
+    ) -> list[F]:
+        """:meth:`submit` for many calls sent together (``map``, chunks).
+
+        ``send`` gets every call's arguments to send and returns either one future per call
+        (each call's lease is tied to its own future) or a single future for all of them (all
+        leases are tied to it). Every lease is released if proxying or ``send`` raises.
+        """
+        leases: list[Lease] = []
+        sent: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+        try:
+            for args, kwargs in calls:
+                new_args, new_kwargs, lease = self.proxy_call(args, kwargs)
+                leases.append(lease)
+                sent.append((new_args, new_kwargs))
+            futures = list(send(sent))
+            if len(futures) != len(leases) and len(futures) != 1:
+                raise RuntimeError(
+                    f"{self.owner}: the engine returned {len(futures)} futures for "
+                    f"{len(leases)} calls"
+                )
+        except BaseException:
+            for lease in leases:
+                self.release(lease)
+            raise
+        if len(futures) == len(leases):
+            for future, lease in zip(futures, leases):
+                self.release_when_done(future, lease)
+        else:
+            merged = Lease([key for lease in leases for key in lease.keys])
+            self.release_when_done(futures[0], merged)
+        return futures
+
+    def release_when_done(self, future: Any, lease: Lease) -> None:
+        """Release ``lease`` when ``future`` is done (succeeded, failed or cancelled)."""
+        future.add_done_callback(lambda _: self.release(lease))
 
     def release(self, lease: Lease) -> None:
         """Release a task's lease: evict each object whose last user this was (policy permitting).

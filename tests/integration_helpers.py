@@ -107,6 +107,17 @@ def mapped_from_store(x: Any) -> bool:
     return False
 
 
+def wait_until_released(owner: Any, timeout: float = 30.0) -> None:
+    """Wait until ``owner.proxier`` holds no stored argument; fail (never pass) on timeout."""
+    deadline = time.monotonic() + timeout
+    while owner.proxier.in_use():
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"stored arguments still leased after {timeout} s: {owner.proxier.in_use()}"
+            )
+        time.sleep(0.01)
+
+
 def large_arguments() -> dict[str, Any]:
     """Arguments above the tests' 10 kB threshold whose proxies a task body could tell apart."""
     import numpy as np

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import multiprocessing
 import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any
@@ -29,6 +28,7 @@ from tests.integration_helpers import (
     sleep_then_total,
     total,
     transparency_probe,
+    wait_until_released,
 )
 
 THRESHOLD = 10_000
@@ -72,12 +72,6 @@ def shm_store(store_factory: Any, tmp_path: Any) -> Iterator[Store]:
 def executor(pool_kind: str, remote_store: Store) -> Iterator[ProxyExecutor]:
     with ProxyExecutor(make_pool(pool_kind), store=remote_store, threshold=THRESHOLD) as ex:
         yield ex
-
-
-def wait_until_released(ex: ProxyExecutor, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while ex.proxier.in_use() and time.monotonic() < deadline:
-        time.sleep(0.01)
 
 
 def test_results_equal_plain_executor(pool_kind: str, remote_store: Store) -> None:

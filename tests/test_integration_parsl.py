@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ from tests.integration_helpers import (  # noqa: E402
     mapped_from_store,
     total,
     transparency_probe,
+    wait_until_released,
 )
 
 THRESHOLD = 10_000
@@ -99,12 +99,6 @@ def app(fn: Any, store: Store, label: str, **options: Any) -> ProxyApp:
     policy = options.pop("policy", None)
     kwargs: dict[str, Any] = {"policy": policy} if policy else {"threshold": THRESHOLD}
     return proxy_app(store=store, **kwargs)(python_app(fn, executors=[label], **options))
-
-
-def wait_until_released(proxied: ProxyApp, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while proxied.proxier.in_use() and time.monotonic() < deadline:
-        time.sleep(0.01)
 
 
 def test_results_equal_plain_app(dfk: Any, label: str, remote_store: Store) -> None:
