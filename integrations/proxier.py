@@ -20,6 +20,7 @@ it. Only the worker-side wrapper makes a proxy of it.
 from __future__ import annotations
 
 import functools
+import logging
 import pickle
 import threading
 from collections.abc import Mapping, Sequence
@@ -35,6 +36,11 @@ from proxystore.store.registry import get_or_init_store
 from .policy import Measured, ProxyPolicy
 
 F = TypeVar("F")
+
+logger = logging.getLogger(__name__)
+
+EVICT_RETRY_DELAYS: tuple[float, ...] = (0.5, 2.0, 8.0)
+"""Seconds before each retry of an eviction that failed when a lease was released."""
 
 __all__ = [
     "ArgumentProxier",
@@ -467,7 +473,9 @@ class ArgumentProxier:
 
         Safe to call more than once. Eviction happens under the lock, so an object is never
         handed to a new task while it is being evicted, and once :meth:`in_use` no longer lists
-        a key its object is gone.
+        a key its object is gone (unless evicting it failed). A failing eviction never keeps
+        the rest of the lease from being released: it is logged and retried in the background
+        (:data:`EVICT_RETRY_DELAYS`), and logged as an error if every retry fails.
         """
         with self._lock:
             if lease.released:
@@ -479,10 +487,32 @@ class ArgumentProxier:
                     continue
                 entry.users -= 1
                 if entry.users <= 0:
-                    if self.policy.evict:
-                        self.store.evict(key)
                     del self._by_key[key]
                     self._entries.pop(id(entry.obj), None)
+                    if self.policy.evict:
+                        self._evict(key, attempt=0)
+
+    def _evict(self, key: str, attempt: int) -> None:
+        try:
+            self.store.evict(key)
+        except Exception as exc:
+            where = f"{type(self.store).__name__} {self.store.name!r}"
+            if attempt >= len(EVICT_RETRY_DELAYS):
+                logger.error(
+                    "%s: evicting key %s from %s failed %d times (%s); giving up: the object "
+                    "stays in the store until it is removed there",
+                    self.owner, key, where, attempt + 1, exc,
+                )  # fmt: skip
+                return
+            delay = EVICT_RETRY_DELAYS[attempt]
+            logger.warning(
+                "%s: evicting key %s from %s failed (%s); retrying in %.1f s",
+                self.owner, key, where, exc, delay,
+            )  # fmt: skip
+            timer = threading.Timer(delay, self._evict, (key, attempt + 1))
+            timer.name = "proxystore-evict-retry"
+            timer.daemon = True
+            timer.start()
 
     def in_use(self) -> dict[str, int]:
         """Return the stored keys still in use and how many tasks use each."""

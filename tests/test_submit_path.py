@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
 
+from proxystore.exceptions import StoreTimeoutError
+from proxystore.integrations import proxier as proxier_module
 from proxystore.integrations.policy import ProxyPolicy
 from proxystore.integrations.proxier import ArgumentProxier
 from proxystore.store import Store
+from proxystore.store.file import FileStore
 from tests.integration_helpers import wait_until_released
 
 BIG = np.arange(2_000.0)
@@ -77,3 +82,59 @@ def test_engine_returning_the_wrong_number_of_futures_is_an_error(
     with pytest.raises(RuntimeError, match="2 futures for 3 calls"):
         proxier.submit_calls(calls, lambda sent: [Future(), Future()])
     assert proxier.in_use() == {}
+
+
+class FlakyEvictFileStore(FileStore):
+    """A real FileStore whose evict() fails for the keys in ``failing`` (``times`` times each)."""
+
+    failing: ClassVar[dict[str, int]] = {}
+
+    def evict(self, key: str) -> None:
+        left = self.failing.get(key, 0)
+        if left:
+            self.failing[key] = left - 1
+            raise StoreTimeoutError(f"evict {key}: Redis did not answer within 1 s (simulated)")
+        super().evict(key)
+
+
+def test_a_failing_eviction_is_logged_retried_and_strands_nothing(
+    tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = FlakyEvictFileStore("flaky-evict", store_dir=str(tmp_path / "store"))
+    proxier = ArgumentProxier(store, ProxyPolicy(threshold=1_000), owner="test", in_process=True)
+    first, second = np.arange(1_000.0), np.arange(2_000.0)
+    _, _, lease = proxier.proxy_call((first, second), {})
+    key_first, key_second = lease.keys
+    FlakyEvictFileStore.failing[key_first] = 1
+    with caplog.at_level(logging.WARNING, logger="proxystore.integrations.proxier"):
+        proxier.release(lease)
+    assert proxier.in_use() == {}
+    assert not store.exists(key_second), "the rest of the lease was released"
+    assert any(key_first in r.getMessage() and "retrying" in r.getMessage() for r in caplog.records)
+    deadline = time.monotonic() + 10
+    while store.exists(key_first):
+        assert time.monotonic() < deadline, "the failed eviction was never retried"
+        time.sleep(0.05)
+    store.cleanup()
+
+
+def test_an_eviction_that_keeps_failing_is_logged_as_an_error(
+    tmp_path: Any, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(proxier_module, "EVICT_RETRY_DELAYS", (0.01, 0.01))
+    store = FlakyEvictFileStore("flaky-evict-2", store_dir=str(tmp_path / "store"))
+    proxier = ArgumentProxier(store, ProxyPolicy(threshold=1_000), owner="test", in_process=True)
+    _, _, lease = proxier.proxy_call((np.arange(1_000.0),), {})
+    (key,) = lease.keys
+    FlakyEvictFileStore.failing[key] = 10
+    with caplog.at_level(logging.WARNING, logger="proxystore.integrations.proxier"):
+        proxier.release(lease)
+        deadline = time.monotonic() + 10
+        while not any(r.levelno == logging.ERROR for r in caplog.records):
+            assert time.monotonic() < deadline, "no error was logged after the last retry"
+            time.sleep(0.02)
+    error = next(r for r in caplog.records if r.levelno == logging.ERROR).getMessage()
+    assert key in error and "failed 3 times" in error and "flaky-evict-2" in error
+    assert store.exists(key) and FlakyEvictFileStore.failing[key] == 7
+    FlakyEvictFileStore.failing.pop(key)
+    store.cleanup()
