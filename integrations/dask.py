@@ -25,7 +25,7 @@ import distributed
 from proxystore.store import Store
 
 from .policy import ProxyPolicy, make_policy
-from .proxier import ArgumentProxier
+from .proxier import ArgumentProxier, ProxyTask
 
 __all__ = ["ProxyClient"]
 
@@ -91,9 +91,11 @@ class ProxyClient:
     def submit(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> distributed.Future:
         """``Client.submit`` with large arguments sent by proxy (same signature)."""
         options, task_kwargs = _split(kwargs, _SUBMIT_OPTIONS)
-        task = self.proxier.task(func)
         return self.proxier.submit(
-            lambda *a, **k: self.client.submit(task, *a, **options, **k), args, task_kwargs
+            func,
+            lambda task, *a, **k: self.client.submit(task, *a, **options, **k),
+            args,
+            task_kwargs,
         )
 
     def map(
@@ -106,9 +108,10 @@ class ProxyClient:
         """
         options, task_kwargs = _split(kwargs, _MAP_OPTIONS)
         columns = [list(iterable) for iterable in iterables]
-        task = self.proxier.task(func)
 
-        def send(calls: list[tuple[tuple[Any, ...], dict[str, Any]]]) -> list[distributed.Future]:
+        def send(
+            task: ProxyTask, calls: list[tuple[tuple[Any, ...], dict[str, Any]]]
+        ) -> list[distributed.Future]:
             # Every call's kwargs are the same objects, proxied to the same keys: send them once.
             sent_kwargs = calls[-1][1] if calls else dict(task_kwargs)
             new_columns = [list(column) for column in zip(*(args for args, _ in calls))]
@@ -118,7 +121,8 @@ class ProxyClient:
                 )
             )
 
-        return self.proxier.submit_calls([(args, task_kwargs) for args in zip(*columns)], send)
+        calls = [(args, task_kwargs) for args in zip(*columns)]
+        return self.proxier.submit_calls(func, calls, send)
 
     def __getattr__(self, name: str) -> Any:
         # Everything else is the wrapped client's (gather, scatter, compute, close, ...).

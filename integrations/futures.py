@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 import pickle
 import time
+import weakref
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any, Callable, TypeVar
@@ -24,7 +25,7 @@ from proxystore.serialize import SerializationError
 from proxystore.store import Store
 
 from .policy import ProxyPolicy, make_policy
-from .proxier import ArgumentProxier
+from .proxier import ArgumentProxier, ProxyTask
 
 __all__ = ["ProxyExecutor"]
 
@@ -73,17 +74,21 @@ class ProxyExecutor(Executor):
             store, self.policy, owner="ProxyExecutor", in_process=self._in_process
         )
         self.store = self.proxier.store
+        self._picklable: weakref.WeakSet[ProxyTask] = weakref.WeakSet()
 
-    def _check_picklable(self, fn: Callable[..., Any]) -> None:
-        if self._in_process:
+    def _check_picklable(self, task: ProxyTask) -> None:
+        # Once per task wrapper, and the proxier keeps one wrapper per function.
+        if self._in_process or task in self._picklable:
             return
         try:
-            pickle.dumps(fn)
+            pickle.dumps(task.fn)
         except Exception as exc:
             raise SerializationError(
-                f"ProxyExecutor: the task {getattr(fn, '__qualname__', fn)!r} cannot be pickled, "
-                f"so {type(self.executor).__name__} cannot send it to a worker process: {exc}"
+                f"ProxyExecutor: the task {getattr(task.fn, '__qualname__', task.fn)!r} cannot "
+                f"be pickled, so {type(self.executor).__name__} cannot send it to a worker "
+                f"process: {exc}"
             ) from exc
+        self._picklable.add(task)
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
         """Submit ``fn(*args, **kwargs)``; large arguments travel by proxy.
@@ -92,11 +97,8 @@ class ProxyExecutor(Executor):
             SerializationError: If ``fn`` or an argument cannot be sent to a worker process.
             RuntimeError: If the executor has been shut down.
         """
-        self._check_picklable(fn)
-        task = self.proxier.task(fn)
-        return self.proxier.submit(
-            lambda *a, **k: self.executor.submit(task, *a, **k), args, kwargs
-        )
+        self._check_picklable(self.proxier.task(fn))
+        return self.proxier.submit(fn, self.executor.submit, args, kwargs)
 
     def map(
         self,
@@ -126,11 +128,11 @@ class ProxyExecutor(Executor):
         return self._results(futures, deadline, chunked=chunksize > 1)
 
     def _submit_chunk(self, fn: Callable[..., Any], chunk: list[tuple[Any, ...]]) -> Future[Any]:
-        self._check_picklable(fn)
-        task = self.proxier.task(fn)
+        self._check_picklable(self.proxier.task(fn))
         (future,) = self.proxier.submit_calls(
+            fn,
             [(args, {}) for args in chunk],
-            lambda calls: [self.executor.submit(_run_chunk, task, calls)],
+            lambda task, calls: [self.executor.submit(_run_chunk, task, calls)],
         )
         return future
 

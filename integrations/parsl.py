@@ -32,7 +32,7 @@ from parsl.dataflow.memoization import id_for_memo
 from proxystore.store import Store
 
 from .policy import ProxyPolicy, make_policy
-from .proxier import ArgumentProxier, ProxyRef
+from .proxier import ArgumentProxier, PickledArgument, ProxyRef, ProxyTask
 
 __all__ = ["ProxyApp", "proxy_app"]
 
@@ -45,8 +45,14 @@ def _memo_id(obj: ProxyRef, output_ref: bool = False) -> bytes:
     return pickle.dumps(("proxystore.ProxyRef", obj.key))
 
 
-# Parsl's app cache hashes arguments by type; a proxied argument is identified by its key.
+def _memo_pickled(obj: PickledArgument, output_ref: bool = False) -> bytes:
+    return obj.stream
+
+
+# Parsl's app cache hashes arguments by type; a proxied argument is identified by its key, an
+# argument sent pickled by its pickle.
 id_for_memo.register(ProxyRef)(_memo_id)
+id_for_memo.register(PickledArgument)(_memo_pickled)
 
 
 class ProxyApp:
@@ -60,26 +66,41 @@ class ProxyApp:
     """
 
     def __init__(self, app: PythonApp, proxier: ArgumentProxier) -> None:
-        original = getattr(app.func, "__wrapped__", app.func)
+        self.fn = getattr(app.func, "__wrapped__", app.func)
         self.proxier = proxier
-        self.app = PythonApp(
-            proxier.task(original),
-            data_flow_kernel=app.data_flow_kernel,
-            executors=app.executors,
-            cache=app.cache,
-            ignore_for_cache=app.ignore_for_cache,
-            join=getattr(app, "join", False),
-        )
-        self.app.kwargs = dict(getattr(app, "kwargs", {}))
-        functools.update_wrapper(self, original, updated=())
+        self._template = app
+        # One Parsl app per worker-side wrapper: the plain one, and one per set of container
+        # arguments the worker must look into (few: they are argument positions).
+        self._apps: dict[frozenset[int | str], PythonApp] = {}
+        self.app = self._app_for(proxier.task(self.fn))
+        functools.update_wrapper(self, self.fn, updated=())
+
+    def _app_for(self, task: ProxyTask) -> PythonApp:
+        app = self._apps.get(task.nested)
+        if app is None:
+            template = self._template
+            app = PythonApp(
+                task,
+                data_flow_kernel=template.data_flow_kernel,
+                executors=template.executors,
+                cache=template.cache,
+                ignore_for_cache=template.ignore_for_cache,
+                join=getattr(template, "join", False),
+            )
+            app.kwargs = dict(getattr(template, "kwargs", {}))
+            self._apps[task.nested] = app
+        return app
 
     def __call__(self, *args: Any, **kwargs: Any) -> Future[Any]:
         """Call the app with large arguments sent by proxy; returns its ``AppFuture``."""
         parsl_kwargs = {k: v for k, v in kwargs.items() if k in _PARSL_KEYWORDS}
         task_kwargs = {k: v for k, v in kwargs.items() if k not in _PARSL_KEYWORDS}
-        return self.proxier.submit(
-            lambda *a, **k: self.app(*a, **k, **parsl_kwargs), args, task_kwargs
-        )
+
+        def send(task: ProxyTask, *call_args: Any, **call_kwargs: Any) -> Future[Any]:
+            future: Future[Any] = self._app_for(task)(*call_args, **call_kwargs, **parsl_kwargs)
+            return future
+
+        return self.proxier.submit(self.fn, send, args, task_kwargs)
 
     def __repr__(self) -> str:
         name = getattr(self, "__name__", "?")

@@ -3,8 +3,10 @@
 The policy looks at every positional and keyword argument of a task, and at the items of
 ``list``, ``tuple`` and ``dict`` arguments one level down, and decides for each whether to send
 it by value or by proxy. Its size measure never serializes twice: objects that know their size
-(``nbytes``, or ``len`` of ``bytes``/``str``) are measured directly; anything else is serialized
-once and, when it is large enough, those same bytes go to the store.
+(``nbytes``, or ``len`` of ``bytes``/``str``) are measured directly; anything else is pickled
+once, at the C pickler's speed, and those same bytes go to the store when the object is large,
+or to the engine when it is small (so an argument below the threshold is pickled once, as with
+the plain engine).
 
 Never proxied, whatever their size: ``None``, booleans and numbers, existing proxies, futures
 (``concurrent.futures.Future`` and the engines' own future types, which an adapter adds through
@@ -37,7 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Union
 
 from proxystore.proxy import Proxy
-from proxystore.serialize import serialize
+from proxystore.serialize import Pickled, pickle_once
 
 __all__ = [
     "DEFAULT_THRESHOLD",
@@ -89,12 +91,16 @@ class Measured:
     Attributes:
         proxy: Whether the object should travel by proxy.
         size: Its size in bytes, when it was measured (``None`` if never measured).
-        data: Its serialized bytes, when measuring needed them (so they are not made twice).
+        pickled: The object pickled once to measure it (``None`` if it needed no pickling):
+            stored as is when it goes by proxy, sent as is when it goes by value.
+        holds_engine_objects: The object holds futures or proxies (at any depth), which the
+            engine or the worker-side wrapper must see: it is never stored or pickled whole.
     """
 
     proxy: bool
     size: int | None = None
-    data: bytes | None = None
+    pickled: Pickled | None = None
+    holds_engine_objects: bool = False
 
 
 @dataclass(frozen=True)
@@ -151,6 +157,9 @@ class ProxyPolicy:
                 raise TypeError(f"ProxyPolicy.{name} must hold types, got {value!r}")
             object.__setattr__(self, name, value)
         object.__setattr__(self, "_deliveries", _deliveries(self.deliver_as))
+        futures = (concurrent.futures.Future, *self.passthrough)
+        object.__setattr__(self, "_futures", futures)
+        object.__setattr__(self, "_engine_types", (Proxy, *futures))
 
     def with_passthrough(self, types: Iterable[type]) -> ProxyPolicy:
         """Return a copy that also passes ``types`` through untouched."""
@@ -168,8 +177,14 @@ class ProxyPolicy:
             bool(self.never) and issubclass(kind, self.never)
         )
 
-    def measure(self, obj: Any) -> Measured:
-        """Decide whether ``obj`` (an argument, or an item one level down) goes by proxy."""
+    def measure(self, obj: Any, *, proxies_inside: bool = False) -> Measured:
+        """Decide whether ``obj`` (an argument, or an item one level down) goes by proxy.
+
+        Args:
+            obj: The object.
+            proxies_inside: Proxies inside ``obj`` are expected (a container whose large
+                items were just proxied) and do not count as objects the engine must see.
+        """
         if self.passes_through(obj):
             return Measured(False)
         if self.always and issubclass(type(obj), self.always):
@@ -177,8 +192,11 @@ class ProxyPolicy:
         size = known_size(obj)
         if size is not None:
             return Measured(size >= self.threshold, size)
-        data = serialize(obj)
-        return Measured(len(data) >= self.threshold, len(data), data)
+        refuse = self._futures if proxies_inside else self._engine_types  # type: ignore[attr-defined]
+        pickled = pickle_once(obj, refuse=refuse)
+        if pickled is None:
+            return Measured(False, holds_engine_objects=True)
+        return Measured(pickled.size >= self.threshold, pickled.size, pickled)
 
     def delivers_object(self, obj: Any) -> bool:
         """Return whether the task body receives ``obj`` itself rather than a proxy of it."""

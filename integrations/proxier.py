@@ -19,6 +19,8 @@ it. Only the worker-side wrapper makes a proxy of it.
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import functools
 import logging
 import pickle
@@ -37,7 +39,16 @@ from .policy import Measured, ProxyPolicy
 
 F = TypeVar("F")
 
+Sent = tuple[tuple[Any, ...], dict[str, Any]]
+"""One call's arguments as sent to the engine: positional and keyword."""
+
 logger = logging.getLogger(__name__)
+
+_CONTAINERS = frozenset({list, tuple, dict})
+
+_ATOMIC = frozenset({int, float, bool, type(None), complex})  # never proxied: no need to look
+
+_TASK_CACHE_SIZE = 256  # task wrappers kept per adapter (one per distinct function)
 
 EVICT_RETRY_DELAYS: tuple[float, ...] = (0.5, 2.0, 8.0)
 """Seconds before each retry of an eviction that failed when a lease was released."""
@@ -45,6 +56,7 @@ EVICT_RETRY_DELAYS: tuple[float, ...] = (0.5, 2.0, 8.0)
 __all__ = [
     "ArgumentProxier",
     "Lease",
+    "PickledArgument",
     "ProxyRef",
     "ProxyTask",
     "StoreRef",
@@ -150,9 +162,11 @@ class _Arguments:
         self.proxies: list[Proxy] = []
         self.deliver: dict[int, Proxy] = {}  # id(proxy) -> proxy, for "object" deliveries
 
-    def revive(self, value: Any) -> Any:
-        """ProxyRefs back to proxies, at the top level and one level into list/tuple/dict."""
+    def revive(self, value: Any, nested: bool) -> Any:
+        """ProxyRefs back to proxies, at the top level and, if ``nested``, one level down."""
         kind = type(value)
+        if not nested or kind not in _CONTAINERS:
+            return self._revive(value)
         if kind is list or kind is tuple:
             return kind(self._revive(item) for item in value)
         if kind is dict:
@@ -160,6 +174,8 @@ class _Arguments:
         return self._revive(value)
 
     def _revive(self, obj: Any) -> Any:
+        if type(obj) is PickledArgument:  # not pickled on the way (an in-process engine)
+            return pickle.loads(obj.stream)
         if type(obj) is ProxyRef:
             proxy = Proxy(obj.factory)
             if obj.deliver_object:
@@ -214,13 +230,21 @@ class ProxyTask:
             result_policy if result_policy and result_policy.proxy_results else None
         )
         self.store = store
+        self.nested: frozenset[int | str] = frozenset()
         functools.update_wrapper(self, fn, updated=())
+
+    def looking_into(self, nested: frozenset[int | str]) -> ProxyTask:
+        """A copy that also looks one level into the given container arguments."""
+        task = copy.copy(self)
+        task.nested = nested
+        return task
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Run the task body with proxied arguments prefetching."""
         arguments = _Arguments()
-        args = tuple(arguments.revive(arg) for arg in args)
-        kwargs = {name: arguments.revive(value) for name, value in kwargs.items()}
+        nested = self.nested
+        args = tuple(arguments.revive(arg, i in nested) for i, arg in enumerate(args))
+        kwargs = {name: arguments.revive(value, name in nested) for name, value in kwargs.items()}
         if self.prefetch:
             for proxy in arguments.proxies:
                 resolve_async(proxy)
@@ -234,24 +258,59 @@ class ProxyTask:
                 return _store_and_proxy(self.store.get(), result, measured, evict=False)
         return result
 
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state.pop("__wrapped__", None)
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self.__wrapped__ = self.fn
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Sent with every task: only what the worker needs (the store only for results).
+        store = self.store if self.result_policy is not None else None
+        return (_rebuild_task, (self.fn, self.prefetch, self.result_policy, store, self.nested))
 
     def __repr__(self) -> str:
         return f"ProxyTask({getattr(self.fn, '__qualname__', self.fn)!r})"
 
 
+def _rebuild_task(
+    fn: Callable[..., Any],
+    prefetch: bool,
+    result_policy: ProxyPolicy | None,
+    store: StoreRef | None,
+    nested: frozenset[int | str],
+) -> ProxyTask:
+    task = ProxyTask(fn, prefetch=prefetch, result_policy=result_policy, store=store)
+    task.nested = nested
+    return task
+
+
 def _store_and_proxy(store: Store, obj: Any, measured: Measured, *, evict: bool) -> Proxy:
-    if measured.data is not None:
-        key = store.set(measured.data, serialize=False)
+    if measured.pickled is not None:
+        key = store.set(b"".join(measured.pickled.parts()), serialize=False)
         return store.proxy(key=key, evict=evict)
     return store.proxy(obj, evict=evict)
+
+
+class PickledArgument:
+    """An argument below the threshold, sent as the bytes pickled while measuring it.
+
+    Unpickling it gives the object itself, so engines that pickle arguments (process pools,
+    Dask, Parsl) pickle it once in all, as they would without proxying; engines that do not
+    pickle hand it to :class:`ProxyTask`, which unwraps it.
+
+    Args:
+        stream: A plain pickle stream of the object.
+    """
+
+    __slots__ = ("stream",)
+
+    def __init__(self, stream: bytes) -> None:
+        self.stream = stream
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (pickle.loads, (self.stream,))
+
+    def __dask_tokenize__(self) -> tuple[str, bytes]:
+        # Duck-typed hook: Dask tokenizes task arguments; equal pickles, equal objects.
+        return ("proxystore.PickledArgument", self.stream)
+
+    def __repr__(self) -> str:
+        return f"PickledArgument({len(self.stream)} bytes)"
 
 
 @dataclass
@@ -264,9 +323,20 @@ class _Entry:
 
 @dataclass
 class Lease:
-    """The stored objects one task uses; release it when the task is done."""
+    """What proxying one call produced: the stored objects it uses, and where proxies sit.
+
+    Release it when the task is done.
+
+    Attributes:
+        keys: Store keys of the objects stored for (or shared with) this call.
+        nested: Positions (``int``) and names (``str``) of the container arguments that hold
+            proxies or references one level down, which the worker must look into; the other
+            containers are handed to the task body untouched.
+        released: Whether :meth:`ArgumentProxier.release` has run for it.
+    """
 
     keys: list[str] = field(default_factory=list)
+    nested: list[int | str] = field(default_factory=list)
     released: bool = False
 
 
@@ -299,21 +369,43 @@ class ArgumentProxier:
         self.policy = policy
         self.owner = owner
         self.send_refs = send_refs
+        # Engines that pickle arguments get the bytes pickled while measuring (see
+        # PickledArgument); in-process engines get the objects.
+        self.ship_pickled = not in_process
         self.store_ref = StoreRef.of(self.store)
         if not in_process:
             _check_recreatable(self.store, self.store_ref, owner)
         self._entries: dict[int, _Entry] = {}
+        self._tasks: dict[Callable[..., Any], ProxyTask] = {}
         self._by_key: dict[str, _Entry] = {}
         self._lock = threading.Lock()
 
-    def task(self, fn: Callable[..., Any]) -> ProxyTask:
-        """Wrap ``fn`` for the worker side."""
-        return ProxyTask(
+    def task(self, fn: Callable[..., Any], nested: frozenset[int | str] = frozenset()) -> ProxyTask:
+        """Wrap ``fn`` for the worker side (one wrapper per function, reused across submits).
+
+        Args:
+            fn: The task body.
+            nested: Container arguments the worker must look into (``Lease.nested``).
+        """
+        task = self._task(fn)
+        return task.looking_into(nested) if nested else task
+
+    def _task(self, fn: Callable[..., Any]) -> ProxyTask:
+        try:
+            return self._tasks[fn]
+        except (KeyError, TypeError):  # TypeError: an unhashable callable, not cached
+            pass
+        task = ProxyTask(
             fn,
             prefetch=self.policy.prefetch,
             result_policy=self.policy if self.policy.proxy_results else None,
             store=self.store_ref,
         )
+        with contextlib.suppress(TypeError):
+            if len(self._tasks) >= _TASK_CACHE_SIZE:
+                self._tasks.clear()
+            self._tasks[fn] = task
+        return task
 
     def proxy_call(
         self, args: tuple[Any, ...], kwargs: Mapping[str, Any]
@@ -331,6 +423,13 @@ class ArgumentProxier:
         except BaseException:
             self.release(lease)
             raise
+        # A container came back as a new container: its items were converted (see
+        # _convert_items), so the worker must look one level into it.
+        for place, old, new in [*zip(range(len(args)), args, new_args)] + [
+            (name, kwargs[name], new_kwargs[name]) for name in kwargs
+        ]:
+            if new is not old and type(new) in _CONTAINERS:
+                lease.nested.append(place)
         return new_args, new_kwargs, lease
 
     def _convert(self, obj: Any, lease: Lease, *, nested: bool) -> Any:
@@ -339,15 +438,19 @@ class ArgumentProxier:
             return ProxyRef(get_factory(obj)) if self.send_refs else obj
         if policy.passes_through(obj):
             return obj
-        kind = type(obj)
-        if nested and (kind is list or kind is tuple or kind is dict):
-            converted = self._convert_items(obj, lease)
-            if converted is not None:
-                return converted
         entry = self._existing(obj)
         if entry is None:
             measured = self._measure(obj)
-            if not measured.proxy:
+            kind = type(obj)
+            container = nested and (kind is list or kind is tuple or kind is dict)
+            if container and (measured.proxy or measured.holds_engine_objects):
+                converted = self._convert_items(obj, lease, measured)
+                if converted is not None:
+                    return converted
+            elif not measured.proxy:
+                pickled = measured.pickled
+                if nested and self.ship_pickled and pickled is not None and pickled.plain:
+                    return PickledArgument(pickled.stream)
                 return obj
             entry = self._store(obj, measured)
         lease.keys.append(entry.key)
@@ -356,23 +459,30 @@ class ArgumentProxier:
             return ProxyRef(factory, deliver_object=True)
         return ProxyRef(factory) if self.send_refs else entry.proxy
 
-    def _convert_items(self, obj: Any, lease: Lease) -> Any:
-        """Proxy the large items of a container one by one; ``None`` to decide on it whole.
+    def _convert_items(self, obj: Any, lease: Lease, measured: Measured) -> Any:
+        """Proxy the large items of a container one by one; ``None`` to store it whole.
 
-        Without large items the container is measured as a whole. When the container is still
-        large once its large items are proxies, it is stored whole (the items' leases go back),
-        so that the worker resolves it into the very structure the caller passed, with no
-        proxies nested inside it.
+        A container holding futures or proxies always travels as the converted container, so
+        the engine sees its futures. Otherwise, when it is still large once its large items
+        are proxies (or none of its items is large), it is stored whole: the worker resolves it
+        into the very structure the caller passed, with no proxies nested inside it.
         """
         items = Lease()
+        convert = self._convert
         try:
             if type(obj) is dict:
-                converted: Any = {k: self._convert(v, items, nested=False) for k, v in obj.items()}
+                converted: Any = {
+                    k: v if type(v) in _ATOMIC else convert(v, items, nested=False)
+                    for k, v in obj.items()
+                }
             else:
-                converted = type(obj)(self._convert(item, items, nested=False) for item in obj)
-            if not items.keys:
-                return None  # nothing inside was large: decide on the container as a whole
-            if not self._measure(converted).proxy:
+                converted = type(obj)(
+                    item if type(item) in _ATOMIC else convert(item, items, nested=False)
+                    for item in obj
+                )
+            if measured.holds_engine_objects or (
+                items.keys and not self._measure(converted, proxies_inside=True).proxy
+            ):
                 lease.keys.extend(items.keys)
                 return converted
         except BaseException:
@@ -381,9 +491,9 @@ class ArgumentProxier:
         self.release(items)
         return None
 
-    def _measure(self, obj: Any) -> Measured:
+    def _measure(self, obj: Any, *, proxies_inside: bool = False) -> Measured:
         try:
-            return self.policy.measure(obj)
+            return self.policy.measure(obj, proxies_inside=proxies_inside)
         except SerializationError as exc:
             raise SerializationError(
                 f"{self.owner}: a task argument of type {type(obj).__name__} cannot be "
@@ -416,37 +526,52 @@ class ArgumentProxier:
             self.store.evict(duplicate)
         return entry
 
-    def submit(self, send: Callable[..., F], args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> F:
+    def submit(
+        self,
+        fn: Callable[..., Any],
+        send: Callable[..., F],
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+    ) -> F:
         """The one submit path: proxy a call's arguments, send it, tie the lease to its future.
 
-        ``send(*args, **kwargs)`` gets the arguments to send and returns the engine's future
-        (anything with ``add_done_callback``). The lease is released if ``send`` raises, and
-        when the future is done, whether it succeeded, failed or was cancelled.
+        ``send(task, *args, **kwargs)`` gets the worker-side wrapper of ``fn`` and the
+        arguments to send, and returns the engine's future (anything with
+        ``add_done_callback``). The lease is released if ``send`` raises, and when the future
+        is done, whether it succeeded, failed or was cancelled.
         """
-        (future,) = self.submit_calls(
-            [(args, kwargs)], lambda sent: [send(*sent[0][0], **sent[0][1])]
-        )
+
+        def send_one(
+            task: ProxyTask, sent: list[tuple[tuple[Any, ...], dict[str, Any]]]
+        ) -> list[F]:
+            ((call_args, call_kwargs),) = sent
+            return [send(task, *call_args, **call_kwargs)]
+
+        (future,) = self.submit_calls(fn, [(args, kwargs)], send_one)
         return future
 
     def submit_calls(
         self,
+        fn: Callable[..., Any],
         calls: Sequence[tuple[tuple[Any, ...], Mapping[str, Any]]],
-        send: Callable[[list[tuple[tuple[Any, ...], dict[str, Any]]]], Sequence[F]],
+        send: Callable[[ProxyTask, list[Sent]], Sequence[F]],
     ) -> list[F]:
-        """:meth:`submit` for many calls sent together (``map``, chunks).
+        """:meth:`submit` for many calls of ``fn`` sent together (``map``, chunks).
 
-        ``send`` gets every call's arguments to send and returns either one future per call
-        (each call's lease is tied to its own future) or a single future for all of them (all
-        leases are tied to it). Every lease is released if proxying or ``send`` raises.
+        ``send`` gets the worker-side wrapper and every call's arguments to send, and returns
+        either one future per call (each call's lease is tied to its own future) or a single
+        future for all of them (all leases are tied to it). Every lease is released if
+        proxying or ``send`` raises.
         """
         leases: list[Lease] = []
-        sent: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+        sent: list[Sent] = []
         try:
             for args, kwargs in calls:
                 new_args, new_kwargs, lease = self.proxy_call(args, kwargs)
                 leases.append(lease)
                 sent.append((new_args, new_kwargs))
-            futures = list(send(sent))
+            nested = frozenset(place for lease in leases for place in lease.nested)
+            futures = list(send(self.task(fn, nested), sent))
             if len(futures) != len(leases) and len(futures) != 1:
                 raise RuntimeError(
                     f"{self.owner}: the engine returned {len(futures)} futures for "
@@ -458,10 +583,12 @@ class ArgumentProxier:
             raise
         if len(futures) == len(leases):
             for future, lease in zip(futures, leases):
-                self.release_when_done(future, lease)
+                if lease.keys:  # nothing stored: nothing to release, no callback
+                    self.release_when_done(future, lease)
         else:
             merged = Lease([key for lease in leases for key in lease.keys])
-            self.release_when_done(futures[0], merged)
+            if merged.keys:
+                self.release_when_done(futures[0], merged)
         return futures
 
     def release_when_done(self, future: Any, lease: Lease) -> None:

@@ -23,6 +23,7 @@ list of buffers (``os.writev``, a Redis pipeline) never makes the joined copy at
 
 from __future__ import annotations
 
+import io
 import pickle
 import struct
 from collections.abc import Sequence
@@ -34,9 +35,11 @@ from proxystore.exceptions import SerializationError
 
 __all__ = [
     "Buffer",
+    "Pickled",
     "SerializationError",
     "deserialize",
     "has_buffers",
+    "pickle_once",
     "serialize",
     "serialize_parts",
     "serialized_size",
@@ -60,10 +63,19 @@ def _align(offset: int) -> int:
     return (offset + _ALIGN - 1) // _ALIGN * _ALIGN
 
 
-def _pickle(obj: Any) -> tuple[int, bytes, list[pickle.PickleBuffer]]:
+def _pickle(
+    obj: Any, refuse: tuple[type, ...] = ()
+) -> tuple[int, bytes, list[pickle.PickleBuffer]]:
     buffers: list[pickle.PickleBuffer] = []
     try:
-        stream = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+        if refuse:
+            file = io.BytesIO()
+            _ProbingPickler(file, refuse, buffers).dump(obj)
+            stream = file.getvalue()
+        else:
+            stream = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+    except _Refused:
+        raise
     except Exception as exc:  # lambdas, closures, local classes: pickle refuses them
         first: Exception = exc
     else:
@@ -107,6 +119,10 @@ def serialize_parts(obj: Any) -> list[Buffer]:
     if issubclass(type(obj), str):
         return [b"\x02" + obj.encode("utf-8", "surrogatepass")]
     tag, stream, buffers = _pickle(obj)
+    return _frame(tag, stream, buffers)
+
+
+def _frame(tag: int, stream: bytes, buffers: Sequence[pickle.PickleBuffer]) -> list[Buffer]:
     raws: list[memoryview] = []
     for buffer in buffers:
         try:
@@ -128,6 +144,71 @@ def serialize_parts(obj: Any) -> list[Buffer]:
         parts.append(raw)
         offset = start + raw.nbytes
     return parts
+
+
+class Pickled:
+    """An object pickled once, to measure it and then ship or store those same bytes.
+
+    Attributes:
+        stream: The pickle stream (protocol 5; by cloudpickle when plain pickle cannot).
+        buffers: The object's out-of-band buffers (numpy arrays and the like), not copied.
+        size: Bytes of the stream plus the buffers: what storing the object costs.
+        plain: Whether ``stream`` alone rebuilds the object with plain :func:`pickle.loads`
+            in any process (plain pickle, no out-of-band buffers): it can travel as is.
+    """
+
+    __slots__ = ("buffers", "plain", "size", "stream", "tag")
+
+    def __init__(self, tag: int, stream: bytes, buffers: list[pickle.PickleBuffer]) -> None:
+        self.tag = tag
+        self.stream = stream
+        self.buffers = buffers
+        self.size = len(stream) + sum(memoryview(b).nbytes for b in buffers)
+        self.plain = tag == _PICKLE and not buffers
+
+    def parts(self) -> list[Buffer]:
+        """The serialized form (:func:`serialize_parts`'s layout), without pickling again."""
+        return _frame(self.tag, self.stream, self.buffers)
+
+
+class _Refused(Exception):
+    """Raised inside the pickler when it meets an instance of a refused type."""
+
+
+class _ProbingPickler(pickle.Pickler):
+    # reducer_override is not called for None, bools and exact int, float, bytes, str, list,
+    # tuple, dict, set and frozenset, so plain data pickles at full C speed; everything else
+    # passes by here once.
+    def __init__(self, file: Any, refuse: tuple[type, ...], buffers: list[Any]) -> None:
+        super().__init__(file, protocol=5, buffer_callback=buffers.append)
+        self.refuse = refuse
+
+    def reducer_override(self, obj: Any) -> Any:
+        # type(), not isinstance(): isinstance() would resolve a proxy to read __class__.
+        if issubclass(type(obj), self.refuse):
+            raise _Refused
+        return NotImplemented
+
+
+def pickle_once(obj: Any, *, refuse: tuple[type, ...] = ()) -> Pickled | None:
+    """Pickle ``obj`` once (as :func:`serialize` would), to measure it and reuse the bytes.
+
+    Args:
+        obj: The object.
+        refuse: Types whose instances, at any depth, make this return ``None`` (futures and
+            proxies, which an engine must see for itself).
+
+    Returns:
+        The pickled object, or ``None`` if it holds an instance of a refused type.
+
+    Raises:
+        SerializationError: If the object cannot be pickled, even by cloudpickle.
+    """
+    try:
+        tag, stream, buffers = _pickle(obj, refuse)
+    except _Refused:
+        return None
+    return Pickled(tag, stream, buffers)
 
 
 def serialized_size(parts: Sequence[Buffer]) -> int:

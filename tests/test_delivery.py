@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import collections
+import pickle
 import threading
 import time
+from concurrent.futures import Future
 from typing import Any
 
 import numpy as np
@@ -12,7 +14,12 @@ import pytest
 
 from proxystore.factory import LambdaFactory, SimpleFactory
 from proxystore.integrations.policy import EXACT_TYPES, ProxyPolicy
-from proxystore.integrations.proxier import ArgumentProxier, ProxyRef, ProxyTask
+from proxystore.integrations.proxier import (
+    ArgumentProxier,
+    PickledArgument,
+    ProxyRef,
+    ProxyTask,
+)
 from proxystore.proxy import Proxy
 from proxystore.store import Store
 
@@ -110,7 +117,7 @@ def seen(*args: Any, **kwargs: Any) -> Any:
 def test_task_hands_objects_and_proxies_as_their_refs_say() -> None:
     data = {"a": 1}
     arr = np.arange(3)
-    task = ProxyTask(seen)
+    task = ProxyTask(seen).looking_into(frozenset({2}))
     types, kwtypes, args, _ = task(
         ProxyRef(SimpleFactory(data), deliver_object=True),
         ProxyRef(SimpleFactory(arr)),
@@ -121,6 +128,10 @@ def test_task_hands_objects_and_proxies_as_their_refs_say() -> None:
     assert types[1] is Proxy
     assert type(args[2][0]) is dict and args[2][1] == 5
     assert kwtypes == {"obj": bytes}
+    # Containers the client did not mark are handed over untouched (no walk on the worker).
+    untouched = [ProxyRef(SimpleFactory(data), deliver_object=True)]
+    _, _, plain_args, _ = ProxyTask(seen)(untouched)
+    assert plain_args[0] is untouched
 
 
 class SlowResolves:
@@ -182,7 +193,49 @@ def test_proxier_marks_object_kinds_and_stores_big_containers_whole(
         # ... while a list whose remainder is small travels by value with proxied items.
         largs, _, llease = proxier.proxy_call(([big_array, 1],), {})
         assert type(largs[0]) is list and issubclass(type(largs[0][0]), Proxy)
+        assert llease.nested == [0]  # the worker is told to look into it
         proxier.release(llease)
     finally:
         proxier.release(lease)
     assert proxier.in_use() == {}
+
+
+# -- below the threshold: pickled once, shipped as those bytes ------------------------------------
+
+
+def test_small_arguments_travel_as_the_bytes_pickled_to_measure_them(store_factory: Any) -> None:
+    store: Store = store_factory("file")
+    proxier = ArgumentProxier(store, ProxyPolicy(threshold=100_000), owner="test")
+    small = {f"k{i}": float(i) for i in range(100)}
+    args, kwargs, lease = proxier.proxy_call((small, [1.0, "x"]), {"n": 5, "s": "text"})
+    assert type(args[0]) is PickledArgument and type(args[1]) is PickledArgument
+    assert kwargs == {"n": 5, "s": "text"}  # known-size and scalar arguments as they are
+    assert lease.keys == [] and lease.nested == []
+    assert pickle.loads(pickle.dumps(args[0])) == small  # the engine's pickling unwraps it
+    _, _, received, _ = ProxyTask(seen)(*args)  # an engine that did not pickle
+    assert received == (small, [1.0, "x"]) and type(received[0]) is dict
+
+
+def test_in_process_engines_get_the_objects_themselves(store_factory: Any) -> None:
+    store: Store = store_factory("file")
+    proxier = ArgumentProxier(store, ProxyPolicy(threshold=100_000), owner="t", in_process=True)
+    small = {"a": [1, 2]}
+    args, _, _ = proxier.proxy_call((small,), {})
+    assert args[0] is small
+
+
+def test_containers_holding_futures_are_left_for_the_engine(store_factory: Any) -> None:
+    store: Store = store_factory("file")
+    proxier = ArgumentProxier(store, ProxyPolicy(threshold=1_000), owner="test")
+    future: Future[int] = Future()
+    deep = [[future, 2], 3]
+    args, _, lease = proxier.proxy_call((deep, {"f": future}), {})
+    assert args[0] == deep and args[0][0] is deep[0]  # the inner list, futures and all
+    assert args[1]["f"] is future
+    assert lease.keys == []
+    # ... even when large: the large items go by proxy, the futures stay where they were.
+    big_with_future = [np.arange(1_000.0), [future]]
+    args, _, lease = proxier.proxy_call((big_with_future,), {})
+    assert issubclass(type(args[0][0]), Proxy) and args[0][1][0] is future
+    assert lease.nested == [0]
+    proxier.release(lease)

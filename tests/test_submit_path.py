@@ -34,12 +34,12 @@ def proxier(store_factory: Any) -> ArgumentProxier:
 
 
 def test_released_when_send_raises(proxier: ArgumentProxier) -> None:
-    def send(*args: Any, **kwargs: Any) -> Future[Any]:
+    def send(task: Any, *args: Any, **kwargs: Any) -> Future[Any]:
         assert proxier.in_use(), "the argument is stored while the engine is called"
         raise RuntimeError("engine refused the task")
 
     with pytest.raises(RuntimeError, match="refused"):
-        proxier.submit(send, (BIG,), {"again": BIG})
+        proxier.submit(len, send, (BIG,), {"again": BIG})
     assert proxier.in_use() == {}
 
 
@@ -47,9 +47,9 @@ def test_released_when_done_failed_or_cancelled(proxier: ArgumentProxier) -> Non
     gate = threading.Event()
     with ThreadPoolExecutor(1) as pool:
         blocker = pool.submit(gate.wait, 30)
-        done = proxier.submit(lambda *a: pool.submit(len, *a), (BIG,), {})
-        failed = proxier.submit(lambda *a: pool.submit(int, *a), (BIG,), {})
-        queued = proxier.submit(lambda *a: pool.submit(len, *a), (BIG,), {})
+        done = proxier.submit(len, pool.submit, (BIG,), {})
+        failed = proxier.submit(int, pool.submit, (BIG,), {})
+        queued = proxier.submit(len, pool.submit, (BIG,), {})
         assert list(proxier.in_use().values()) == [3]  # one stored copy, three leases
         (key,) = proxier.in_use()
         assert queued.cancel()
@@ -66,8 +66,9 @@ def test_many_calls_one_future_hold_every_lease(proxier: ArgumentProxier) -> Non
     other = np.arange(3_000.0)
     with ThreadPoolExecutor(1) as pool:
         futures = proxier.submit_calls(
+            len,
             [((BIG,), {}), ((other,), {})],
-            lambda calls: [pool.submit(lambda: gate.wait(30) and len(calls))],
+            lambda task, calls: [pool.submit(lambda: gate.wait(30) and len(calls))],
         )
         assert len(futures) == 1 and len(proxier.in_use()) == 2
         gate.set()
@@ -80,7 +81,7 @@ def test_engine_returning_the_wrong_number_of_futures_is_an_error(
 ) -> None:
     calls = [((BIG,), {}), ((BIG,), {}), ((BIG,), {})]
     with pytest.raises(RuntimeError, match="2 futures for 3 calls"):
-        proxier.submit_calls(calls, lambda sent: [Future(), Future()])
+        proxier.submit_calls(len, calls, lambda task, sent: [Future(), Future()])
     assert proxier.in_use() == {}
 
 
