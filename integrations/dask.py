@@ -17,6 +17,7 @@ the threshold are passed through untouched, so Dask's own dependency handling st
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Iterable
 from typing import Any, Callable
 
@@ -26,6 +27,7 @@ from proxystore.store import Store
 
 from .policy import ProxyPolicy, make_policy
 from .proxier import ArgumentProxier, ProxyTask
+from .reachability import StoreReachabilityWarning, reachability_problems, worker_host
 
 __all__ = ["ProxyClient"]
 
@@ -87,6 +89,14 @@ class ProxyClient:
             send_refs=True,
         )
         self.store = self.proxier.store
+        self._warn_if_unreachable()
+
+    def _warn_if_unreachable(self) -> None:
+        """Warn when workers on other hosts cannot reach the store as configured."""
+        workers = self.client.scheduler_info().get("workers", {})
+        hosts = [worker_host(address) for address in workers]
+        for problem in reachability_problems(self.store, hosts):
+            warnings.warn(f"ProxyClient: {problem}", StoreReachabilityWarning, stacklevel=3)
 
     def submit(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> distributed.Future:
         """``Client.submit`` with large arguments sent by proxy (same signature)."""
