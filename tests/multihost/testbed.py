@@ -16,10 +16,12 @@
          each host: own network namespace, own /dev/shm and /tmp (tmpfs in a
          private mount namespace); /var/tmp/proxystore-testbed-* is shared
 
-A *host* is a network namespace joined to a bridge in the root namespace by a veth pair.
-Every process started "on a host" runs in that namespace and in a private mount namespace
-with fresh tmpfs on ``/dev/shm`` and ``/tmp``, so hosts share neither memory-mapped files nor
-temporary files, only the *shared directory* (a stand-in for a shared file system). The
+A *host* is a network namespace joined to a bridge in the root namespace by a veth pair, and
+a mount namespace of its own where fresh tmpfs are mounted on ``/dev/shm`` and ``/tmp``. A
+small *anchor* process (``sleep``) keeps the host's mount namespace alive; every process
+started "on a host" joins both namespaces with ``nsenter``. So the processes of one host share
+its ``/dev/shm`` and ``/tmp`` (as on a real machine), while hosts share neither memory-mapped
+files nor temporary files, only the *shared directory* (a stand-in for a shared file system). The
 process that builds the bed (pytest, a benchmark) stays in the root namespace and reaches the
 hosts through the bridge's address, like a client machine on the same network.
 
@@ -31,8 +33,8 @@ process left in the namespaces, deletes the namespaces (their veths go with them
 bridge and the shared directory. Beds of processes that died without cleaning up (same
 naming scheme, creating pid gone) are removed when a new bed is built.
 
-Needs root, ``ip`` (iproute2) with ``ip netns``, ``unshare`` (util-linux) and ``tc`` for rate
-limits; :func:`unavailable_reason` says why a bed cannot be built here.
+Needs root, ``ip`` (iproute2) with ``ip netns``, ``unshare`` and ``nsenter`` (util-linux) and
+``tc`` for rate limits; :func:`unavailable_reason` says why a bed cannot be built here.
 """
 
 from __future__ import annotations
@@ -147,7 +149,9 @@ def unavailable_reason() -> str | None:
         return f"the multi-host test bed needs Linux namespaces (this is {sys.platform})"
     if os.geteuid() != 0:
         return "the multi-host test bed needs root (network namespaces, mounts, tc)"
-    for tool, package in (("ip", "iproute2"), ("unshare", "util-linux"), ("tc", "iproute2")):
+    tools = [("ip", "iproute2"), ("tc", "iproute2"), ("sleep", "coreutils")]
+    tools += [("unshare", "util-linux"), ("nsenter", "util-linux")]
+    for tool, package in tools:
         if shutil.which(tool) is None:
             return f"the multi-host test bed needs `{tool}` (package {package}) on PATH"
     if shutil.which("redis-server") is None:
@@ -316,12 +320,15 @@ class Host:
         veth: The root-namespace end of the host's link (a port of the bridge).
     """
 
-    def __init__(self, bed: TestBed, name: str, netns: str, address: str, veth: str) -> None:
+    def __init__(
+        self, bed: TestBed, name: str, netns: str, address: str, veth: str, anchor: int
+    ) -> None:
         self.bed = bed
         self.name = name
         self.netns = netns
         self.address = address
         self.veth = veth
+        self.anchor = anchor
 
     def __repr__(self) -> str:
         return f"Host({self.name!r}, netns={self.netns!r}, address={self.address!r})"
@@ -329,15 +336,12 @@ class Host:
     def wrap(self, argv: Sequence[str]) -> list[str]:
         """The command line that runs ``argv`` on this host.
 
-        ``ip netns exec`` enters the namespace; ``unshare`` gives the process a private mount
-        namespace where fresh tmpfs are mounted on ``/dev/shm`` and ``/tmp`` (directories the
-        processes need that live under ``/tmp``, such as a checkout or a virtual environment,
-        are bound back in); then ``argv`` is executed in place (no extra parent process).
+        ``nsenter`` joins the network and mount namespaces of the host's anchor process, then
+        executes ``argv`` in place (no extra parent process), in the checkout's directory.
         """
         return [
-            "ip", "netns", "exec", self.netns,
-            "unshare", "--mount", "--propagation", "private",
-            "sh", "-c", self.bed.prelude, "sh", *argv,
+            "nsenter", f"--target={self.anchor}", "--net", "--mount", f"--wd={REPO_ROOT}",
+            "--", *argv,
         ]  # fmt: skip
 
     def env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -502,8 +506,10 @@ class TestBed:
         self.redis_port: int | None = None
         self.scheduler_address: str | None = None
         self._processes: list[tuple[Host, list[str], subprocess.Popen[bytes]]] = []
+        self._anchors: list[subprocess.Popen[bytes]] = []
         self._cleanups: list[Callable[[], None]] = []
         self._created_netns: list[str] = []
+        self._created_links: list[str] = []
         self._bridge_created = False
         self._closed = False
         self._lock = threading.Lock()
@@ -559,6 +565,7 @@ class TestBed:
             _run(["ip", "netns", "add", netns])
             self._created_netns.append(netns)
             _run(["ip", "link", "add", veth, "type", "veth", "peer", "name", peer])
+            self._created_links.append(veth)
             _run(["ip", "link", "set", peer, "netns", netns])
             _no_ipv6(veth)
             # IPv4 only: no IPv6 router solicitations or multicast reports on the bed's links.
@@ -572,13 +579,45 @@ class TestBed:
             _run([*inside, "addr", "add", f"{address}/24", "dev", "eth0"])
             _run([*inside, "link", "set", "eth0", "up"])
             _run([*inside, "link", "set", "lo", "up"])
-            self.hosts[name] = Host(self, name, netns, address, veth)
+            anchor = self._start_anchor(name, netns)
+            self.hosts[name] = Host(self, name, netns, address, veth, anchor.pid)
         for host in self.hosts.values():
             wait_for(
                 lambda host=host: self._carrier(host),  # type: ignore[misc]
                 timeout=10,
                 what=f"host {host.name}: link eth0 ({host.address}) up",
             )
+
+    def _start_anchor(self, name: str, netns: str) -> subprocess.Popen[bytes]:
+        """Start the process that holds host ``name``'s mount namespace (private tmpfs)."""
+        log = f"anchor-{name}.log"
+        with open(os.path.join(self.logs, log), "ab") as out:
+            process = subprocess.Popen(
+                ["ip", "netns", "exec", netns, "unshare", "--mount", "--propagation", "private",
+                 "sh", "-c", self.prelude, "sh", "sleep", "infinity"],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+        self._anchors.append(process)
+
+        def ready() -> bool:
+            # The prelude ends by exec-ing sleep once its mounts are done.
+            try:
+                with open(f"/proc/{process.pid}/cmdline", "rb") as f:
+                    return f.read().startswith(b"sleep\0")
+            except OSError:
+                return False
+
+        wait_for(
+            ready,
+            timeout=10,
+            what=f"host {name}: private /dev/shm and /tmp (namespace {netns})",
+            failed=self._exited(process, log),
+            interval=0.01,
+        )
+        return process
 
     @staticmethod
     def _carrier(host: Host) -> bool:
@@ -913,10 +952,16 @@ class TestBed:
                 callback()
         for _, _, process in reversed(self._processes):
             self.stop(process, timeout=5.0)
+        for process in self._anchors:
+            self.stop(process, timeout=1.0)
         for host in self.hosts.values():
             host.clear_rate()
         for netns in self._created_netns:
             _kill_namespace_processes(netns)
+        # Deleting a veth deletes its pair at once; a namespace's own links go asynchronously.
+        for link in self._created_links:
+            _quiet(["ip", "link", "delete", link])
+        for netns in self._created_netns:
             _quiet(["ip", "netns", "delete", netns])
         if self._bridge_created:
             _quiet(["ip", "link", "delete", self.bridge])
