@@ -231,15 +231,15 @@ def _pick_subnet() -> ipaddress.IPv4Network:
     used: list[ipaddress.IPv4Network] = []
     for entry in json.loads(_run(["ip", "-j", "-4", "addr", "show"]).strip() or "[]"):
         for info in entry.get("addr_info", []):
-            used.append(ipaddress.ip_network(f"{info['local']}/{info['prefixlen']}", strict=False))
+            used.append(ipaddress.IPv4Network(f"{info['local']}/{info['prefixlen']}", strict=False))
     for entry in json.loads(_run(["ip", "-j", "-4", "route", "show", "table", "all"]) or "[]"):
         dst = entry.get("dst", "")
         if dst and dst != "default" and entry.get("type", "unicast") == "unicast":
             with contextlib.suppress(ValueError):
-                used.append(ipaddress.ip_network(dst, strict=False))
+                used.append(ipaddress.IPv4Network(dst, strict=False))
     start = os.getpid() % 250
     for step in range(250):
-        candidate = ipaddress.ip_network(f"10.213.{(start + step) % 250 + 1}.0/24")
+        candidate = ipaddress.IPv4Network(f"10.213.{(start + step) % 250 + 1}.0/24")
         if not any(candidate.overlaps(net) for net in used):
             return candidate
     raise TestBedError("no free /24 in 10.213.0.0/16 for the test bed")
