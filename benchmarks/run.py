@@ -6,11 +6,13 @@ Examples::
     python -m benchmarks --quick                     # a short run (small sizes, few repeats)
     python -m benchmarks --case 'store/redis/*'      # only some cases (shell-style globs)
     python -m benchmarks --rst docs/benchmarks-full.txt   # also write the docs' table
+    python -m benchmarks --case 'multihost/*'        # across hosts on the test bed (root)
 
 Every case runs against its floor in the same run, interleaved, and the table shows the
 ratio of their medians. Results go to ``benchmarks/results/latest.json`` unless ``--json``
 says otherwise. A Redis server is needed for the Redis cases: REDIS_HOST/REDIS_PORT, or else
-a private ``redis-server`` started on a free port for the run and shut down after it.
+a private ``redis-server`` started on a free port for the run and shut down after it. The multi-host
+cases (:mod:`benchmarks.multihost_cases`) run only when ``--case`` selects them.
 """
 
 from __future__ import annotations
