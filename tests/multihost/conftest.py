@@ -1,7 +1,8 @@
 """Fixtures of the multi-host test bed (see tests/multihost/testbed.py).
 
-``testbed`` builds the bed once per session, with Redis and a Dask scheduler on host a and
-two Dask worker processes on each of hosts b and c; it skips (with the reason) where the bed
+``testbed`` builds the bed once for the tests of this directory (torn down after the last of
+them, and checked to leave nothing behind), with Redis and a Dask scheduler on host a and two
+Dask worker processes on each of hosts b and c; it skips (with the reason) where the bed
 cannot be built: not root, no ``ip netns``, no ``unshare``.
 """
 
@@ -22,7 +23,7 @@ def require_testbed() -> None:
         pytest.skip(reason)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def testbed() -> Iterator[TestBed]:
     require_testbed()
     with TestBed() as bed:

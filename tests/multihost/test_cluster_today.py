@@ -219,9 +219,9 @@ def link_cut_then_restored(
     assert float(value) == pytest.approx(expected, rel=1e-12)
 
 
-def test_teardown_of_the_session_bed_is_checked_by_the_fixture(testbed: TestBed) -> None:
-    # The session fixture asserts that nothing of the bed is left after the session; here,
-    # while it runs, everything of it exists.
+def test_the_bed_exists_while_its_tests_run(testbed: TestBed) -> None:
+    # The fixture asserts that nothing of the bed is left once its tests are done; while they
+    # run, all of it exists.
     leftovers = testbed.leftovers()
     assert sum(item.startswith("netns ") for item in leftovers) == 3
     assert os.path.isdir(testbed.shared)
