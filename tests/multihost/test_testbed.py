@@ -241,3 +241,26 @@ def test_without_root_the_bed_is_unavailable_with_the_reason() -> None:
         pytest.skip(f"user nobody cannot run this interpreter: {done.stderr.strip()[-200:]}")
     assert done.returncode == 0, done.stderr
     assert "needs root" in done.stdout
+
+
+def test_two_beds_at_once_use_their_own_names_and_networks(small_bed: TestBed) -> None:
+    with TestBed() as other:
+        assert other.prefix != small_bed.prefix
+        assert other.subnet is not None and small_bed.subnet is not None
+        assert not other.subnet.overlaps(small_bed.subnet)
+        address, port = other.start_redis()
+        assert ping(address, port) == b"+PONG\r\n"
+        small_bed.start_redis()
+        # A host of one bed reaches its own bed's Redis, not the other bed's (no route).
+        code = (
+            "import socket\n"
+            f"for address in ({address!r}, {small_bed['a'].address!r}):\n"
+            "    try:\n"
+            f"        socket.create_connection((address, {port}), timeout=2).close()\n"
+            "        print('reached')\n"
+            "    except OSError:\n"
+            "        print('failed')\n"
+        )
+        assert other["b"].python(code).split() == ["reached", "failed"]
+    assert other.leftovers() == []
+    assert small_bed.leftovers()  # closing one bed leaves the other alone

@@ -226,18 +226,27 @@ def remove_leftovers() -> list[str]:
     return removed
 
 
-def _pick_subnet() -> ipaddress.IPv4Network:
-    """A /24 in 10.213.0.0/16 that no address or route of this machine overlaps."""
+def _used_subnets(ignore: str = "") -> list[ipaddress.IPv4Network]:
+    """The IPv4 networks of this machine's addresses and routes (except on link ``ignore``)."""
     used: list[ipaddress.IPv4Network] = []
     for entry in json.loads(_run(["ip", "-j", "-4", "addr", "show"]).strip() or "[]"):
+        if entry.get("ifname") == ignore:
+            continue
         for info in entry.get("addr_info", []):
             used.append(ipaddress.IPv4Network(f"{info['local']}/{info['prefixlen']}", strict=False))
     for entry in json.loads(_run(["ip", "-j", "-4", "route", "show", "table", "all"]) or "[]"):
         dst = entry.get("dst", "")
+        if entry.get("dev") == ignore:
+            continue
         if dst and dst != "default" and entry.get("type", "unicast") == "unicast":
             with contextlib.suppress(ValueError):
                 used.append(ipaddress.IPv4Network(dst, strict=False))
-    start = os.getpid() % 250
+    return used
+
+
+def _pick_subnet(start: int) -> ipaddress.IPv4Network:
+    """A /24 in 10.213.0.0/16 that no address or route of this machine overlaps."""
+    used = _used_subnets()
     for step in range(250):
         candidate = ipaddress.IPv4Network(f"10.213.{(start + step) % 250 + 1}.0/24")
         if not any(candidate.overlaps(net) for net in used):
@@ -550,13 +559,24 @@ class TestBed:
         self.logs = os.path.join(self.shared, "logs")
         os.makedirs(self.logs)
         self.prelude = self._make_prelude()
-        self.subnet = _pick_subnet()
-        addresses = list(self.subnet.hosts())
-        self.bridge_address = str(addresses[0])
         _run(["ip", "link", "add", self.bridge, "type", "bridge"])
         self._bridge_created = True
         _no_ipv6(self.bridge)
-        _run(["ip", "addr", "add", f"{self.bridge_address}/24", "dev", self.bridge])
+        # Another bed built at the same moment may pick the same /24: check after taking it,
+        # and move on (bounded) if someone else holds it too.
+        start = os.getpid() % 250
+        for attempt in range(5):
+            self.subnet = _pick_subnet(start + 37 * attempt)
+            addresses = list(self.subnet.hosts())
+            self.bridge_address = str(addresses[0])
+            _run(["ip", "addr", "add", f"{self.bridge_address}/24", "dev", self.bridge])
+            subnet = self.subnet
+            if not any(subnet.overlaps(net) for net in _used_subnets(ignore=self.bridge)):
+                break
+            _run(["ip", "addr", "del", f"{self.bridge_address}/24", "dev", self.bridge])
+        else:
+            raise TestBedError("no /24 in 10.213.0.0/16 stayed free for the test bed")
+        addresses = list(self.subnet.hosts())
         _run(["ip", "link", "set", self.bridge, "up"])
         for index, name in enumerate(self._host_names):
             netns = f"{self.prefix}-{name}"
