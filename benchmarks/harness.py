@@ -67,6 +67,13 @@ class Target:
         return value < self.bound if self.strict else value <= self.bound
 
 
+class SkipCase(Exception):
+    """Raised by a case's ``prepare`` when the case cannot run here (the message says why).
+
+    The case is reported as skipped, with the reason, and does not fail the run.
+    """
+
+
 @dataclass
 class Trial:
     """A prepared case: what one repetition of the case and of its floor does.
@@ -103,6 +110,8 @@ class Case:
         warmup: Warm-up repetitions for this case (``None``: the run's default).
         needs_redis: Whether the case needs a Redis server.
         throughput: Whether MB/s (size over median) means something for this case.
+        explicit: Runs only when a ``--case`` glob selects it (not in a run of every case),
+            e.g. the multi-host cases that need root and build a test bed.
     """
 
     name: str
@@ -115,6 +124,7 @@ class Case:
     warmup: int | None = None
     needs_redis: bool = False
     throughput: bool = True
+    explicit: bool = False
 
 
 @dataclass
@@ -128,6 +138,7 @@ class Result:
     check: bool | None
     floor_fixed: float | None = None
     error: str | None = None
+    skipped: str | None = None
 
     @property
     def median(self) -> float:
@@ -157,7 +168,7 @@ class Result:
 
     @property
     def met(self) -> bool | None:
-        if self.case.target is None or self.error is not None:
+        if self.case.target is None or self.error is not None or self.skipped is not None:
             return None
         return self.case.target.met(self.ratio, self.median, self.check)
 
@@ -184,6 +195,7 @@ class Result:
             "met": self.met,
             "extra": {name: statistics.median(v) for name, v in self.extra.items() if v},
             "error": self.error,
+            "skipped": self.skipped,
         }
 
 
@@ -271,8 +283,13 @@ def table_rows(results: Iterable[Result]) -> tuple[list[str], list[list[str]]]:
     rows = []
     for result in results:
         case = result.case
-        if result.error is not None:
-            rows.append([case.name, format_size(case.size), "error: " + result.error[:60]])
+        if result.error is not None or result.skipped is not None:
+            why = (
+                f"error: {result.error}"
+                if result.error is not None
+                else f"skipped: {result.skipped}"
+            )
+            rows.append([case.name, format_size(case.size), why[:70]])
             rows[-1] += [""] * (len(header) - len(rows[-1]))
             continue
         ratio = result.ratio

@@ -6,11 +6,13 @@ Examples::
     python -m benchmarks --quick                     # a short run (small sizes, few repeats)
     python -m benchmarks --case 'store/redis/*'      # only some cases (shell-style globs)
     python -m benchmarks --rst docs/benchmarks-full.txt   # also write the docs' table
+    python -m benchmarks --case 'multihost/*'        # across hosts on the test bed (root)
 
 Every case runs against its floor in the same run, interleaved, and the table shows the
 ratio of their medians. Results go to ``benchmarks/results/latest.json`` unless ``--json``
 says otherwise. A Redis server is needed for the Redis cases: REDIS_HOST/REDIS_PORT, or else
-a private ``redis-server`` started on a free port for the run and shut down after it.
+a private ``redis-server`` started on a free port for the run and shut down after it. The multi-host
+cases (:mod:`benchmarks.multihost_cases`) run only when ``--case`` selects them.
 """
 
 from __future__ import annotations
@@ -26,11 +28,19 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the checkout importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks import executor_cases, memory_cases, proxy_cases, store_cases, zero_copy_cases
+from benchmarks import (
+    executor_cases,
+    memory_cases,
+    multihost_cases,
+    proxy_cases,
+    store_cases,
+    zero_copy_cases,
+)
 from benchmarks.context import Context
 from benchmarks.harness import (
     Case,
     Result,
+    SkipCase,
     format_rst,
     format_table,
     machine_info,
@@ -52,13 +62,17 @@ def all_cases(ctx: Context) -> list[Case]:
         *zero_copy_cases.pool_cases(ctx),  # forked pools before Dask starts its threads
         *executor_cases.cases(ctx),
         *zero_copy_cases.other_cases(ctx),
+        *multihost_cases.cases(ctx),  # explicit: only with --case 'multihost/*'
     ]
 
 
 def select(cases: list[Case], patterns: list[str] | None) -> list[Case]:
-    """The cases whose names match any of ``patterns`` (all of them without patterns)."""
+    """The cases whose names match any of ``patterns``.
+
+    Without patterns: every case except the explicit ones (``Case.explicit``).
+    """
     if not patterns:
-        return cases
+        return [case for case in cases if not case.explicit]
     return [case for case in cases if any(fnmatch.fnmatchcase(case.name, p) for p in patterns)]
 
 
@@ -140,6 +154,9 @@ def _run(case: Case, repeats: int, warmup: int) -> Result:
             case.repeats if case.repeats is not None else repeats,
             case.warmup if case.warmup is not None else warmup,
         )
+    except SkipCase as exc:
+        print(f"\n  skipped {case.name}: {exc}", file=sys.stderr)
+        return Result(case, [], [], {}, None, skipped=str(exc))
     except Exception as exc:  # one broken case must not lose the others' results
         traceback.print_exc()
         return Result(case, [], [], {}, None, error=f"{type(exc).__name__}: {exc}")
