@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 from proxystore.proxy import Proxy, get_key
 from proxystore.store.backends.base import Backend, Fetched, new_key
 from proxystore.store.cache import LRUCache
-from proxystore.store.codec import Codec
+from proxystore.store.codec import Codec, RawBytes
 from proxystore.store.description import StoreDescription
 from proxystore.store.layers.timing import TimingLayer
 from proxystore.store.stats import StatsRecorder, TimeStats
@@ -81,6 +81,9 @@ class Store:
         self._caching = cache_size > 0 and not codec.by_reference
         self._kwargs = dict(kwargs or {})
         self._stats: StatsRecorder | None = None
+        self._description: StoreDescription | None = None
+        # Objects kept by reference without statistics: set and get go straight to the backend.
+        self._direct = codec.by_reference
 
     # -- description and statistics ----------------------------------------------------------
 
@@ -96,9 +99,12 @@ class Store:
     @property
     def description(self) -> StoreDescription:
         """What re-creates this store in another process (secrets stay out of its ``repr``)."""
-        return StoreDescription(
-            self.type_path(), self.name, self.factory_kwargs(), self._stats is not None
-        )
+        description = self._description
+        if description is None:
+            description = self._description = StoreDescription(
+                self.type_path(), self.name, self.factory_kwargs(), self._stats is not None
+            )
+        return description
 
     def enable_stats(self) -> None:
         """Start recording per-key timing statistics (what ``init_store(..., stats=True)`` does).
@@ -110,6 +116,8 @@ class Store:
         if self._stats is None:
             self._stats = StatsRecorder()
             self.backend = TimingLayer(self.backend, self._stats)
+            self._direct = False
+            self._description = None  # the description now says stats=True
 
     def stats(self, key_or_proxy: str | Proxy) -> dict[str, TimeStats]:
         """Return the timing statistics of a key (or of a proxy's key), by operation.
@@ -157,6 +165,8 @@ class Store:
         Raises:
             TypeError: If ``serialize`` is off and ``obj`` is not bytes-like.
         """
+        if self._direct and serialize:
+            return self.backend.put(key, (obj,))
         if self._stats is None:
             parts = self.codec.encode(obj, serialize=serialize, where=type(self).__name__)
             if key is not None and self._caching:
@@ -227,6 +237,14 @@ class Store:
                 warning, for keys whose objects never change (store-made Globus keys).
             default: Returned when the key is missing (see :data:`MISSING`).
         """
+        if self._direct:  # by reference: no cache, nothing to revalidate, no bytes to decode
+            fetched = self.backend.get(key)
+            if fetched is None:
+                return default
+            value = fetched[0]
+            if deserialize and type(value) is not RawBytes:
+                return value
+            return self.codec.decode(value, deserialize=deserialize)
         if self._stats is None:
             return self._get(key, deserialize, strict, default)
         start = time.perf_counter()

@@ -1,9 +1,14 @@
-"""``MemoryBackend``: bytes (or objects, for ``LocalStore``) in this process's memory."""
+"""``MemoryBackend``: bytes (or objects, for ``LocalStore``) in this process's memory.
+
+Each entry is a single dict item, read and written with single dict operations, which are
+atomic: the backend is safe across threads without a lock of its own. Its "write time" is a
+write counter, increasing with every ``put`` in the process: a version stamp, which is all that
+``strict`` compares.
+"""
 
 from __future__ import annotations
 
-import threading
-import time
+import itertools
 from typing import Any
 
 from proxystore.store.backends.base import BackendBase, Fetched, Parts, new_key
@@ -12,7 +17,7 @@ __all__ = ["MemoryBackend"]
 
 
 class MemoryBackend(BackendBase):
-    """A dict in this process's memory, safe across threads.
+    """A dict in this process's memory, safe across threads (single dict operations).
 
     Args:
         by_reference: Keep what ``put`` gets as it is, without copying or joining it (the
@@ -31,42 +36,36 @@ class MemoryBackend(BackendBase):
         super().__init__(store_name=store_name, store_type=store_type)
         self.by_reference = by_reference
         self._data: dict[str, tuple[Any, float]] = {}
-        self._lock = threading.Lock()
+        self._versions = itertools.count(1)
 
     def put(self, key: str | None, parts: Parts) -> str:
         """Keep the parts (by reference, or joined into a snapshot) under ``key``."""
         if key is None:
             key = new_key()
         value = parts[0] if self.by_reference else b"".join(parts)
-        with self._lock:
-            self._data[key] = (value, time.time())
+        self._data[key] = (value, next(self._versions))
         return key
 
     def get(self, key: str) -> Fetched:
-        """Return what was put under ``key`` and when, or ``None``."""
-        with self._lock:
-            return self._data.get(key)
+        """Return what was put under ``key`` and its write stamp, or ``None``."""
+        return self._data.get(key)
 
     def timestamp(self, key: str) -> float | None:
-        """Return when ``key`` was put, or ``None``."""
-        with self._lock:
-            entry = self._data.get(key)
+        """Return the write stamp of ``key``, or ``None``."""
+        entry = self._data.get(key)
         return None if entry is None else entry[1]
 
     def exists(self, key: str) -> bool:
         """Return whether ``key`` is here."""
-        with self._lock:
-            return key in self._data
+        return key in self._data
 
     def evict(self, key: str) -> None:
         """Drop ``key`` (a missing key is not an error)."""
-        with self._lock:
-            self._data.pop(key, None)
+        self._data.pop(key, None)
 
     def clear(self) -> None:
         """Drop everything."""
-        with self._lock:
-            self._data.clear()
+        self._data.clear()
 
     def __repr__(self) -> str:
         return f"MemoryBackend(by_reference={self.by_reference})"
