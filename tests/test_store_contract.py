@@ -332,3 +332,34 @@ def test_clear_removes_every_object_or_refuses(store: Store) -> None:
         assert all(store.exists(key) for key in keys)
         for key in keys:
             store.evict(key)
+
+
+def test_a_layer_wraps_every_backend(store: Store) -> None:
+    """A layer over any store's backend sees the bytes of every write and read."""
+    from proxystore.store.layers import Layer
+
+    class Counting(Layer):
+        def __init__(self, inner: Any) -> None:
+            super().__init__(inner)
+            self.puts: list[str] = []
+            self.gets: list[str] = []
+
+        def put(self, key: str | None, parts: Parts) -> str:
+            key = self.inner.put(key, parts)
+            self.puts.append(key)
+            return key
+
+        def get(self, key: str) -> Fetched:
+            self.gets.append(key)
+            return self.inner.get(key)
+
+    layer = Counting(store.backend)
+    store.backend = layer
+    key = store.set({"layered": True})
+    assert layer.puts == [key]
+    assert store.get(key) == {"layered": True}  # not cached yet: read through the layer
+    assert layer.gets == [key]
+    assert twin(store).get(key) == {"layered": True}  # the layer changed nothing on the bytes
+    assert layer.owns_storage == innermost(layer).owns_storage
+    store.evict(key)
+    assert not store.exists(key)

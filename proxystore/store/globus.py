@@ -181,6 +181,8 @@ class GlobusStore(Store):
     @timeout.setter
     def timeout(self, value: float) -> None:
         self.tasks.timeout = value
+        self._kwargs["timeout"] = value
+        self._description = None  # proxies made from now on carry the new timeout
 
     def __repr__(self) -> str:
         return (
