@@ -201,6 +201,7 @@ class Store:
             raise ValueError(f"set_batch got {len(objs)} objects but {len(keys)} keys")
         if not objs:
             return []
+        start = time.perf_counter() if self._stats is not None else 0.0
         where = type(self).__name__
         items = [
             (key, self.codec.encode(obj, serialize=serialize, where=where))
@@ -209,7 +210,13 @@ class Store:
         for key in keys:
             if key is not None:
                 self.cache.evict(key)
-        return self.backend.put_batch(items)
+        if self._stats is None:
+            return self.backend.put_batch(items)
+        final = self.backend.put_batch(items)
+        elapsed = time.perf_counter() - start
+        for key in final:  # each key is charged the whole batch, as for its transfer
+            self._stats.record(key, "set", elapsed)
+        return final
 
     # -- reading ------------------------------------------------------------------------------
 
