@@ -33,7 +33,7 @@ from proxystore.factory import Factory
 from proxystore.proxy import Proxy, extract, get_factory, resolve_async
 from proxystore.serialize import SerializationError
 from proxystore.store import Store, get_store
-from proxystore.store.registry import get_or_init_store
+from proxystore.store.description import StoreDescription
 
 from .policy import Measured, ProxyPolicy
 
@@ -87,22 +87,8 @@ def resolve_store(store: Store | str | None, *, owner: str) -> Store:
     )
 
 
-@dataclass(frozen=True)
-class StoreRef:
-    """A picklable description of a store; a worker re-creates the store from it."""
-
-    type_path: str
-    name: str
-    kwargs: Mapping[str, Any]
-
-    @classmethod
-    def of(cls, store: Store) -> StoreRef:
-        """Describe ``store``."""
-        return cls(store.type_path(), store.name, store.recreate_kwargs())
-
-    def get(self) -> Store:
-        """Return the store in this process, initializing it if needed."""
-        return get_or_init_store(self.type_path, self.name, self.kwargs)
+StoreRef = StoreDescription
+"""The store description workers re-create the store from (one type for factories and here)."""
 
 
 class ProxyRef:
@@ -255,7 +241,7 @@ class ProxyTask:
         if self.result_policy is not None and self.store is not None:
             measured = self.result_policy.measure_result(result)
             if measured.proxy:
-                return _store_and_proxy(self.store.get(), result, measured, evict=False)
+                return _store_and_proxy(self.store.get_or_create(), result, measured, evict=False)
         return result
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -372,7 +358,7 @@ class ArgumentProxier:
         # Engines that pickle arguments get the bytes pickled while measuring (see
         # PickledArgument); in-process engines get the objects.
         self.ship_pickled = not in_process
-        self.store_ref = StoreRef.of(self.store)
+        self.store_ref = self.store.description
         if not in_process:
             _check_recreatable(self.store, self.store_ref, owner)
         self._entries: dict[int, _Entry] = {}

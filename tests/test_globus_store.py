@@ -114,8 +114,13 @@ def test_key_carries_one_task_id_per_destination(make_store: MakeStore, sites: S
     store = make_store(SITE_A)
     key = store.set("x")
     [task] = sites.client.tasks()
-    assert len(key) == 64 and int(key, 16) >= 0
-    assert key[32:] == uuid.UUID(task["task_id"]).hex
+    object_id, task_hex = key[:32], key[32:]
+    assert len(key) == 64 and set(key) <= set("0123456789abcdef"), key
+    assert task_hex == uuid.UUID(task["task_id"]).hex
+    # The object id names the file at the source, and the transfer brings it to site B.
+    assert file_at(sites, sites.a, key).name == object_id and file_at(sites, sites.a, key).exists()
+    assert other_site(store, SITE_B).get(key) == "x"
+    assert file_at(sites, sites.b, key).read_bytes() == file_at(sites, sites.a, key).read_bytes()
     assert task["source_endpoint_id"] == sites.a.uuid
     assert task["destination_endpoint_id"] == sites.b.uuid
 
@@ -211,7 +216,7 @@ def test_store_made_keys_are_immutable(make_store: MakeStore) -> None:
     with pytest.raises(InvalidKeyError, match="immutable"):
         store.set("second", key=key)
     with pytest.raises(InvalidKeyError, match="immutable"):
-        store.set_bytes(key, b"raw")
+        store.set(b"raw", key=key, serialize=False)
     assert store.get(key) == "first"
 
 

@@ -365,9 +365,7 @@ def client_kind(request: pytest.FixtureRequest) -> str:
 def make(store_factory: Any, kind: str, **kwargs: Any) -> RedisStore:
     store = store_factory("redis", **CLIENTS[kind], **kwargs)
     assert isinstance(store, RedisStore)
-    assert type(store._client()).__name__ == (
-        "_WireBackend" if kind == "wire" else "_RedisPyBackend"
-    )
+    assert type(store._client()).__name__ == ("_WireClient" if kind == "wire" else "_RedisPyClient")
     return store
 
 
@@ -434,10 +432,10 @@ def test_header_races_with_overwrite_and_evict(store_factory: Any, client_kind: 
     backend = store._client()
     key = store.set(b"small")  # inline now, though the reader saw a chunked header before
     try:
-        fetched = backend.get_chunked(key, lambda value: store._parse(key, value))
+        fetched = backend.get_chunked(key, lambda value: store._redis._parse(key, value))
         assert fetched is not None and bytes(fetched[0]) == b"\x01small"
         store.evict(key)
-        assert backend.get_chunked(key, lambda value: store._parse(key, value)) is None
+        assert backend.get_chunked(key, lambda value: store._redis._parse(key, value)) is None
     finally:
         store.evict(key)
 

@@ -6,7 +6,9 @@ from typing import Any
 
 import pytest
 
-from proxystore.store.remote import RemoteStore
+from proxystore.store.backends import BackendBase, Fetched, Parts
+from proxystore.store.base import Store
+from proxystore.store.layers import innermost
 
 
 @pytest.fixture(params=["file", "redis"])
@@ -14,14 +16,9 @@ def remote_kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-def _behind_the_back(store: RemoteStore) -> RemoteStore:
+def _behind_the_back(store: Store) -> Store:
     """A second store object on the same backend, with its own (disabled) cache."""
-    from proxystore.store.cache import LRUCache
-
-    other = type(store).__new__(type(store))
-    other.__dict__.update(store.__dict__)
-    other.cache = LRUCache(0)
-    return other
+    return Store(f"{store.name}-other", innermost(store.backend), cache_size=0, codec=store.codec)
 
 
 def test_cache_size_zero_never_caches(remote_kind: str, store_factory: Any) -> None:
@@ -79,25 +76,27 @@ def test_negative_cache_size_rejected(remote_kind: str, store_factory: Any) -> N
 
 
 def test_custom_backend_inherits_cache_and_strict() -> None:
-    """A new backend implements five byte-level methods and gets the rest."""
+    """A new backend implements five byte-level methods; the Store gives cache and strict."""
     import time
 
-    class DictStore(RemoteStore):
-        def __init__(self, name: str, cache_size: int = 16) -> None:
-            super().__init__(name, cache_size=cache_size)
+    class DictBackend(BackendBase):
+        def __init__(self) -> None:
+            super().__init__()
             self.data: dict[str, tuple[bytes, float]] = {}
             self.reads = 0
 
-        def get_bytes(self, key: str) -> bytes | None:
+        def put(self, key: str | None, parts: Parts) -> str:
+            key = key or Store.new_key()
+            self.data[key] = (b"".join(parts), time.time_ns() / 1e9)
+            return key
+
+        def get(self, key: str) -> Fetched:
             self.reads += 1
+            return self.data.get(key)
+
+        def timestamp(self, key: str) -> float | None:
             entry = self.data.get(key)
-            return None if entry is None else entry[0]
-
-        def set_bytes(self, key: str, data: Any) -> None:
-            self.data[key] = (bytes(data), time.time_ns() / 1e9)
-
-        def get_timestamp(self, key: str) -> float:
-            return self.data[key][1]
+            return None if entry is None else entry[1]
 
         def exists(self, key: str) -> bool:
             return key in self.data
@@ -105,10 +104,16 @@ def test_custom_backend_inherits_cache_and_strict() -> None:
         def evict(self, key: str) -> None:
             self.data.pop(key, None)
 
-    store = DictStore("dict")
+    backend = DictBackend()
+    store = Store("dict", backend)
     key = store.set({"a": 1})
     assert store.get(key) == {"a": 1}
     assert store.get(key) == {"a": 1}
-    assert store.reads == 1  # second get served from cache
-    store.evict(key)  # the base wraps evict so the cached copy goes too
+    assert backend.reads == 1  # second get served from cache
+    assert store.is_cached(key, strict=True)
+    backend.put(key, [b"\x02new"])  # behind the cache: raw bytes in serialize() format
+    assert store.get(key) == {"a": 1}  # plain get: cached copy
+    assert store.get(key, strict=True) == "new"  # strict: newer write time, fetched again
+    store.evict(key)  # the Store evicts the cached copy too
+    assert not store.is_cached(key)
     assert store.get(key) is None

@@ -40,6 +40,13 @@ def test_set_get_resolve_recorded(stats_store: Any) -> None:
     assert proxy_stats["set"].calls == 1
 
 
+def test_batch_set_recorded_per_key(stats_store: Any) -> None:
+    keys = stats_store.set_batch([1, "two", [3]])
+    for key in keys:
+        assert stats_store.stats(key)["set"].calls == 1
+    assert [stats_store.get(key) for key in keys] == [1, "two", [3]]
+
+
 def test_transfer_recorded_for_remote_stores(store_factory: Any) -> None:
     for kind in ("file", "redis", "globus"):
         store = store_factory(kind, stats=True, cache_size=0)

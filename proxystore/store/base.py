@@ -1,204 +1,123 @@
-"""The store contract: what every store does, and the factory its proxies carry.
+"""``Store``: everything above the bytes, written once for every backend.
 
-A :class:`Store` maps keys to objects. Its proxies carry a :class:`StoreFactory` that holds
-only the key and the store's *description* (type, name, constructor arguments), never the store
-object, so a proxy can be pickled into another process and re-create the store there.
+A :class:`Store` is a name, a byte-level backend (:mod:`proxystore.store.backends`, possibly
+wrapped in layers, :mod:`proxystore.store.layers`) and a :class:`~proxystore.store.codec.Codec`.
+It owns serialization, the thread-safe LRU cache of deserialized objects, ``strict``
+revalidation, statistics, proxies and their factories, and batch calls:
+
+* a plain ``get`` returns the cached copy when there is one;
+* a ``strict`` get compares the cached copy's write time with the backend's and fetches the
+  object again when they differ, so it always returns the newest version.
+
+The public store classes (``LocalStore``, ``FileStore``, ``RedisStore``, ``GlobusStore``) are
+thin compositions: each builds its backend and passes it here. Proxies carry a
+:class:`StoreFactory` holding the key and the store's
+:class:`~proxystore.store.description.StoreDescription`, never the store object.
+
+Resources: :meth:`Store.close` releases connections, threads and this process's cache, and
+never removes objects; :meth:`Store.clear` removes every object of a store whose storage is
+its own (``LocalStore``, ``FileStore``); :meth:`Store.evict` removes one object.
 """
 
 from __future__ import annotations
 
-import functools
-import secrets
-import threading
 import time
-from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from concurrent.futures import Future
-from typing import Any, ClassVar, TypeVar
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
-from proxystore.exceptions import ProxyResolveMissingKey
-from proxystore.factory import Factory, run_in_thread
 from proxystore.proxy import Proxy, get_key
+from proxystore.store.backends.base import Backend, Fetched, new_key
+from proxystore.store.cache import LRUCache
+from proxystore.store.codec import Codec, RawBytes
+from proxystore.store.description import StoreDescription
+from proxystore.store.layers.timing import TimingLayer
 from proxystore.store.stats import StatsRecorder, TimeStats
+from proxystore.store.store_factory import MISSING, StoreFactory
 
 __all__ = ["MISSING", "Store", "StoreFactory"]
 
-T = TypeVar("T")
+_DEFAULT_CODEC = Codec()
+_NOT_CACHED: Any = object()
+_GONE: Any = object()
 
 
-class _Missing:
-    """Sentinel for "no such key", distinct from a stored ``None``."""
-
-    _instance: _Missing | None = None
-
-    def __new__(cls) -> _Missing:
-        if cls._instance is None:
-            cls._instance = super().__new__(cls)
-        return cls._instance
-
-    def __repr__(self) -> str:
-        return "MISSING"
-
-    def __reduce__(self) -> str:
-        return "MISSING"
-
-
-MISSING: Any = _Missing()
-"""Pass as ``default`` to :meth:`Store.get` to tell a stored ``None`` from a missing key."""
-
-
-class StoreFactory(Factory[T]):
-    """Factory that resolves a key from a store, re-creating the store where needed.
-
-    Args:
-        key: Key of the object in the store.
-        store_type: ``"module:ClassName"`` path of the store's class.
-        store_name: Name the store is registered under.
-        store_kwargs: Constructor arguments that re-create the store in another process.
-        evict: Remove the object from the store once this factory has resolved it.
-        strict: Always resolve the newest version of the object (revalidate caches).
-        deserialize: Deserialize the stored bytes (``False`` returns the raw bytes).
-    """
-
-    def __init__(
-        self,
-        key: str,
-        store_type: str,
-        store_name: str,
-        store_kwargs: dict[str, Any] | None = None,
-        *,
-        evict: bool = False,
-        strict: bool = False,
-        deserialize: bool = True,
-    ) -> None:
-        self.key = key
-        self.store_type = store_type
-        self.store_name = store_name
-        self.store_kwargs = dict(store_kwargs or {})
-        self.evict = evict
-        self.strict = strict
-        self.deserialize = deserialize
-        self._future: Future[tuple[Store, Any]] | None = None
-        self._lock = threading.Lock()
-
-    def get_store(self) -> Store:
-        """Return the store in this process, initializing it from the description if needed."""
-        from proxystore.store.registry import get_or_init_store
-
-        return get_or_init_store(self.store_type, self.store_name, self.store_kwargs)
-
-    def _finish(self, store: Store, obj: Any) -> T:
-        if obj is MISSING:
-            raise ProxyResolveMissingKey(self.key, type(store).__name__, store.name)
-        if self.evict:
-            store.evict(self.key)
-        result: T = obj
-        return result
-
-    def _prefetch(self) -> tuple[Store, Any]:
-        store = self.get_store()
-        return store, store.prefetch(self.key, strict=self.strict)
-
-    def resolve(self) -> T:
-        """Return the object, finishing a background resolve if one was started.
-
-        The background part of a resolve only moves bytes; deserialization (which may import
-        modules) happens here, in the thread that uses the object.
-        """
-        start = time.perf_counter()
-        with self._lock:
-            future, self._future = self._future, None
-        if future is None:
-            store = self.get_store()
-            obj = store.get(
-                self.key, deserialize=self.deserialize, strict=self.strict, default=MISSING
-            )
-        else:
-            store, token = future.result()
-            obj = store.complete(
-                self.key, token, deserialize=self.deserialize, strict=self.strict, default=MISSING
-            )
-        result = self._finish(store, obj)
-        if store._stats is not None:
-            store._stats.record(self.key, "resolve", time.perf_counter() - start)
-        return result
-
-    def resolve_async(self) -> None:
-        """Start fetching the object in a background thread (no-op if already started)."""
-        with self._lock:
-            if self._future is None:
-                self._future = run_in_thread(self._prefetch, name=f"proxystore-resolve-{self.key}")
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_future"] = None
-        del state["_lock"]
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
-
-    def __repr__(self) -> str:
-        # Never show store_kwargs: they may hold passwords or tokens.
-        store_class = self.store_type.rpartition(":")[2]
-        return f"{type(self).__name__}(key={self.key!r}, store={store_class}({self.store_name!r}))"
-
-
-class Store(ABC):
-    """Base class of stores: a named mapping from keys to objects that makes proxies.
-
-    Subclasses implement :meth:`set`, :meth:`get`, :meth:`exists`, :meth:`evict` and
-    :meth:`is_cached`, and return their constructor arguments from :meth:`factory_kwargs` so
-    that proxies can re-create the store in another process. Remote backends should derive
-    from :class:`~proxystore.store.remote.RemoteStore` instead, which needs only byte-level
-    operations.
+class Store:
+    """A named mapping from keys to objects over a byte-level backend; it makes proxies.
 
     Args:
         name: Name of the store; proxies find their store by this name in the registry.
+        backend: Where the bytes live (a backend, or layers around one).
+        cache_size: Most deserialized objects kept in this process's LRU cache; ``0``
+            disables caching.
+        codec: Serialization settings (see :class:`~proxystore.store.codec.Codec`).
+        kwargs: The constructor arguments (besides the name) that re-create this store in
+            another process: its :class:`~proxystore.store.description.StoreDescription`.
+
+    Raises:
+        ValueError: If ``name`` is empty or ``cache_size`` is negative.
     """
 
     factory_class: ClassVar[type[StoreFactory[Any]]] = StoreFactory
     process_local: ClassVar[bool] = False
     """Whether objects are reachable only from the creating process (e.g. ``LocalStore``)."""
 
-    _stats: StatsRecorder | None = None
-
-    def __init__(self, name: str) -> None:
+    def __init__(
+        self,
+        name: str,
+        backend: Backend,
+        *,
+        cache_size: int = 16,
+        codec: Codec = _DEFAULT_CODEC,
+        kwargs: Mapping[str, Any] | None = None,
+    ) -> None:
         if not isinstance(name, str) or not name:
             raise ValueError(f"store name must be a non-empty string, got {name!r}")
         self.name = name
+        self.cache: LRUCache[str, tuple[float, Any]] = LRUCache(cache_size)
+        self.cache_size = cache_size
+        self.codec = codec
+        self.backend = backend
+        self._caching = cache_size > 0 and not codec.by_reference
+        self._kwargs = dict(kwargs or {})
+        self._stats: StatsRecorder | None = None
+        self._description: StoreDescription | None = None
+        # Objects kept by reference without statistics: set and get go straight to the backend.
+        self._direct = codec.by_reference
 
-    # -- statistics ---------------------------------------------------------------------------
+    # -- description and statistics ----------------------------------------------------------
+
+    @classmethod
+    def type_path(cls) -> str:
+        """Return the ``"module:ClassName"`` path that names this store type in descriptions."""
+        return f"{cls.__module__}:{cls.__qualname__}"
+
+    def factory_kwargs(self) -> dict[str, Any]:
+        """Return the constructor arguments (besides the name) that re-create this store."""
+        return dict(self._kwargs)
+
+    @property
+    def description(self) -> StoreDescription:
+        """What re-creates this store in another process (secrets stay out of its ``repr``)."""
+        description = self._description
+        if description is None:
+            description = self._description = StoreDescription(
+                self.type_path(), self.name, self.factory_kwargs(), self._stats is not None
+            )
+        return description
 
     def enable_stats(self) -> None:
         """Start recording per-key timing statistics (what ``init_store(..., stats=True)`` does).
 
-        Wraps this store object's ``set`` and ``get``; a store without statistics pays nothing.
+        Wraps the backend in a :class:`~proxystore.store.layers.timing.TimingLayer` (the
+        ``transfer`` timings) and times ``set``, ``get`` and proxy resolution; a store without
+        statistics has no layer and makes no clock call.
         """
-        if self._stats is not None:
-            return
-        self._stats = StatsRecorder()
-        stats = self._stats
-        set_method, get_method = self.set, self.get
-
-        @functools.wraps(set_method)
-        def timed_set(obj: Any, *args: Any, **kwargs: Any) -> str:
-            start = time.perf_counter()
-            key = set_method(obj, *args, **kwargs)
-            stats.record(key, "set", time.perf_counter() - start)
-            return key
-
-        @functools.wraps(get_method)
-        def timed_get(key: str, *args: Any, **kwargs: Any) -> Any:
-            start = time.perf_counter()
-            try:
-                return get_method(key, *args, **kwargs)
-            finally:
-                stats.record(key, "get", time.perf_counter() - start)
-
-        self.set = timed_set  # type: ignore[method-assign]
-        self.get = timed_get  # type: ignore[method-assign]
+        if self._stats is None:
+            self._stats = StatsRecorder()
+            self.backend = TimingLayer(self.backend, self._stats)
+            self._direct = False
+            self._description = None  # the description now says stats=True
 
     def stats(self, key_or_proxy: str | Proxy) -> dict[str, TimeStats]:
         """Return the timing statistics of a key (or of a proxy's key), by operation.
@@ -223,19 +142,18 @@ class Store(ABC):
             key = key_or_proxy
         return self._stats.get(key)
 
-    def recreate_kwargs(self) -> dict[str, Any]:
-        """Arguments for ``init_store`` that re-create this store in another process.
-
-        :meth:`factory_kwargs` plus ``stats=True`` when statistics are on.
-        """
-        kwargs = self.factory_kwargs()
+    def record(self, key: str, operation: str, seconds: float) -> None:
+        """Record one timed operation on ``key`` (no-op when statistics are off)."""
         if self._stats is not None:
-            kwargs["stats"] = True
-        return kwargs
+            self._stats.record(key, operation, seconds)
 
-    # -- the contract -------------------------------------------------------------------------
+    # -- writing ------------------------------------------------------------------------------
 
-    @abstractmethod
+    @staticmethod
+    def new_key() -> str:
+        """Return a new unguessable key (128 random bits, as 32 hex digits)."""
+        return new_key()
+
     def set(self, obj: Any, *, key: str | None = None, serialize: bool = True) -> str:
         """Store ``obj`` and return its key.
 
@@ -243,9 +161,72 @@ class Store(ABC):
             obj: Object to store. With ``serialize=False`` it must already be bytes.
             key: Key to store under (overwrites); a new unguessable key when ``None``.
             serialize: Serialize ``obj`` first.
-        """
 
-    @abstractmethod
+        Raises:
+            TypeError: If ``serialize`` is off and ``obj`` is not bytes-like.
+        """
+        if self._direct and serialize:
+            return self.backend.put(key, (obj,))
+        if self._stats is None:
+            parts = self.codec.encode(obj, serialize=serialize, where=type(self).__name__)
+            if key is not None and self._caching:
+                self.cache.evict(key)
+            return self.backend.put(key, parts)
+        start = time.perf_counter()
+        parts = self.codec.encode(obj, serialize=serialize, where=type(self).__name__)
+        if key is not None:
+            self.cache.evict(key)
+        key = self.backend.put(key, parts)
+        self._stats.record(key, "set", time.perf_counter() - start)
+        return key
+
+    def set_batch(
+        self,
+        objs: Sequence[Any],
+        *,
+        keys: Sequence[str | None] | None = None,
+        serialize: bool = True,
+    ) -> list[str]:
+        """Store each object of ``objs`` and return their keys, in order.
+
+        The backend writes the batch at once where it can (Globus: one transfer task per
+        destination for the whole batch).
+
+        Raises:
+            ValueError: If ``keys`` is given with a different length than ``objs``.
+        """
+        if keys is None:
+            keys = [None] * len(objs)
+        elif len(keys) != len(objs):
+            raise ValueError(f"set_batch got {len(objs)} objects but {len(keys)} keys")
+        if not objs:
+            return []
+        start = time.perf_counter() if self._stats is not None else 0.0
+        where = type(self).__name__
+        items = [
+            (key, self.codec.encode(obj, serialize=serialize, where=where))
+            for obj, key in zip(objs, keys)
+        ]
+        for key in keys:
+            if key is not None:
+                self.cache.evict(key)
+        if self._stats is None:
+            return self.backend.put_batch(items)
+        final = self.backend.put_batch(items)
+        elapsed = time.perf_counter() - start
+        for key in final:  # each key is charged the whole batch, as for its transfer
+            self._stats.record(key, "set", elapsed)
+        return final
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def get_bytes_with_timestamp(self, key: str) -> Fetched:
+        """Fetch the bytes under ``key`` and their write time from the backend, or ``None``.
+
+        Every read of a store goes through this one call (subclasses may wrap it).
+        """
+        return self.backend.get(key)
+
     def get(
         self,
         key: str,
@@ -259,33 +240,50 @@ class Store(ABC):
         Args:
             key: Key of the object.
             deserialize: Deserialize the stored bytes (``False`` returns the raw bytes).
-            strict: Return the newest version, revalidating any cached copy.
+            strict: Return the newest version, revalidating any cached copy. Ignored, with a
+                warning, for keys whose objects never change (store-made Globus keys).
             default: Returned when the key is missing (see :data:`MISSING`).
         """
+        if self._direct:  # by reference: no cache, nothing to revalidate, no bytes to decode
+            fetched = self.backend.get(key)
+            if fetched is None:
+                return default
+            value = fetched[0]
+            if deserialize and type(value) is not RawBytes:
+                return value
+            return self.codec.decode(value, deserialize=deserialize)
+        if self._stats is None:
+            return self._get(key, deserialize, strict, default)
+        start = time.perf_counter()
+        try:
+            return self._get(key, deserialize, strict, default)
+        finally:
+            self._stats.record(key, "get", time.perf_counter() - start)
 
-    @abstractmethod
-    def exists(self, key: str) -> bool:
-        """Return whether ``key`` is in the store."""
-
-    @abstractmethod
-    def evict(self, key: str) -> None:
-        """Remove ``key`` from the store (a missing key is not an error)."""
-
-    @abstractmethod
-    def is_cached(self, key: str, *, strict: bool = False) -> bool:
-        """Return whether ``key`` is in this process's cache (and current, with ``strict``)."""
-
-    def factory_kwargs(self) -> dict[str, Any]:
-        """Return the constructor arguments (besides the name) that re-create this store."""
-        return {}
+    def _get(self, key: str, deserialize: bool, strict: bool, default: Any) -> Any:
+        if strict:
+            strict = self._strict_applies(key)
+        if deserialize and self._caching:
+            cached = self._cached(key, strict=strict)
+            if cached is _GONE:
+                return default
+            if cached is not _NOT_CACHED:
+                return cached
+        return self._decode(key, self.get_bytes_with_timestamp(key), deserialize, default)
 
     def prefetch(self, key: str, *, strict: bool = False) -> Any:
         """Do the I/O part of a ``get`` (run in a background thread by ``resolve_async``).
 
-        Returns an opaque token for :meth:`complete`. The default does nothing: stores whose
-        objects are already in memory have no I/O to overlap.
+        Returns an opaque token for :meth:`complete`: ``None`` when a usable copy is cached
+        (or the store keeps objects by reference), else the fetched bytes.
         """
-        return None
+        if self.codec.by_reference:
+            return None
+        if strict:
+            strict = self._strict_applies(key)
+        if self._caching and self._cached(key, strict=strict) is not _NOT_CACHED:
+            return None
+        return (self.get_bytes_with_timestamp(key),)
 
     def complete(
         self,
@@ -297,35 +295,115 @@ class Store(ABC):
         default: Any = None,
     ) -> Any:
         """Finish a ``get`` started by :meth:`prefetch`; same result as :meth:`get`."""
-        return self.get(key, deserialize=deserialize, strict=strict, default=default)
+        if token is None:
+            return self.get(key, deserialize=deserialize, strict=strict, default=default)
+        return self._decode(key, token[0], deserialize, default)
 
-    def cleanup(self) -> None:  # noqa: B027 - optional hook, a no-op by default
-        """Release the store's resources (files, connections). The default does nothing."""
+    def _strict_applies(self, key: str) -> bool:
+        if not self.backend.is_immutable(key):
+            return True
+        self._warn_strict(key)
+        return False
 
-    # -- given to every store -----------------------------------------------------------------
+    def _warn_strict(self, key: str) -> None:
+        warnings.warn(
+            f"{type(self).__name__} {self.name!r}: objects under store-made keys are immutable "
+            f"(each set makes a new key), so strict=True has no effect for key {key!r}. Use a "
+            "custom key for objects you overwrite.",
+            UserWarning,
+            stacklevel=4,
+        )
 
-    @staticmethod
-    def new_key() -> str:
-        """Return a new unguessable key (128 random bits, as 32 hex digits)."""
-        return secrets.token_hex(16)
+    def _cached(self, key: str, *, strict: bool) -> Any:
+        """The cached object, ``_NOT_CACHED``, or ``_GONE`` (strict found the key evicted)."""
+        cached = self.cache.get(key)
+        if cached is None:
+            return _NOT_CACHED
+        if not strict:
+            return cached[1]
+        current = self.backend.timestamp(key)
+        if current is None:
+            self.cache.evict(key)
+            return _GONE
+        return cached[1] if current == cached[0] else _NOT_CACHED
 
-    def set_batch(
-        self,
-        objs: Sequence[Any],
-        *,
-        keys: Sequence[str | None] | None = None,
-        serialize: bool = True,
-    ) -> list[str]:
-        """Store each object of ``objs`` and return their keys, in order.
+    def _decode(self, key: str, fetched: Fetched, deserialize: bool, default: Any) -> Any:
+        if fetched is None:
+            if self._caching:
+                self.cache.evict(key)
+            return default
+        data, timestamp = fetched
+        obj = self.codec.decode(data, deserialize=deserialize)
+        if deserialize and self._caching and self.codec.cacheable(data):
+            self.cache.set(key, (timestamp, obj))
+        return obj
+
+    def get_timestamp(self, key: str) -> float:
+        """Return when ``key`` was last written (the time ``strict`` compares).
 
         Raises:
-            ValueError: If ``keys`` is given with a different length than ``objs``.
+            KeyError: If the key is missing.
         """
-        if keys is None:
-            keys = [None] * len(objs)
-        elif len(keys) != len(objs):
-            raise ValueError(f"set_batch got {len(objs)} objects but {len(keys)} keys")
-        return [self.set(obj, key=key, serialize=serialize) for obj, key in zip(objs, keys)]
+        timestamp = self.backend.timestamp(key)
+        if timestamp is None:
+            raise KeyError(key)
+        return timestamp
+
+    def exists(self, key: str) -> bool:
+        """Return whether ``key`` is in the store."""
+        return self.backend.exists(key)
+
+    def is_cached(self, key: str, *, strict: bool = False) -> bool:
+        """Return whether ``key`` is in this process's cache (and current, with ``strict``).
+
+        A store that keeps objects by reference (``LocalStore``) has every object in memory:
+        there it is the same as :meth:`exists`.
+        """
+        if self.codec.by_reference:
+            return self.backend.exists(key)
+        cached = self.cache.get(key)
+        if cached is None:
+            return False
+        if not strict or self.backend.is_immutable(key):
+            return True
+        return self.backend.timestamp(key) == cached[0]
+
+    # -- removing and releasing ---------------------------------------------------------------
+
+    def evict(self, key: str) -> None:
+        """Remove ``key`` from the store and from this process's cache (missing: no error)."""
+        self.cache.evict(key)
+        self.backend.evict(key)
+
+    def clear(self) -> None:
+        """Remove every object of this store (and empty this process's cache).
+
+        Only stores whose storage is their own can: ``LocalStore`` (its memory) and
+        ``FileStore`` (its directory, which is deleted). Stores on a shared server (Redis,
+        Globus) raise :class:`~proxystore.exceptions.StoreError`: evict their keys instead.
+        """
+        self.cache.clear()
+        self.backend.clear()
+
+    def close(self) -> None:
+        """Release connections, threads and this process's cache; objects stay.
+
+        Idempotent. The store may be used again afterwards (connections are reopened).
+        """
+        self.cache.clear()
+        self.backend.close()
+
+    def cleanup(self) -> None:
+        """End of use in this process: :meth:`clear` (own storage only), then :meth:`close`.
+
+        A ``LocalStore`` loses its objects, a ``FileStore`` its directory; a ``RedisStore`` or
+        ``GlobusStore`` keeps its objects (their storage is shared) and only closes.
+        """
+        if self.backend.owns_storage:
+            self.clear()
+        self.close()
+
+    # -- proxies ------------------------------------------------------------------------------
 
     def proxy(
         self,
@@ -345,7 +423,8 @@ class Store(ABC):
             serialize: Serialize ``obj`` when storing it; with ``False`` the proxy also
                 resolves to the raw bytes.
             evict: Remove the object from the store once the proxy has resolved.
-            strict: Resolve to the newest version of the object under the key.
+            strict: Resolve to the newest version of the object under the key (warns and is
+                dropped for keys whose objects never change).
             kwargs: Extra arguments for the store's factory class.
 
         Raises:
@@ -355,11 +434,12 @@ class Store(ABC):
             key = self.set(obj, key=key, serialize=serialize)
         elif key is None:
             raise ValueError("Store.proxy() needs an object to store or the key of a stored one")
+        if strict and self.backend.is_immutable(key):
+            self._warn_strict(key)
+            strict = False
         factory = self.factory_class(
             key,
-            self.type_path(),
-            self.name,
-            self.recreate_kwargs(),
+            self.description,
             evict=evict,
             strict=strict,
             deserialize=serialize,
@@ -393,11 +473,6 @@ class Store(ABC):
         return [
             self.proxy(key=key, serialize=serialize, evict=evict, strict=strict) for key in keys
         ]
-
-    @classmethod
-    def type_path(cls) -> str:
-        """Return the ``"module:ClassName"`` path that names this store type in factories."""
-        return f"{cls.__module__}:{cls.__qualname__}"
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"

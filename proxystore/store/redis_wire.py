@@ -34,12 +34,13 @@ import os
 import socket
 import threading
 from collections.abc import Iterator, Sequence
-from typing import Any, Callable, Union
+from typing import Any, Callable
 
 from redis import exceptions
 
 from proxystore.buffers import LARGE_BUFFER, alloc_buffer, byte_view
 from proxystore.serialize import Buffer
+from proxystore.store.redis_resp import CRLF, SMALL_ARGUMENT, Argument, encode, server_error
 
 __all__ = [
     "LARGE_REPLY",
@@ -51,18 +52,10 @@ __all__ = [
     "encode",
 ]
 
-Argument = Union[bytes, bytearray, memoryview, str, int, Sequence[Buffer]]
-"""A command argument: a buffer, a ``str`` (UTF-8), an ``int``, or a list of buffers that make
-up one value together."""
-
 Reply = Any
 """A decoded reply: ``bytes``/``bytearray``/``memoryview`` (bulk), ``bytes`` (simple string),
 ``int``, ``None`` (nil), a ``list`` of replies, or a ``redis.exceptions.ResponseError``
 instance (an error inside an array; a top-level error is raised)."""
-
-SMALL_ARGUMENT = 16 * 1024
-"""Argument pieces shorter than this are copied into the command buffer; longer ones are sent
-from the caller's memory."""
 
 LARGE_REPLY = LARGE_BUFFER
 """Bulk replies of at least this many bytes are read into a buffer from
@@ -70,67 +63,7 @@ LARGE_REPLY = LARGE_BUFFER
 
 _READ_BUFFER = 64 * 1024  # replies up to about this size are read through the connection buffer
 _ALIGN = 64
-_CRLF = b"\r\n"
 _IOV_MAX = min(getattr(os, "sysconf", lambda _: 1024)("SC_IOV_MAX"), 1024)
-
-
-def _server_error(message: str) -> exceptions.RedisError:
-    """Map an error reply to redis-py's exception class for it (as redis-py does)."""
-    code = message.split(" ", 1)[0]
-    lowered = message.lower()
-    if code in ("WRONGPASS", "NOAUTH") or (
-        code == "ERR"
-        and ("invalid password" in lowered or "called without any password configured" in lowered)
-    ):
-        return exceptions.AuthenticationError(message)
-    if code == "ERR" and "max number of clients reached" in lowered:
-        return exceptions.ConnectionError(message)
-    return exceptions.ResponseError(message)
-
-
-def encode(commands: Sequence[Sequence[Argument]]) -> list[Buffer]:
-    """Encode ``commands`` as RESP arrays of bulk strings; return the pieces to send in order.
-
-    Small arguments are copied into shared pieces; argument pieces of at least
-    :data:`SMALL_ARGUMENT` bytes appear in the result as views of the caller's memory.
-
-    Raises:
-        TypeError: If an argument has an unsupported type.
-    """
-    pieces: list[Buffer] = []
-    current = bytearray()
-    for command in commands:
-        current += b"*%d\r\n" % len(command)
-        for arg in command:
-            if isinstance(arg, str):
-                arg = arg.encode("utf-8")
-            elif isinstance(arg, int) and not isinstance(arg, bool):
-                arg = b"%d" % arg
-            if isinstance(arg, bytes) and len(arg) < SMALL_ARGUMENT:
-                # The common case, kept short: a small argument copied into the buffer.
-                current += b"$%d\r\n" % len(arg)
-                current += arg
-                current += _CRLF
-                continue
-            if isinstance(arg, (bytes, bytearray, memoryview)):
-                views = [byte_view(arg)]
-            elif isinstance(arg, (list, tuple)):
-                views = [byte_view(part) for part in arg]
-            else:
-                raise TypeError(f"cannot send a {type(arg).__name__} as a Redis argument")
-            current += b"$%d\r\n" % sum(view.nbytes for view in views)
-            for view in views:
-                if view.nbytes < SMALL_ARGUMENT:
-                    current += view
-                else:
-                    if current:
-                        pieces.append(bytes(current))
-                        current = bytearray()
-                    pieces.append(view)
-            current += _CRLF
-    if current:
-        pieces.append(bytes(current))
-    return pieces
 
 
 class Connection:
@@ -277,7 +210,7 @@ class Connection:
 
     def _readline(self) -> bytes:
         while True:
-            index = self._buffer.find(_CRLF, self._start, self._end)
+            index = self._buffer.find(CRLF, self._start, self._end)
             if index >= 0:
                 line = bytes(self._view[self._start : index])
                 self._start = index + 2
@@ -310,13 +243,13 @@ class Connection:
             raise self._socket_error("reading from", exc) from exc
 
     def _skip_crlf(self) -> None:
-        if self._read_small(2) != _CRLF:
+        if self._read_small(2) != CRLF:
             raise exceptions.InvalidResponse(f"Protocol error from {self.address}: missing CRLF")
 
     def _read_bulk(self, length: int, prefix: int) -> Buffer:
         if length + 2 <= _READ_BUFFER:
             data = self._read_small(length + 2)
-            if data[-2:] != _CRLF:
+            if data[-2:] != CRLF:
                 raise exceptions.InvalidResponse(
                     f"Protocol error from {self.address}: missing CRLF"
                 )
@@ -367,7 +300,7 @@ class Connection:
             count = int(rest)
             return None if count < 0 else [self._read_value(prefix) for _ in range(count)]
         if kind == 0x2D:  # - error
-            return _server_error(rest.decode("utf-8", "replace"))
+            return server_error(rest.decode("utf-8", "replace"))
         raise exceptions.InvalidResponse(
             f"Protocol error from {self.address}: unexpected reply type {chr(kind)!r}"
         )
@@ -384,7 +317,7 @@ class Connection:
             count = int(rest)
             return None if count < 0 else count
         if kind == 0x2D:
-            raise _server_error(rest.decode("utf-8", "replace"))
+            raise server_error(rest.decode("utf-8", "replace"))
         raise exceptions.InvalidResponse(
             f"Protocol error from {self.address}: expected an array, got {chr(kind)!r}"
         )
@@ -401,7 +334,7 @@ class Connection:
         """
         kind, rest = self._header()
         if kind == 0x2D:
-            raise _server_error(rest.decode("utf-8", "replace"))
+            raise server_error(rest.decode("utf-8", "replace"))
         if kind != 0x24:
             raise exceptions.InvalidResponse(
                 f"Protocol error from {self.address}: expected a bulk string, got {chr(kind)!r}"

@@ -2,10 +2,14 @@
 
 Backends are named by dotted path and imported on first use, so importing ProxyStore never
 imports redis or globus-sdk. A factory that must re-create its store in a worker process goes
-through :func:`get_or_init_store`, which is atomic: two proxies resolving in parallel threads
-end up with one store object.
+through :func:`get_or_init_store` (or :meth:`StoreDescription.get_or_create
+<proxystore.store.description.StoreDescription.get_or_create>`), which is atomic per name: two
+proxies resolving in parallel threads end up with one store object.
 
-The registry is guarded by a lock; :func:`registered_stores` returns a read-only snapshot.
+Locking: the table of stores is guarded by a lock held only for dictionary operations, so
+lookups never wait on a backend. Creating a store (a Redis ping, a Globus login) happens under
+a lock of its own name only: a slow store delays nobody but those waiting for that same name.
+:func:`registered_stores` returns a read-only snapshot.
 """
 
 from __future__ import annotations
@@ -15,17 +19,17 @@ import importlib
 import threading
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Union
+from typing import Any, Union
 
 from proxystore.exceptions import MissingExtraError, UnknownStoreError
 from proxystore.proxy import Proxy, get_factory
-
-if TYPE_CHECKING:
-    from proxystore.store.base import Store
+from proxystore.store.base import Store
+from proxystore.store.description import StoreDescription, set_locator
 
 __all__ = [
     "STORES",
     "StoreType",
+    "get_or_create",
     "get_or_init_store",
     "get_store",
     "init_store",
@@ -67,13 +71,20 @@ _EXTRAS: dict[str, tuple[str, str]] = {
     "proxystore.store.globus": ("globus_sdk", "globus"),
 }
 
-_lock = threading.RLock()
+_lock = threading.Lock()  # guards _stores and _name_locks; held for dict operations only
 _stores: dict[str, Store] = {}
+_name_locks: dict[str, threading.Lock] = {}
+
+
+def _name_lock(name: str) -> threading.Lock:
+    with _lock:
+        lock = _name_locks.get(name)
+        if lock is None:
+            lock = _name_locks[name] = threading.Lock()
+        return lock
 
 
 def _import_path(path: str) -> type[Store]:
-    from proxystore.store.base import Store
-
     module_name, _, qualname = path.partition(":")
     try:
         module = importlib.import_module(module_name)
@@ -110,8 +121,6 @@ def resolve_store_class(store_type: StoreType) -> type[Store]:
         UnknownStoreError: If the type names no store (also a ``ValueError``).
         MissingExtraError: If the store's optional dependency is not installed.
     """
-    from proxystore.store.base import Store
-
     if isinstance(store_type, STORES):
         return _import_path(store_type.value)
     if isinstance(store_type, type):
@@ -139,7 +148,8 @@ def resolve_store_class(store_type: StoreType) -> type[Store]:
 def init_store(store_type: StoreType, name: str, **kwargs: Any) -> Store:
     """Create a store and register it under ``name``.
 
-    Re-initializing a name replaces the registered store (the old one is not cleaned up).
+    Re-initializing a name replaces the registered store (the old one is not closed). The
+    store is created without holding the registry's lock: other lookups do not wait for it.
 
     Args:
         store_type: Which store to create (see :func:`resolve_store_class`).
@@ -197,13 +207,28 @@ def get_store(name_or_proxy: str | Proxy) -> Store | None:
 def get_or_init_store(store_type: str, name: str, kwargs: Mapping[str, Any]) -> Store:
     """Return the store registered as ``name``, creating and registering it if there is none.
 
-    Used by store factories in processes where the store has not been initialized yet.
+    Used by store factories in processes where the store has not been initialized yet. Atomic
+    per name: concurrent callers for one name get one store object; callers for other names
+    and plain lookups never wait for the creation.
     """
     with _lock:
         store = _stores.get(name)
+    if store is not None:
+        return store
+    with _name_lock(name):
+        with _lock:
+            store = _stores.get(name)
         if store is None:
             store = init_store(store_type, name, **dict(kwargs))
         return store
+
+
+def get_or_create(description: StoreDescription) -> Store:
+    """Return the store a description names, creating it from the description if needed."""
+    return get_or_init_store(description.type_path, description.name, description.init_kwargs())
+
+
+set_locator(get_or_create)
 
 
 def registered_stores() -> Mapping[str, Store]:

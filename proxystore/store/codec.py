@@ -1,0 +1,80 @@
+"""How a :class:`~proxystore.store.base.Store` turns objects into parts and bytes into objects.
+
+One :class:`Codec` per store, chosen by the store class from its backend's nature:
+
+* the default serializes with :func:`~proxystore.serialize.serialize_parts` and rebuilds with
+  :func:`~proxystore.serialize.deserialize`;
+* a zero-copy :class:`~proxystore.store.file.FileStore` rebuilds arrays on memory mappings
+  (read-only ones without a copy, copy-on-write ones never cached);
+* :class:`~proxystore.store.local.LocalStore` keeps objects *by reference*: its memory backend
+  holds the object itself, so ``get`` returns the very object ``set`` was given, with no
+  serialization and no copy. Byte layers do not apply to such a store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+from proxystore.serialize import Buffer, has_buffers, serialize_parts
+from proxystore.serialize import deserialize as deserialize_bytes
+from proxystore.serialize import serialize as serialize_obj
+
+__all__ = ["Codec", "RawBytes"]
+
+
+class RawBytes(bytes):
+    """Bytes a by-reference store was given with ``serialize=False`` (not an object)."""
+
+    __slots__ = ()
+
+
+@dataclass(frozen=True)
+class Codec:
+    """Serialization settings of a store.
+
+    Attributes:
+        by_reference: Keep objects as they are (process memory only): no bytes at all.
+        copy_readonly: Copy arrays whose buffer is read-only when deserializing (``False``
+            for read-only memory mappings, which give read-only arrays without a copy).
+        cache_buffers: Whether objects rebuilt on the fetched buffer may be cached and shared
+            (``False`` for copy-on-write mappings: each ``get`` gets private pages).
+    """
+
+    by_reference: bool = False
+    copy_readonly: bool = True
+    cache_buffers: bool = True
+
+    def encode(self, obj: Any, *, serialize: bool, where: str) -> Sequence[Buffer]:
+        """Return the parts ``set`` writes for ``obj``.
+
+        Raises:
+            TypeError: If ``serialize`` is off and ``obj`` is not bytes-like.
+        """
+        if serialize:
+            if self.by_reference:
+                return cast(Sequence[Buffer], (obj,))
+            return serialize_parts(obj)
+        if not isinstance(obj, (bytes, bytearray, memoryview)):
+            raise TypeError(
+                f"{where}.set(serialize=False) needs bytes, got {type(obj).__name__}; pass "
+                "serialize=True to serialize it"
+            )
+        if self.by_reference:
+            return (RawBytes(obj),)
+        return (obj,)
+
+    def decode(self, data: Any, *, deserialize: bool) -> Any:
+        """Rebuild the object from what the backend returned (or return raw bytes)."""
+        if self.by_reference:
+            if type(data) is RawBytes:
+                return deserialize_bytes(data) if deserialize else bytes(data)
+            return data if deserialize else serialize_obj(data)
+        if not deserialize:
+            return data if isinstance(data, bytes) else bytes(data)
+        return deserialize_bytes(data, copy_readonly=self.copy_readonly)
+
+    def cacheable(self, data: Buffer) -> bool:
+        """Whether the object rebuilt from ``data`` may be cached and shared."""
+        return not self.by_reference and (self.cache_buffers or not has_buffers(data))

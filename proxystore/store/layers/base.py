@@ -1,0 +1,71 @@
+"""The base class of layers: a backend that passes every call to the backend it wraps."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from proxystore.store.backends.base import Backend, Fetched, Parts
+
+__all__ = ["Layer", "innermost"]
+
+
+class Layer:
+    """A backend wrapping ``inner``; subclasses override the calls their feature changes.
+
+    Args:
+        inner: The wrapped backend (or layer).
+    """
+
+    def __init__(self, inner: Backend) -> None:
+        self.inner = inner
+
+    @property
+    def owns_storage(self) -> bool:
+        """Whether the wrapped storage is the store's own (as the wrapped backend says)."""
+        return self.inner.owns_storage
+
+    def put(self, key: str | None, parts: Parts) -> str:
+        """Pass through."""
+        return self.inner.put(key, parts)
+
+    def put_batch(self, items: Sequence[tuple[str | None, Parts]]) -> list[str]:
+        """Pass through."""
+        return self.inner.put_batch(items)
+
+    def get(self, key: str) -> Fetched:
+        """Pass through."""
+        return self.inner.get(key)
+
+    def timestamp(self, key: str) -> float | None:
+        """Pass through."""
+        return self.inner.timestamp(key)
+
+    def exists(self, key: str) -> bool:
+        """Pass through."""
+        return self.inner.exists(key)
+
+    def evict(self, key: str) -> None:
+        """Pass through."""
+        self.inner.evict(key)
+
+    def is_immutable(self, key: str) -> bool:
+        """Pass through."""
+        return self.inner.is_immutable(key)
+
+    def clear(self) -> None:
+        """Pass through."""
+        self.inner.clear()
+
+    def close(self) -> None:
+        """Pass through."""
+        self.inner.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.inner!r})"
+
+
+def innermost(backend: Backend) -> Backend:
+    """Return the backend at the bottom of a stack of layers."""
+    while isinstance(backend, Layer):
+        backend = backend.inner
+    return backend

@@ -1,0 +1,87 @@
+"""RESP2 encoding of commands, and the mapping of error replies to redis-py's exceptions.
+
+The sending half of :mod:`proxystore.store.redis_wire`, on its own: :func:`encode` turns
+commands into the pieces ``socket.sendmsg`` sends, copying small arguments into shared pieces
+and passing large ones through as views of the caller's memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Union
+
+from redis import exceptions
+
+from proxystore.buffers import byte_view
+from proxystore.serialize import Buffer
+
+__all__ = ["CRLF", "SMALL_ARGUMENT", "Argument", "encode", "server_error"]
+
+Argument = Union[bytes, bytearray, memoryview, str, int, Sequence[Buffer]]
+"""A command argument: a buffer, a ``str`` (UTF-8), an ``int``, or a list of buffers that make
+up one value together."""
+
+SMALL_ARGUMENT = 16 * 1024
+"""Argument pieces shorter than this are copied into the command buffer; longer ones are sent
+from the caller's memory."""
+
+CRLF = b"\r\n"
+
+
+def server_error(message: str) -> exceptions.RedisError:
+    """Map an error reply to redis-py's exception class for it (as redis-py does)."""
+    code = message.split(" ", 1)[0]
+    lowered = message.lower()
+    if code in ("WRONGPASS", "NOAUTH") or (
+        code == "ERR"
+        and ("invalid password" in lowered or "called without any password configured" in lowered)
+    ):
+        return exceptions.AuthenticationError(message)
+    if code == "ERR" and "max number of clients reached" in lowered:
+        return exceptions.ConnectionError(message)
+    return exceptions.ResponseError(message)
+
+
+def encode(commands: Sequence[Sequence[Argument]]) -> list[Buffer]:
+    """Encode ``commands`` as RESP arrays of bulk strings; return the pieces to send in order.
+
+    Small arguments are copied into shared pieces; argument pieces of at least
+    :data:`SMALL_ARGUMENT` bytes appear in the result as views of the caller's memory.
+
+    Raises:
+        TypeError: If an argument has an unsupported type.
+    """
+    pieces: list[Buffer] = []
+    current = bytearray()
+    for command in commands:
+        current += b"*%d\r\n" % len(command)
+        for arg in command:
+            if isinstance(arg, str):
+                arg = arg.encode("utf-8")
+            elif isinstance(arg, int) and not isinstance(arg, bool):
+                arg = b"%d" % arg
+            if isinstance(arg, bytes) and len(arg) < SMALL_ARGUMENT:
+                # The common case, kept short: a small argument copied into the buffer.
+                current += b"$%d\r\n" % len(arg)
+                current += arg
+                current += CRLF
+                continue
+            if isinstance(arg, (bytes, bytearray, memoryview)):
+                views = [byte_view(arg)]
+            elif isinstance(arg, (list, tuple)):
+                views = [byte_view(part) for part in arg]
+            else:
+                raise TypeError(f"cannot send a {type(arg).__name__} as a Redis argument")
+            current += b"$%d\r\n" % sum(view.nbytes for view in views)
+            for view in views:
+                if view.nbytes < SMALL_ARGUMENT:
+                    current += view
+                else:
+                    if current:
+                        pieces.append(bytes(current))
+                        current = bytearray()
+                    pieces.append(view)
+            current += CRLF
+    if current:
+        pieces.append(bytes(current))
+    return pieces
