@@ -26,8 +26,9 @@ import distributed
 from proxystore.store import Store
 
 from .policy import ProxyPolicy, make_policy
-from .proxier import ArgumentProxier, ProxyTask
+from .proxier import ArgumentProxier
 from .reachability import StoreReachabilityWarning, reachability_problems, worker_host
+from .task import ProxyTask
 
 __all__ = ["ProxyClient"]
 

@@ -25,7 +25,8 @@ from proxystore.serialize import SerializationError
 from proxystore.store import Store
 
 from .policy import ProxyPolicy, make_policy
-from .proxier import ArgumentProxier, ProxyTask
+from .proxier import ArgumentProxier
+from .task import ProxyTask
 
 __all__ = ["ProxyExecutor"]
 

@@ -32,7 +32,9 @@ from parsl.dataflow.memoization import id_for_memo
 from proxystore.store import Store
 
 from .policy import ProxyPolicy, make_policy
-from .proxier import ArgumentProxier, PickledArgument, ProxyRef, ProxyTask
+from .proxier import ArgumentProxier
+from .task import ProxyTask
+from .transit import PickledArgument, ProxyRef
 
 __all__ = ["ProxyApp", "proxy_app"]
 

@@ -6,22 +6,15 @@ argument once while it is in use (an object passed to many tasks is stored once,
 task), returns the arguments to send plus a :class:`Lease`, and when the last lease on a stored
 object is released (the task finished, failed or was cancelled) evicts it from the store.
 
-Worker side, :class:`ProxyTask` wraps the task body: it turns arguments that travelled as
-:class:`ProxyRef` back into proxies, starts resolving every proxied argument in the background
-(several large arguments download in parallel and overlap with the start of the body), runs the
-body, and returns a large result as a proxy when the policy asks for it.
-
-Engines that inspect task arguments (Dask tokenizes them, Parsl looks for futures in them) are
-sent :class:`ProxyRef` objects instead of proxies: a ``ProxyRef`` is plain data holding a
-factory, so nothing on the client or the scheduler can resolve (fetch) the object by looking at
-it. Only the worker-side wrapper makes a proxy of it.
+The one submit path (:meth:`ArgumentProxier.submit`) takes the lease, sends the call with the
+worker-side wrapper (:class:`~proxystore.integrations.task.ProxyTask`), and releases the lease
+if sending fails and when the task is done, failed or cancelled. What travels is in
+:mod:`~proxystore.integrations.transit`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
-import functools
 import logging
 import pickle
 import threading
@@ -29,13 +22,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Callable, TypeVar
 
-from proxystore.factory import Factory
-from proxystore.proxy import Proxy, extract, get_factory, resolve_async
+from proxystore.proxy import Proxy, get_factory
 from proxystore.serialize import SerializationError
 from proxystore.store import Store, get_store
-from proxystore.store.description import StoreDescription
 
 from .policy import Measured, ProxyPolicy
+from .task import ProxyTask, store_and_proxy
+from .transit import CONTAINERS, PickledArgument, ProxyRef, StoreRef, is_proxy
 
 F = TypeVar("F")
 
@@ -43,8 +36,6 @@ Sent = tuple[tuple[Any, ...], dict[str, Any]]
 """One call's arguments as sent to the engine: positional and keyword."""
 
 logger = logging.getLogger(__name__)
-
-_CONTAINERS = frozenset({list, tuple, dict})
 
 _ATOMIC = frozenset({int, float, bool, type(None), complex})  # never proxied: no need to look
 
@@ -85,218 +76,6 @@ def resolve_store(store: Store | str | None, *, owner: str) -> Store:
         f"{owner} needs store= (a proxystore Store, or the name of a registered one), "
         f"got {type(store).__name__}"
     )
-
-
-StoreRef = StoreDescription
-"""The store description workers re-create the store from (one type for factories and here)."""
-
-
-class ProxyRef:
-    """A proxied argument in transit: its factory, and whether the body receives the object.
-
-    On the worker, :class:`ProxyTask` makes it a proxy again and, when ``deliver_object`` is set,
-    hands the task body the resolved object instead of the proxy.
-
-    Args:
-        factory: The proxy's factory.
-        deliver_object: Hand the task body the object itself (see ``ProxyPolicy.deliver_as``).
-    """
-
-    __slots__ = ("deliver_object", "factory")
-
-    def __init__(self, factory: Factory[Any], deliver_object: bool = False) -> None:
-        self.factory = factory
-        self.deliver_object = deliver_object
-
-    @property
-    def key(self) -> str:
-        """A stable identity: the store key when the factory has one."""
-        key = getattr(self.factory, "key", None)
-        return key if isinstance(key, str) else f"factory-{id(self.factory):x}"
-
-    def __dask_tokenize__(self) -> tuple[str, str, bool]:
-        # Duck-typed hook: Dask tokenizes task arguments; the key identifies the object.
-        return ("proxystore.ProxyRef", self.key, self.deliver_object)
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (ProxyRef, (self.factory, self.deliver_object))
-
-    def __eq__(self, other: object) -> bool:
-        return (
-            type(other) is ProxyRef
-            and other.factory is self.factory
-            and other.deliver_object == self.deliver_object
-        )
-
-    def __hash__(self) -> int:
-        return hash(self.key)
-
-    def __repr__(self) -> str:
-        what = ", object" if self.deliver_object else ""
-        return f"ProxyRef({self.key}{what})"
-
-
-def _is_proxy(obj: Any) -> bool:
-    # type(), never isinstance(): isinstance() reads __class__, which resolves a proxy.
-    return issubclass(type(obj), Proxy)
-
-
-class _Arguments:
-    """A task's arguments on the worker: proxies revived, prefetched, objects delivered."""
-
-    def __init__(self) -> None:
-        self.proxies: list[Proxy] = []
-        self.deliver: dict[int, Proxy] = {}  # id(proxy) -> proxy, for "object" deliveries
-
-    def revive(self, value: Any, nested: bool) -> Any:
-        """ProxyRefs back to proxies, at the top level and, if ``nested``, one level down."""
-        kind = type(value)
-        if not nested or kind not in _CONTAINERS:
-            return self._revive(value)
-        if kind is list or kind is tuple:
-            return kind(self._revive(item) for item in value)
-        if kind is dict:
-            return {k: self._revive(v) for k, v in value.items()}
-        return self._revive(value)
-
-    def _revive(self, obj: Any) -> Any:
-        if type(obj) is PickledArgument:  # not pickled on the way (an in-process engine)
-            return pickle.loads(obj.stream)
-        if type(obj) is ProxyRef:
-            proxy = Proxy(obj.factory)
-            if obj.deliver_object:
-                self.deliver[id(proxy)] = proxy
-            obj = proxy
-        elif not _is_proxy(obj):
-            return obj
-        self.proxies.append(obj)
-        return obj
-
-    def deliver_objects(self, value: Any) -> Any:
-        """Replace the proxies delivered as objects by their resolved targets."""
-        kind = type(value)
-        if kind is list or kind is tuple:
-            return kind(self._object(item) for item in value)
-        if kind is dict:
-            return {k: self._object(v) for k, v in value.items()}
-        return self._object(value)
-
-    def _object(self, obj: Any) -> Any:
-        if _is_proxy(obj) and self.deliver.get(id(obj)) is obj:
-            return extract(obj)  # type: ignore[arg-type]
-        return obj
-
-
-class ProxyTask:
-    """Worker-side wrapper of a task body: revive proxies, prefetch, run, proxy the result.
-
-    Picklable when ``fn`` is. Looks like ``fn`` to engines that inspect it (``__name__``,
-    ``__doc__``, ``__wrapped__`` for :func:`inspect.signature`).
-
-    Args:
-        fn: The task body.
-        prefetch: Start resolving every proxied argument before the body runs.
-        result_policy: Policy deciding whether the result goes back by proxy (``None``: never).
-        store: Where results are stored, when ``result_policy`` proxies them.
-    """
-
-    def __init__(
-        self,
-        fn: Callable[..., Any],
-        *,
-        prefetch: bool = True,
-        result_policy: ProxyPolicy | None = None,
-        store: StoreRef | None = None,
-    ) -> None:
-        if not callable(fn):
-            raise TypeError(f"task must be callable, got {type(fn).__name__}")
-        self.fn = fn
-        self.prefetch = prefetch
-        self.result_policy = (
-            result_policy if result_policy and result_policy.proxy_results else None
-        )
-        self.store = store
-        self.nested: frozenset[int | str] = frozenset()
-        functools.update_wrapper(self, fn, updated=())
-
-    def looking_into(self, nested: frozenset[int | str]) -> ProxyTask:
-        """A copy that also looks one level into the given container arguments."""
-        task = copy.copy(self)
-        task.nested = nested
-        return task
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        """Run the task body with proxied arguments prefetching."""
-        arguments = _Arguments()
-        nested = self.nested
-        args = tuple(arguments.revive(arg, i in nested) for i, arg in enumerate(args))
-        kwargs = {name: arguments.revive(value, name in nested) for name, value in kwargs.items()}
-        if self.prefetch:
-            for proxy in arguments.proxies:
-                resolve_async(proxy)
-        if arguments.deliver:
-            args = tuple(arguments.deliver_objects(arg) for arg in args)
-            kwargs = {name: arguments.deliver_objects(value) for name, value in kwargs.items()}
-        result = self.fn(*args, **kwargs)
-        if self.result_policy is not None and self.store is not None:
-            measured = self.result_policy.measure_result(result)
-            if measured.proxy:
-                return _store_and_proxy(self.store.get_or_create(), result, measured, evict=False)
-        return result
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Sent with every task: only what the worker needs (the store only for results).
-        store = self.store if self.result_policy is not None else None
-        return (_rebuild_task, (self.fn, self.prefetch, self.result_policy, store, self.nested))
-
-    def __repr__(self) -> str:
-        return f"ProxyTask({getattr(self.fn, '__qualname__', self.fn)!r})"
-
-
-def _rebuild_task(
-    fn: Callable[..., Any],
-    prefetch: bool,
-    result_policy: ProxyPolicy | None,
-    store: StoreRef | None,
-    nested: frozenset[int | str],
-) -> ProxyTask:
-    task = ProxyTask(fn, prefetch=prefetch, result_policy=result_policy, store=store)
-    task.nested = nested
-    return task
-
-
-def _store_and_proxy(store: Store, obj: Any, measured: Measured, *, evict: bool) -> Proxy:
-    if measured.pickled is not None:
-        key = store.set(b"".join(measured.pickled.parts()), serialize=False)
-        return store.proxy(key=key, evict=evict)
-    return store.proxy(obj, evict=evict)
-
-
-class PickledArgument:
-    """An argument below the threshold, sent as the bytes pickled while measuring it.
-
-    Unpickling it gives the object itself, so engines that pickle arguments (process pools,
-    Dask, Parsl) pickle it once in all, as they would without proxying; engines that do not
-    pickle hand it to :class:`ProxyTask`, which unwraps it.
-
-    Args:
-        stream: A plain pickle stream of the object.
-    """
-
-    __slots__ = ("stream",)
-
-    def __init__(self, stream: bytes) -> None:
-        self.stream = stream
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (pickle.loads, (self.stream,))
-
-    def __dask_tokenize__(self) -> tuple[str, bytes]:
-        # Duck-typed hook: Dask tokenizes task arguments; equal pickles, equal objects.
-        return ("proxystore.PickledArgument", self.stream)
-
-    def __repr__(self) -> str:
-        return f"PickledArgument({len(self.stream)} bytes)"
 
 
 @dataclass
@@ -414,13 +193,13 @@ class ArgumentProxier:
         for place, old, new in [*zip(range(len(args)), args, new_args)] + [
             (name, kwargs[name], new_kwargs[name]) for name in kwargs
         ]:
-            if new is not old and type(new) in _CONTAINERS:
+            if new is not old and type(new) in CONTAINERS:
                 lease.nested.append(place)
         return new_args, new_kwargs, lease
 
     def _convert(self, obj: Any, lease: Lease, *, nested: bool) -> Any:
         policy = self.policy
-        if _is_proxy(obj):
+        if is_proxy(obj):
             return ProxyRef(get_factory(obj)) if self.send_refs else obj
         if policy.passes_through(obj):
             return obj
@@ -495,7 +274,7 @@ class ArgumentProxier:
         return None
 
     def _store(self, obj: Any, measured: Measured) -> _Entry:
-        proxy = _store_and_proxy(self.store, obj, measured, evict=False)
+        proxy = store_and_proxy(self.store, obj, measured, evict=False)
         key = get_factory(proxy).key  # type: ignore[attr-defined]
         with self._lock:
             entry = self._entries.get(id(obj))

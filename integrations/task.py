@@ -1,0 +1,155 @@
+"""The worker side of every adapter: :class:`ProxyTask` wraps the task body.
+
+It turns arguments that travelled as :class:`~proxystore.integrations.transit.ProxyRef` back
+into proxies, starts resolving every proxied argument in the background (several large
+arguments download in parallel and overlap with the start of the body), hands the body the
+objects of the kinds the policy delivers as objects, runs the body, and returns a large result
+as a proxy when the policy asks for it.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import pickle
+from typing import Any, Callable
+
+from proxystore.proxy import Proxy, extract, resolve_async
+from proxystore.store import Store
+
+from .policy import Measured, ProxyPolicy
+from .transit import CONTAINERS, PickledArgument, ProxyRef, StoreRef, is_proxy
+
+__all__ = ["ProxyTask", "store_and_proxy"]
+
+
+class _Arguments:
+    """A task's arguments on the worker: proxies revived, prefetched, objects delivered."""
+
+    def __init__(self) -> None:
+        self.proxies: list[Proxy] = []
+        self.deliver: dict[int, Proxy] = {}  # id(proxy) -> proxy, for "object" deliveries
+
+    def revive(self, value: Any, nested: bool) -> Any:
+        """ProxyRefs back to proxies, at the top level and, if ``nested``, one level down."""
+        kind = type(value)
+        if not nested or kind not in CONTAINERS:
+            return self._revive(value)
+        if kind is list or kind is tuple:
+            return kind(self._revive(item) for item in value)
+        if kind is dict:
+            return {k: self._revive(v) for k, v in value.items()}
+        return self._revive(value)
+
+    def _revive(self, obj: Any) -> Any:
+        if type(obj) is PickledArgument:  # not pickled on the way (an in-process engine)
+            return pickle.loads(obj.stream)
+        if type(obj) is ProxyRef:
+            proxy = Proxy(obj.factory)
+            if obj.deliver_object:
+                self.deliver[id(proxy)] = proxy
+            obj = proxy
+        elif not is_proxy(obj):
+            return obj
+        self.proxies.append(obj)
+        return obj
+
+    def deliver_objects(self, value: Any) -> Any:
+        """Replace the proxies delivered as objects by their resolved targets."""
+        kind = type(value)
+        if kind is list or kind is tuple:
+            return kind(self._object(item) for item in value)
+        if kind is dict:
+            return {k: self._object(v) for k, v in value.items()}
+        return self._object(value)
+
+    def _object(self, obj: Any) -> Any:
+        if is_proxy(obj) and self.deliver.get(id(obj)) is obj:
+            return extract(obj)  # type: ignore[arg-type]
+        return obj
+
+
+class ProxyTask:
+    """Worker-side wrapper of a task body: revive proxies, prefetch, run, proxy the result.
+
+    Picklable when ``fn`` is. Looks like ``fn`` to engines that inspect it (``__name__``,
+    ``__doc__``, ``__wrapped__`` for :func:`inspect.signature`).
+
+    Args:
+        fn: The task body.
+        prefetch: Start resolving every proxied argument before the body runs.
+        result_policy: Policy deciding whether the result goes back by proxy (``None``: never).
+        store: Where results are stored, when ``result_policy`` proxies them.
+    """
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        *,
+        prefetch: bool = True,
+        result_policy: ProxyPolicy | None = None,
+        store: StoreRef | None = None,
+    ) -> None:
+        if not callable(fn):
+            raise TypeError(f"task must be callable, got {type(fn).__name__}")
+        self.fn = fn
+        self.prefetch = prefetch
+        self.result_policy = (
+            result_policy if result_policy and result_policy.proxy_results else None
+        )
+        self.store = store
+        self.nested: frozenset[int | str] = frozenset()
+        functools.update_wrapper(self, fn, updated=())
+
+    def looking_into(self, nested: frozenset[int | str]) -> ProxyTask:
+        """A copy that also looks one level into the given container arguments."""
+        task = copy.copy(self)
+        task.nested = nested
+        return task
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the task body with proxied arguments prefetching."""
+        arguments = _Arguments()
+        nested = self.nested
+        args = tuple(arguments.revive(arg, i in nested) for i, arg in enumerate(args))
+        kwargs = {name: arguments.revive(value, name in nested) for name, value in kwargs.items()}
+        if self.prefetch:
+            for proxy in arguments.proxies:
+                resolve_async(proxy)
+        if arguments.deliver:
+            args = tuple(arguments.deliver_objects(arg) for arg in args)
+            kwargs = {name: arguments.deliver_objects(value) for name, value in kwargs.items()}
+        result = self.fn(*args, **kwargs)
+        if self.result_policy is not None and self.store is not None:
+            measured = self.result_policy.measure_result(result)
+            if measured.proxy:
+                return store_and_proxy(self.store.get_or_create(), result, measured, evict=False)
+        return result
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Sent with every task: only what the worker needs (the store only for results).
+        store = self.store if self.result_policy is not None else None
+        return (_rebuild_task, (self.fn, self.prefetch, self.result_policy, store, self.nested))
+
+    def __repr__(self) -> str:
+        return f"ProxyTask({getattr(self.fn, '__qualname__', self.fn)!r})"
+
+
+def _rebuild_task(
+    fn: Callable[..., Any],
+    prefetch: bool,
+    result_policy: ProxyPolicy | None,
+    store: StoreRef | None,
+    nested: frozenset[int | str],
+) -> ProxyTask:
+    task = ProxyTask(fn, prefetch=prefetch, result_policy=result_policy, store=store)
+    task.nested = nested
+    return task
+
+
+def store_and_proxy(store: Store, obj: Any, measured: Measured, *, evict: bool) -> Proxy:
+    """Store ``obj`` (its bytes pickled while measuring it, when there are any); proxy it."""
+    if measured.pickled is not None:
+        key = store.set(b"".join(measured.pickled.parts()), serialize=False)
+        return store.proxy(key=key, evict=evict)
+    return store.proxy(obj, evict=evict)
