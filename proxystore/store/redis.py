@@ -10,6 +10,7 @@ proxies so workers can connect, but never appear in a ``repr`` or a log line.
 
 from __future__ import annotations
 
+import os
 from typing import Any, TypeVar
 
 from proxystore.store.backends.redis import (
@@ -19,6 +20,8 @@ from proxystore.store.backends.redis import (
     uses_wire,
 )
 from proxystore.store.base import Store, StoreFactory
+from proxystore.store.codec import Codec
+from proxystore.store.host_tier import host_tier
 
 __all__ = ["WIRE_OPTIONS", "RedisFactory", "RedisStore", "uses_wire"]
 
@@ -43,6 +46,12 @@ class RedisStore(Store):
         port: Redis server port.
         cache_size: Size of the per-process LRU cache of deserialized objects (``0``: off).
         chunk_size: Largest payload written as one Redis value; larger ones are split.
+        host_cache: A directory on a memory file system (``/dev/shm/proxystore``) shared by
+            the processes of this host: each object is fetched once per host into it and
+            mapped from there by every process (see :mod:`proxystore.store.host_tier`).
+        host_cache_bytes: Bound of the host cache (default: half of its file system).
+        readonly: With ``host_cache``, read-only arrays shared by the whole host instead of
+            copy-on-write ones.
         redis_kwargs: Connection settings (``password``, ``username``, ``db``, ``ssl``,
             ``socket_timeout``, ...), as for :class:`redis.Redis`. Connect and socket
             timeouts default to 5 s and 60 s so that no call waits forever. Settings outside
@@ -63,6 +72,9 @@ class RedisStore(Store):
         port: int,
         cache_size: int = 16,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
+        host_cache: str | os.PathLike[str] | None = None,
+        host_cache_bytes: int | None = None,
+        readonly: bool = False,
         **redis_kwargs: Any,
     ) -> None:
         if not isinstance(port, int) or isinstance(port, bool):
@@ -75,14 +87,26 @@ class RedisStore(Store):
             store_name=name,
             store_type="RedisStore",
         )
+        layered, codec, tier_kwargs = host_tier(
+            backend,
+            host_cache=host_cache,
+            host_cache_bytes=host_cache_bytes,
+            readonly=readonly,
+            store_name=name,
+            store_type="RedisStore",
+            location=backend.address,
+        )
         kwargs = {
             "hostname": hostname,
             "port": port,
             "chunk_size": chunk_size,
             **redis_kwargs,
             "cache_size": cache_size,
+            **tier_kwargs,
         }
-        super().__init__(name, backend, cache_size=cache_size, kwargs=kwargs)
+        super().__init__(
+            name, layered, cache_size=cache_size, codec=codec or Codec(), kwargs=kwargs
+        )
         self.hostname = hostname
         self.port = port
         self.chunk_size = chunk_size
