@@ -72,8 +72,9 @@ def main() -> None:
         f"without the host tier: Redis sent {without / 1e6:.0f} MB for a {size / 1e6:.0f} MB array"
     )
     print(f"with host_cache=:      Redis sent {with_tier / 1e6:.0f} MB (one copy for this host)")
-    assert with_tier < 1.2 * size, with_tier
-    assert without >= 1.5 * size, "several worker processes each fetched the array"
+    # Without the tier, each worker process that ran a task fetched the array (how many ran
+    # one depends on scheduling); with it, the host fetched it once.
+    assert size <= without and size <= with_tier < 1.2 * size, (without, with_tier)
 
 
 if __name__ == "__main__":
