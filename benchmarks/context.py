@@ -23,6 +23,11 @@ from proxystore.store.file import mount_of
 
 T = TypeVar("T")
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+RAY_MISSING = "Ray is not installed (python -m pip install -e '.[bench]')"
+"""Why the Ray cases skip where Ray cannot be imported."""
+
 STORE_DIRS = {"file-shm": "/dev/shm", "file-tmp": "/tmp"}
 """Where each file store keeps its files."""
 
@@ -256,6 +261,49 @@ class Context:
             return client
 
         return self.resource(f"dask:{workers}", make)
+
+    def ray(self) -> Any:
+        """The ``ray`` module, started once per run (local, loopback only), shut down at the end.
+
+        Ray runs with 2 CPUs (2 worker processes for tasks), no dashboard, no usage statistics
+        (``RAY_USAGE_STATS_ENABLED=0``: nothing leaves the machine) and every address on
+        ``127.0.0.1``. Its workers import the benchmark module through ``PYTHONPATH``.
+
+        Raises:
+            SkipCase: If Ray is not installed.
+        """
+
+        def make() -> Any:
+            from benchmarks.harness import SkipCase
+
+            try:
+                import ray
+            except ImportError as exc:
+                raise SkipCase(RAY_MISSING) from exc
+            os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+            os.environ["PYTHONPATH"] = os.pathsep.join(
+                [ROOT, *filter(None, [os.environ.get("PYTHONPATH")])]
+            )
+            import logging
+
+            ray.init(
+                num_cpus=2,
+                include_dashboard=False,
+                _node_ip_address="127.0.0.1",
+                object_store_memory=min(4 * 2**30, _shm_free() // 2),
+                log_to_driver=False,
+                logging_level=logging.ERROR,
+                namespace=f"proxystore-bench-{self.run_id}",
+            )
+            self.exit.callback(ray.shutdown)
+            return ray
+
+        return self.resource("ray", make)
+
+
+def _shm_free() -> int:
+    stat = os.statvfs("/dev/shm")
+    return stat.f_bavail * stat.f_frsize
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
