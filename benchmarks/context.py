@@ -262,10 +262,11 @@ class Context:
 
         return self.resource(f"dask:{workers}", make)
 
-    def ray(self) -> Any:
+    def ray(self, cpus: int = 2) -> Any:
         """The ``ray`` module, started once per run (local, loopback only), shut down at the end.
 
-        Ray runs with 2 CPUs (2 worker processes for tasks), no dashboard, no usage statistics
+        Ray runs with ``cpus`` CPUs (2: 2 worker processes for tasks of one CPU; the first call
+        decides), no dashboard, no usage statistics
         (``RAY_USAGE_STATS_ENABLED=0``: nothing leaves the machine) and every address on
         ``127.0.0.1``. Its workers import the benchmark module through ``PYTHONPATH``.
 
@@ -287,7 +288,7 @@ class Context:
             import logging
 
             ray.init(
-                num_cpus=2,
+                num_cpus=cpus,
                 include_dashboard=False,
                 _node_ip_address="127.0.0.1",
                 object_store_memory=min(4 * 2**30, _shm_free() // 2),
