@@ -266,9 +266,10 @@ class Context:
         """The ``ray`` module, started once per run (local, loopback only), shut down at the end.
 
         Ray runs with ``cpus`` CPUs (2: 2 worker processes for tasks of one CPU; the first call
-        decides), no dashboard, no usage statistics
-        (``RAY_USAGE_STATS_ENABLED=0``: nothing leaves the machine) and every address on
-        ``127.0.0.1``. Its workers import the benchmark module through ``PYTHONPATH``.
+        decides), no dashboard, no usage statistics (``RAY_USAGE_STATS_ENABLED=0``) and every
+        address on ``127.0.0.1`` (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, else Ray swaps a
+        loopback node address for a routable one): its servers listen on the loopback
+        interface only. Its workers import the benchmark module through ``PYTHONPATH``.
 
         Raises:
             SkipCase: If Ray is not installed.
@@ -277,11 +278,16 @@ class Context:
         def make() -> Any:
             from benchmarks.harness import SkipCase
 
+            # Before Ray is imported (it reads them then), and inherited by its processes: no
+            # usage statistics sent anywhere, and 127.0.0.1 kept as the node's address. Without
+            # the second, Ray replaces a loopback _node_ip_address by the machine's routable
+            # address and its servers listen on every interface.
+            os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+            os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
             try:
                 import ray
             except ImportError as exc:
                 raise SkipCase(RAY_MISSING) from exc
-            os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
             os.environ["PYTHONPATH"] = os.pathsep.join(
                 [ROOT, *filter(None, [os.environ.get("PYTHONPATH")])]
             )
