@@ -3,8 +3,9 @@
 The *standard workload* (as in :mod:`benchmarks.zero_copy_cases`): 8 tasks on 2 worker
 processes, each given the same float64 array of 100 MB (8 MB with ``--quick``) and summing all
 of it. Ray is started once per run (:meth:`benchmarks.context.Context.ray`: ``num_cpus=2``, no
-dashboard, every address on ``127.0.0.1``, usage statistics off) and shut down at the end; its floor is ``ray.put(array)``
-then 8 ``f.remote(ref, i)`` and ``ray.get`` of the 8 results, all inside the timed region.
+dashboard, every address on ``127.0.0.1``, usage statistics off) and shut down at the end; its
+floor is ``ray.put(array)`` then 8 ``f.remote(ref, i)`` and ``ray.get`` of the 8 results, all
+inside the timed region.
 
 * ``ray/standard/proxy-executor-cow/...``: ``ProxyExecutor`` over a ``ProcessPoolExecutor(2)``
   (fork) with a FileStore under ``/dev/shm``, copy-on-write arrays (the default), against Ray.
