@@ -21,6 +21,7 @@ its own (``LocalStore``, ``FileStore``); :meth:`Store.evict` removes one object.
 
 from __future__ import annotations
 
+import inspect
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -429,7 +430,11 @@ class Store:
 
         Raises:
             ValueError: If neither ``obj`` nor ``key`` is given.
+            TypeError: If ``kwargs`` has an argument the factory class does not take (checked
+                before anything is stored).
         """
+        if kwargs:
+            self._check_factory_kwargs(kwargs)
         if obj is not None:
             key = self.set(obj, key=key, serialize=serialize)
         elif key is None:
@@ -446,6 +451,16 @@ class Store:
             **kwargs,
         )
         return Proxy(factory)
+
+    def _check_factory_kwargs(self, kwargs: Mapping[str, Any]) -> None:
+        signature = inspect.signature(self.factory_class)
+        try:
+            signature.bind("key", self.description, evict=False, strict=False, **kwargs)
+        except TypeError as exc:
+            raise TypeError(
+                f"{type(self).__name__}.proxy() got an argument its factory "
+                f"{self.factory_class.__name__} does not take ({exc}); nothing was stored"
+            ) from None
 
     def proxy_batch(
         self,

@@ -28,6 +28,7 @@ import socket
 from typing import Any
 
 from proxystore.exceptions import StoreAuthError, StoreConnectionError
+from proxystore.store.backends.base import Backend
 from proxystore.store.backends.globus import GlobusBackend
 from proxystore.store.base import Store
 from proxystore.store.globus_endpoints import (
@@ -43,6 +44,7 @@ from proxystore.store.globus_tasks import (
     TransferClientLike,
     TransferTasks,
 )
+from proxystore.store.layers.signing import SigningLayer
 
 __all__ = [
     "HOSTNAME_ENV",
@@ -103,6 +105,9 @@ class GlobusStore(Store):
         hostname: Host name used to find the local endpoint; defaults to the environment
             variable ``PROXYSTORE_GLOBUS_HOSTNAME``, then :func:`socket.gethostname`. Not
             passed on to proxies.
+        signing_key: Secret bytes: sign every object (HMAC-SHA256) and verify it before it is
+            deserialized (:class:`~proxystore.store.layers.signing.SigningLayer`). Travels with
+            proxies like a password.
 
     Raises:
         TypeError: If an argument has the wrong type.
@@ -122,6 +127,7 @@ class GlobusStore(Store):
         cache_size: int = 16,
         transfer_client: TransferClientLike | None = None,
         hostname: str | None = None,
+        signing_key: bytes | None = None,
     ) -> None:
         self.endpoints = as_endpoints(endpoints)
         for arg, value in (("polling_interval", polling_interval), ("timeout", timeout)):
@@ -161,7 +167,11 @@ class GlobusStore(Store):
         # A client built from this site's tokens never travels; an injected one if it pickles.
         if transfer_client is not None and _pickles(transfer_client):
             kwargs["transfer_client"] = transfer_client
-        super().__init__(name, backend, cache_size=cache_size, kwargs=kwargs)
+        stack: Backend = backend
+        if signing_key is not None:
+            stack = SigningLayer(backend, signing_key, store_name=name, store_type="GlobusStore")
+            kwargs["signing_key"] = bytes(signing_key)
+        super().__init__(name, stack, cache_size=cache_size, kwargs=kwargs)
 
     @property
     def polling_interval(self) -> float:

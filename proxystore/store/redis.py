@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
+from proxystore.store.backends.base import Backend
 from proxystore.store.backends.redis import (
     DEFAULT_CHUNK_SIZE,
     WIRE_OPTIONS,
@@ -19,6 +20,7 @@ from proxystore.store.backends.redis import (
     uses_wire,
 )
 from proxystore.store.base import Store, StoreFactory
+from proxystore.store.layers.signing import SigningLayer
 
 __all__ = ["WIRE_OPTIONS", "RedisFactory", "RedisStore", "uses_wire"]
 
@@ -43,6 +45,9 @@ class RedisStore(Store):
         port: Redis server port.
         cache_size: Size of the per-process LRU cache of deserialized objects (``0``: off).
         chunk_size: Largest payload written as one Redis value; larger ones are split.
+        signing_key: Secret bytes: sign every object (HMAC-SHA256) and verify it before it is
+            deserialized (:class:`~proxystore.store.layers.signing.SigningLayer`). Travels with
+            proxies like the password.
         redis_kwargs: Connection settings (``password``, ``username``, ``db``, ``ssl``,
             ``socket_timeout``, ...), as for :class:`redis.Redis`. Connect and socket
             timeouts default to 5 s and 60 s so that no call waits forever. Settings outside
@@ -63,6 +68,7 @@ class RedisStore(Store):
         port: int,
         cache_size: int = 16,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
+        signing_key: bytes | None = None,
         **redis_kwargs: Any,
     ) -> None:
         if not isinstance(port, int) or isinstance(port, bool):
@@ -82,7 +88,11 @@ class RedisStore(Store):
             **redis_kwargs,
             "cache_size": cache_size,
         }
-        super().__init__(name, backend, cache_size=cache_size, kwargs=kwargs)
+        stack: Backend = backend
+        if signing_key is not None:
+            stack = SigningLayer(backend, signing_key, store_name=name, store_type="RedisStore")
+            kwargs["signing_key"] = bytes(signing_key)
+        super().__init__(name, stack, cache_size=cache_size, kwargs=kwargs)
         self.hostname = hostname
         self.port = port
         self.chunk_size = chunk_size
