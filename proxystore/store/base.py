@@ -21,7 +21,6 @@ its own (``LocalStore``, ``FileStore``); :meth:`Store.evict` removes one object.
 
 from __future__ import annotations
 
-import inspect
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -34,7 +33,7 @@ from proxystore.store.codec import Codec, RawBytes
 from proxystore.store.description import StoreDescription
 from proxystore.store.layers.timing import TimingLayer
 from proxystore.store.stats import StatsRecorder, TimeStats
-from proxystore.store.store_factory import MISSING, StoreFactory
+from proxystore.store.store_factory import MISSING, StoreFactory, check_factory_kwargs
 
 __all__ = ["MISSING", "Store", "StoreFactory"]
 
@@ -433,8 +432,8 @@ class Store:
             TypeError: If ``kwargs`` has an argument the factory class does not take (checked
                 before anything is stored).
         """
-        if kwargs:
-            self._check_factory_kwargs(kwargs)
+        if kwargs:  # before anything is stored
+            check_factory_kwargs(self.factory_class, self.description, kwargs, type(self).__name__)
         if obj is not None:
             key = self.set(obj, key=key, serialize=serialize)
         elif key is None:
@@ -451,16 +450,6 @@ class Store:
             **kwargs,
         )
         return Proxy(factory)
-
-    def _check_factory_kwargs(self, kwargs: Mapping[str, Any]) -> None:
-        signature = inspect.signature(self.factory_class)
-        try:
-            signature.bind("key", self.description, evict=False, strict=False, **kwargs)
-        except TypeError as exc:
-            raise TypeError(
-                f"{type(self).__name__}.proxy() got an argument its factory "
-                f"{self.factory_class.__name__} does not take ({exc}); nothing was stored"
-            ) from None
 
     def proxy_batch(
         self,
