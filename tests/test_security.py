@@ -333,3 +333,20 @@ def test_an_unsigned_object_in_a_signed_store_is_refused(tmp_path: Path) -> None
     key = plain.set({"x": 1})
     with pytest.raises(IntegrityError, match="no signature"):
         FileStore("signed", store_dir=tmp_path / "s", signing_key=KEY).get(key)
+
+
+def test_a_signed_globus_store_verifies_what_arrives(store_factory: Any, tmp_path: Path) -> None:
+    store = store_factory("globus", signing_key=KEY)
+    assert isinstance(store.backend, SigningLayer)
+    key = store.set({"a": np.arange(10)})
+    assert np.array_equal(store.get(key)["a"], np.arange(10))
+    assert "signing_key=***" in repr(store.description)
+    local = innermost(store.backend).files  # type: ignore[attr-defined]
+    marker = tmp_path / "ran"
+    matches = [p for p in Path(local.directory).iterdir() if p.name in key]
+    assert matches, "the local copy of the object"
+    matches[0].write_bytes(pickle.dumps(Evil(str(marker))))
+    store.cache.clear()
+    with pytest.raises(IntegrityError):
+        store.get(key)
+    assert not marker.exists()
