@@ -200,7 +200,7 @@ class FileBackend(BackendBase):
         try:
             reason = unsafe_reason(self.directory, shared=self.shared)
         except FileNotFoundError:
-            raise self._missing("open its directory", None) from None
+            raise self._missing("open its objects", None) from None
         except OSError as exc:
             raise self._error("inspect", self.directory, exc) from exc
         if reason is not None:
@@ -220,7 +220,7 @@ class FileBackend(BackendBase):
         removed = 0
         for name, _, age in self.temp_files():
             if is_dead_temp(name, age):
-                with contextlib.suppress(FileNotFoundError):
+                with contextlib.suppress(OSError):  # gone already, or not ours to remove
                     os.unlink(os.path.join(self.directory, name))
                     removed += 1
         return removed
