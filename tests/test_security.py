@@ -350,3 +350,18 @@ def test_a_signed_globus_store_verifies_what_arrives(store_factory: Any, tmp_pat
     with pytest.raises(IntegrityError):
         store.get(key)
     assert not marker.exists()
+
+
+def test_signed_chunked_redis_values(store_factory: Any) -> None:
+    store = store_factory("redis", signing_key=KEY, chunk_size=4096)
+    array = np.arange(50_000, dtype=np.float64)  # about 100 chunks, the signature in the last
+    key = store.set(array)
+    assert np.array_equal(store.get(key), array)
+    plain = twin(store, None)
+    try:
+        plain.set(np.zeros(50_000), key=key)
+        store.cache.clear()
+        with pytest.raises(IntegrityError, match="no signature"):
+            store.get(key)
+    finally:
+        plain.close()
