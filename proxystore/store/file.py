@@ -30,7 +30,7 @@ import os
 from typing import Any
 
 from proxystore.exceptions import StoreError
-from proxystore.store.backends.base import Backend, Fetched
+from proxystore.store.backends.base import Fetched
 from proxystore.store.backends.file import (
     FileBackend,
     file_system_type,
@@ -40,6 +40,7 @@ from proxystore.store.backends.file import (
 )
 from proxystore.store.base import Store
 from proxystore.store.codec import Codec
+from proxystore.store.host_tier import host_tier
 from proxystore.store.layers.signing import SigningLayer, check_signing_key
 
 __all__ = ["FileStore", "file_system_type", "is_memory_file_system", "mount_of"]
@@ -67,6 +68,10 @@ class FileStore(Store):
             password (never shown in a ``repr``).
         create_dir: Create ``store_dir`` if it is missing. Proxies carry ``False``: a store
             re-created in a worker never creates the directory.
+        host_cache: For a ``store_dir`` on a network file system: a directory on a memory
+            file system shared by the processes of this host, where each object is copied
+            once per host and mapped from (see :mod:`proxystore.store.host_tier`).
+        host_cache_bytes: Bound of the host cache (default: half of its file system).
 
     Raises:
         StoreError: If ``store_dir`` cannot be created, is not safe to use (a symbolic link,
@@ -87,6 +92,8 @@ class FileStore(Store):
         shared: bool = False,
         signing_key: bytes | None = None,
         create_dir: bool = True,
+        host_cache: str | os.PathLike[str] | None = None,
+        host_cache_bytes: int | None = None,
     ) -> None:
         directory = os.path.abspath(os.fspath(store_dir))
         if signing_key is not None:  # checked before anything touches the file system
@@ -105,7 +112,13 @@ class FileStore(Store):
                 store_type="FileStore",
             )
         mapped = on_memory if zero_copy is None else zero_copy
-        if readonly and not mapped:
+        if host_cache is not None and mapped:
+            raise ValueError(
+                f"FileStore {name!r}: host_cache= is for a store_dir on a file system shared "
+                f"over the network; {directory!r} is on a memory file system, which this host "
+                "already maps without a copy"
+            )
+        if readonly and not mapped and host_cache is None:
             raise ValueError(
                 f"FileStore {name!r}: readonly=True applies to zero-copy (memory-mapped) reads, "
                 f"which are off for {directory!r}"
@@ -124,10 +137,21 @@ class FileStore(Store):
         # Copy-on-write arrays are private to each get (never cached); read-only mappings give
         # read-only arrays without a copy.
         codec = Codec(copy_readonly=not readonly, cache_buffers=not (mapped and not readonly))
-        stack: Backend = backend
-        if signing_key is not None:
-            stack = SigningLayer(backend, signing_key, store_name=name, store_type="FileStore")
-        super().__init__(name, stack, cache_size=cache_size, codec=codec, kwargs=kwargs)
+        layered, tier_codec, tier_kwargs = host_tier(
+            backend,
+            host_cache=host_cache,
+            host_cache_bytes=host_cache_bytes,
+            readonly=readonly and not mapped,
+            store_name=name,
+            store_type="FileStore",
+            location=directory,
+        )
+        kwargs.update(tier_kwargs)
+        if signing_key is not None:  # outermost: every process verifies what it unpickles
+            layered = SigningLayer(layered, signing_key, store_name=name, store_type="FileStore")
+        super().__init__(
+            name, layered, cache_size=cache_size, codec=tier_codec or codec, kwargs=kwargs
+        )
         self.files = backend
         self.store_dir = directory
         self.shared = shared

@@ -28,9 +28,9 @@ import socket
 from typing import Any
 
 from proxystore.exceptions import StoreAuthError, StoreConnectionError
-from proxystore.store.backends.base import Backend
 from proxystore.store.backends.globus import GlobusBackend
 from proxystore.store.base import Store
+from proxystore.store.codec import Codec
 from proxystore.store.globus_endpoints import (
     HOSTNAME_ENV,
     EndpointsLike,
@@ -44,6 +44,7 @@ from proxystore.store.globus_tasks import (
     TransferClientLike,
     TransferTasks,
 )
+from proxystore.store.host_tier import host_tier
 from proxystore.store.layers.signing import SigningLayer
 
 __all__ = [
@@ -108,6 +109,11 @@ class GlobusStore(Store):
         signing_key: Secret bytes: sign every object (HMAC-SHA256) and verify it before it is
             deserialized (:class:`~proxystore.store.layers.signing.SigningLayer`). Travels with
             proxies like a password.
+        host_cache: A directory on a memory file system shared by the processes of this host
+            (see :mod:`proxystore.store.host_tier`): each object is read from the local
+            endpoint once per host and mapped from there.
+        host_cache_bytes: Bound of the host cache (default: half of its file system).
+        readonly: With ``host_cache``, read-only arrays shared by the host.
 
     Raises:
         TypeError: If an argument has the wrong type.
@@ -128,6 +134,9 @@ class GlobusStore(Store):
         transfer_client: TransferClientLike | None = None,
         hostname: str | None = None,
         signing_key: bytes | None = None,
+        host_cache: str | os.PathLike[str] | None = None,
+        host_cache_bytes: int | None = None,
+        readonly: bool = False,
     ) -> None:
         self.endpoints = as_endpoints(endpoints)
         for arg, value in (("polling_interval", polling_interval), ("timeout", timeout)):
@@ -167,11 +176,22 @@ class GlobusStore(Store):
         # A client built from this site's tokens never travels; an injected one if it pickles.
         if transfer_client is not None and _pickles(transfer_client):
             kwargs["transfer_client"] = transfer_client
-        stack: Backend = backend
-        if signing_key is not None:
-            stack = SigningLayer(backend, signing_key, store_name=name, store_type="GlobusStore")
+        layered, codec, tier_kwargs = host_tier(
+            backend,
+            host_cache=host_cache,
+            host_cache_bytes=host_cache_bytes,
+            readonly=readonly,
+            store_name=name,
+            store_type="GlobusStore",
+            location=self.local_dir,
+        )
+        kwargs.update(tier_kwargs)
+        if signing_key is not None:  # outermost: every process verifies what it unpickles
+            layered = SigningLayer(layered, signing_key, store_name=name, store_type="GlobusStore")
             kwargs["signing_key"] = bytes(signing_key)
-        super().__init__(name, stack, cache_size=cache_size, kwargs=kwargs)
+        super().__init__(
+            name, layered, cache_size=cache_size, codec=codec or Codec(), kwargs=kwargs
+        )
 
     @property
     def polling_interval(self) -> float:

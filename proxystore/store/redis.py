@@ -10,9 +10,9 @@ proxies so workers can connect, but never appear in a ``repr`` or a log line.
 
 from __future__ import annotations
 
+import os
 from typing import Any, TypeVar
 
-from proxystore.store.backends.base import Backend
 from proxystore.store.backends.redis import (
     DEFAULT_CHUNK_SIZE,
     WIRE_OPTIONS,
@@ -20,6 +20,8 @@ from proxystore.store.backends.redis import (
     uses_wire,
 )
 from proxystore.store.base import Store, StoreFactory
+from proxystore.store.codec import Codec
+from proxystore.store.host_tier import host_tier
 from proxystore.store.layers.signing import SigningLayer
 
 __all__ = ["WIRE_OPTIONS", "RedisFactory", "RedisStore", "uses_wire"]
@@ -48,6 +50,12 @@ class RedisStore(Store):
         signing_key: Secret bytes: sign every object (HMAC-SHA256) and verify it before it is
             deserialized (:class:`~proxystore.store.layers.signing.SigningLayer`). Travels with
             proxies like the password.
+        host_cache: A directory on a memory file system (``/dev/shm/proxystore``) shared by
+            the processes of this host: each object is fetched once per host into it and
+            mapped from there by every process (see :mod:`proxystore.store.host_tier`).
+        host_cache_bytes: Bound of the host cache (default: half of its file system).
+        readonly: With ``host_cache``, read-only arrays shared by the whole host instead of
+            copy-on-write ones.
         redis_kwargs: Connection settings (``password``, ``username``, ``db``, ``ssl``,
             ``socket_timeout``, ...), as for :class:`redis.Redis`. Connect and socket
             timeouts default to 5 s and 60 s so that no call waits forever. Settings outside
@@ -69,6 +77,9 @@ class RedisStore(Store):
         cache_size: int = 16,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         signing_key: bytes | None = None,
+        host_cache: str | os.PathLike[str] | None = None,
+        host_cache_bytes: int | None = None,
+        readonly: bool = False,
         **redis_kwargs: Any,
     ) -> None:
         if not isinstance(port, int) or isinstance(port, bool):
@@ -81,18 +92,29 @@ class RedisStore(Store):
             store_name=name,
             store_type="RedisStore",
         )
+        layered, codec, tier_kwargs = host_tier(
+            backend,
+            host_cache=host_cache,
+            host_cache_bytes=host_cache_bytes,
+            readonly=readonly,
+            store_name=name,
+            store_type="RedisStore",
+            location=backend.address,
+        )
         kwargs = {
             "hostname": hostname,
             "port": port,
             "chunk_size": chunk_size,
             **redis_kwargs,
             "cache_size": cache_size,
+            **tier_kwargs,
         }
-        stack: Backend = backend
-        if signing_key is not None:
-            stack = SigningLayer(backend, signing_key, store_name=name, store_type="RedisStore")
+        if signing_key is not None:  # outermost: every process verifies what it unpickles
+            layered = SigningLayer(layered, signing_key, store_name=name, store_type="RedisStore")
             kwargs["signing_key"] = bytes(signing_key)
-        super().__init__(name, stack, cache_size=cache_size, kwargs=kwargs)
+        super().__init__(
+            name, layered, cache_size=cache_size, codec=codec or Codec(), kwargs=kwargs
+        )
         self.hostname = hostname
         self.port = port
         self.chunk_size = chunk_size
