@@ -365,3 +365,42 @@ def test_signed_chunked_redis_values(store_factory: Any) -> None:
             store.get(key)
     finally:
         plain.close()
+
+
+@needs_shm
+def test_signed_objects_mapped_from_the_host_cache_are_verified(
+    store_factory: Any, tmp_path: Path
+) -> None:
+    cache_dir = os.path.join(SHM, f"proxystore-sec-host-{uuid.uuid4().hex[:8]}")
+    try:
+        store = store_factory("redis", signing_key=KEY, host_cache=cache_dir)
+        assert isinstance(store.backend, SigningLayer)  # outermost: over the host tier
+        array = np.arange(100_000, dtype=np.float64)
+        key = store.set(array)
+        assert np.array_equal(store.get(key), array)  # now in the host cache
+        copies = [
+            os.path.join(root, name)
+            for root, _, names in os.walk(cache_dir)
+            for name in names
+            if name == key and ".locks" not in root
+        ]
+        assert len(copies) == 1
+        marker = tmp_path / "ran"
+        plain = twin(store, None)
+        try:
+            plain.set(Evil(str(marker)), key="unused")  # the attacker's bytes, unsigned
+            payload = innermost(plain.backend).get("unused")
+            assert payload is not None
+            before = os.stat(copies[0])
+            with open(copies[0], "wb") as copy:  # replace the host's copy, in place
+                copy.write(bytes(payload[0]))
+            os.utime(copies[0], ns=(before.st_atime_ns, before.st_mtime_ns))
+        finally:
+            plain.evict("unused")
+            plain.close()
+        store.cache.clear()
+        with pytest.raises(IntegrityError):
+            store.get(key)
+        assert not marker.exists()
+    finally:
+        shutil.rmtree(cache_dir, ignore_errors=True)
