@@ -35,6 +35,7 @@ STORES = ["local", "file-shm", "file-tmp", "redis"]
 OPERATIONS = ["put", "get", "put+get"]
 FULL_OBJECTS = {"array-1KB": 2**10, "array-1MB": MB, "array-100MB": 100 * MB, "dict": 0}
 QUICK_OBJECTS = {"array-1KB": 2**10, "array-1MB": MB, "dict": 0}
+SIGNING_KEY = b"proxystore-benchmark-signing-key"  # 32 bytes
 
 FLOOR_NAMES = {
     "local": "numpy copy",
@@ -103,6 +104,15 @@ def cases(ctx: Context) -> list[Case]:
     for obj, size in objects.items():
         found.append(
             Case(
+                name=f"signing/file-shm/put+get/{obj}",
+                prepare=_signing_preparer(ctx, obj, size),
+                floor_name="same store unsigned",
+                size=size or None,
+            )
+        )
+    for obj, size in objects.items():
+        found.append(
+            Case(
                 name=f"serialize/roundtrip/{obj}",
                 prepare=_serialize_preparer(ctx, obj, size),
                 floor_name="pickle.dumps+loads",
@@ -110,6 +120,28 @@ def cases(ctx: Context) -> list[Case]:
             )
         )
     return found
+
+
+def _signing_preparer(ctx: Context, obj_kind: str, size: int) -> Callable[[], Trial]:
+    """put+get on a FileStore under /dev/shm with ``signing_key`` against the same unsigned."""
+
+    def prepare() -> Trial:
+        signed = ctx.store("file-shm", purpose="signed", signing_key=SIGNING_KEY)
+        plain = ctx.store("file-shm", purpose="unsigned")
+        obj, _ = make_object(obj_kind, size)
+        key = f"bench-{uuid.uuid4().hex}"
+
+        def put_get(store: Any) -> None:
+            store.set(obj, key=key)
+            store.get(key)
+
+        return Trial(
+            run=looped(lambda: put_get(signed), ctx.min_time),
+            floor=looped(lambda: put_get(plain), ctx.min_time),
+            close=lambda: plain.evict(key),
+        )
+
+    return prepare
 
 
 def _serialize_preparer(ctx: Context, obj_kind: str, size: int) -> Callable[[], Trial]:

@@ -11,7 +11,8 @@ The tree::
     │   ├── ProcessLocalStoreError                 a LocalStore proxy used in another process
     │   ├── StoreConnectionError                   the backend server cannot be reached
     │   ├── StoreTimeoutError (also TimeoutError)  a bounded wait ran out
-    │   └── StoreAuthError                         the backend refused our credentials
+    │   ├── StoreAuthError                         the backend refused our credentials
+    │   └── IntegrityError                         a signed object failed its signature check
     └── ProxyResolveMissingKey (also KeyError)     a proxy's object is gone from its store
 
 Third-party errors (redis-py, globus-sdk, OS errors) are translated at the backend boundary and
@@ -23,6 +24,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "IntegrityError",
     "InvalidKeyError",
     "MissingExtraError",
     "ProcessLocalStoreError",
@@ -134,6 +136,28 @@ class StoreTimeoutError(StoreError, TimeoutError):
 
 class StoreAuthError(StoreError):
     """The backend refused the store's credentials, or there are none to use."""
+
+
+class IntegrityError(StoreError):
+    """An object of a store with a ``signing_key`` failed its signature check.
+
+    Its bytes were changed (a flipped bit, a replaced object) or written without the store's
+    key. Nothing of the object was deserialized.
+
+    Attributes:
+        key: Key of the object.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        key: str,
+        store_name: str | None = None,
+        store_type: str | None = None,
+    ) -> None:
+        super().__init__(message, store_name=store_name, store_type=store_type)
+        self.key = key
 
 
 class ProxyResolveMissingKey(ProxyStoreError, KeyError):

@@ -9,7 +9,7 @@ import pytest
 from tests.test_spec_examples import code_blocks
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
-PAGES = ["writing-a-backend.rst"]
+PAGES = ["writing-a-backend.rst", "security.rst"]
 
 
 def _blocks() -> list[tuple[str, int, str]]:

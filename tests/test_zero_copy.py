@@ -47,7 +47,7 @@ def private_tmpfs(tmp_path: Path) -> Iterator[Any]:
         target = tmp_path / f"tmpfs-{len(mounted)}"
         target.mkdir()
         result = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(target)],
+            ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(target)],
             capture_output=True,
         )
         if result.returncode != 0:

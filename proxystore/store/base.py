@@ -34,7 +34,7 @@ from proxystore.store.description import StoreDescription
 from proxystore.store.inflight import InFlight
 from proxystore.store.layers.timing import TimingLayer
 from proxystore.store.stats import StatsRecorder, TimeStats
-from proxystore.store.store_factory import MISSING, StoreFactory
+from proxystore.store.store_factory import MISSING, StoreFactory, check_factory_kwargs
 
 __all__ = ["MISSING", "Store", "StoreFactory"]
 
@@ -440,7 +440,11 @@ class Store:
 
         Raises:
             ValueError: If neither ``obj`` nor ``key`` is given.
+            TypeError: If ``kwargs`` has an argument the factory class does not take (checked
+                before anything is stored).
         """
+        if kwargs:  # before anything is stored
+            check_factory_kwargs(self.factory_class, self.description, kwargs, type(self).__name__)
         if obj is not None:
             key = self.set(obj, key=key, serialize=serialize)
         elif key is None:

@@ -8,6 +8,7 @@ This module re-exports them under the name the store API documents.
 from __future__ import annotations
 
 from proxystore.exceptions import (
+    IntegrityError,
     InvalidKeyError,
     MissingExtraError,
     ProcessLocalStoreError,
@@ -22,6 +23,7 @@ from proxystore.exceptions import (
 )
 
 __all__ = [
+    "IntegrityError",
     "InvalidKeyError",
     "MissingExtraError",
     "ProcessLocalStoreError",

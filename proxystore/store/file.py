@@ -14,6 +14,14 @@ being immutable, are cached and shared by every ``get`` in the process. Evicting
 array still uses it is safe: the mapping outlives the file name, and the memory returns to the
 system when the last array on it is garbage collected. Objects without large buffers (dicts,
 strings) are read and cached as usual.
+
+Safety (see the "Security model" page): the directory is private (``0700``, objects ``0600``)
+and a directory someone else made, a symbolic link or a directory others may write is refused
+(``shared=True`` accepts a group-writable directory shared on purpose). With ``signing_key``
+every object is signed and verified before it is deserialized
+(:class:`~proxystore.store.layers.signing.SigningLayer`). A store re-created from its
+description in another process never creates the directory: a missing directory there is an
+error naming the host.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ from proxystore.store.backends.file import (
 from proxystore.store.base import Store
 from proxystore.store.codec import Codec
 from proxystore.store.host_tier import host_tier
+from proxystore.store.layers.signing import SigningLayer, check_signing_key
 
 __all__ = ["FileStore", "file_system_type", "is_memory_file_system", "mount_of"]
 
@@ -50,15 +59,26 @@ class FileStore(Store):
             system (tmpfs, ramfs). ``True`` insists, and fails if it is not.
         readonly: With zero-copy, give read-only arrays (writing raises) instead of
             copy-on-write ones; read-only objects are cached and shared within a process.
+        shared: Share the store between users on purpose: accept a ``store_dir`` owned by
+            another user and writable by its group (never one every user may write); objects
+            are written ``0640``. Use it with ``signing_key``.
+        signing_key: Secret bytes (``secrets.token_bytes(32)``): every object is stored with
+            an HMAC-SHA256 and verified before it is deserialized; a mismatch raises
+            :class:`~proxystore.exceptions.IntegrityError`. Travels with proxies like a
+            password (never shown in a ``repr``).
+        create_dir: Create ``store_dir`` if it is missing. Proxies carry ``False``: a store
+            re-created in a worker never creates the directory.
         host_cache: For a ``store_dir`` on a network file system: a directory on a memory
             file system shared by the processes of this host, where each object is copied
             once per host and mapped from (see :mod:`proxystore.store.host_tier`).
         host_cache_bytes: Bound of the host cache (default: half of its file system).
 
     Raises:
-        StoreError: If ``store_dir`` cannot be created, or ``zero_copy=True`` and it is not on
+        StoreError: If ``store_dir`` cannot be created, is not safe to use (a symbolic link,
+            owned by another user, writable by others), or ``zero_copy=True`` and it is not on
             a memory file system.
-        ValueError: If ``readonly=True`` without zero-copy.
+        ValueError: If ``readonly=True`` without zero-copy, or ``signing_key`` is too short.
+        TypeError: If ``signing_key`` is not bytes.
     """
 
     def __init__(
@@ -69,11 +89,18 @@ class FileStore(Store):
         cache_size: int = 16,
         zero_copy: bool | None = None,
         readonly: bool = False,
+        shared: bool = False,
+        signing_key: bytes | None = None,
+        create_dir: bool = True,
         host_cache: str | os.PathLike[str] | None = None,
         host_cache_bytes: int | None = None,
     ) -> None:
         directory = os.path.abspath(os.fspath(store_dir))
-        backend = FileBackend(directory, store_name=name, store_type="FileStore")
+        if signing_key is not None:  # checked before anything touches the file system
+            check_signing_key(signing_key, f"FileStore {name!r}")
+        backend = FileBackend(
+            directory, shared=shared, create=create_dir, store_name=name, store_type="FileStore"
+        )
         on_memory = is_memory_file_system(directory)
         if zero_copy and not on_memory:
             kind = file_system_type(directory) or "an unknown file system"
@@ -102,6 +129,11 @@ class FileStore(Store):
             kwargs["zero_copy"] = zero_copy
         if readonly:
             kwargs["readonly"] = True
+        if shared:
+            kwargs["shared"] = True
+        if signing_key is not None:
+            kwargs["signing_key"] = bytes(signing_key)
+        kwargs["create_dir"] = False  # a worker never creates the directory
         # Copy-on-write arrays are private to each get (never cached); read-only mappings give
         # read-only arrays without a copy.
         codec = Codec(copy_readonly=not readonly, cache_buffers=not (mapped and not readonly))
@@ -115,10 +147,14 @@ class FileStore(Store):
             location=directory,
         )
         kwargs.update(tier_kwargs)
+        if signing_key is not None:  # outermost: every process verifies what it unpickles
+            layered = SigningLayer(layered, signing_key, store_name=name, store_type="FileStore")
         super().__init__(
             name, layered, cache_size=cache_size, codec=tier_codec or codec, kwargs=kwargs
         )
+        self.files = backend
         self.store_dir = directory
+        self.shared = shared
         self.zero_copy = mapped
         self.readonly = readonly
 

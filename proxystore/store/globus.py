@@ -45,6 +45,7 @@ from proxystore.store.globus_tasks import (
     TransferTasks,
 )
 from proxystore.store.host_tier import host_tier
+from proxystore.store.layers.signing import SigningLayer
 
 __all__ = [
     "HOSTNAME_ENV",
@@ -105,6 +106,9 @@ class GlobusStore(Store):
         hostname: Host name used to find the local endpoint; defaults to the environment
             variable ``PROXYSTORE_GLOBUS_HOSTNAME``, then :func:`socket.gethostname`. Not
             passed on to proxies.
+        signing_key: Secret bytes: sign every object (HMAC-SHA256) and verify it before it is
+            deserialized (:class:`~proxystore.store.layers.signing.SigningLayer`). Travels with
+            proxies like a password.
         host_cache: A directory on a memory file system shared by the processes of this host
             (see :mod:`proxystore.store.host_tier`): each object is read from the local
             endpoint once per host and mapped from there.
@@ -129,6 +133,7 @@ class GlobusStore(Store):
         cache_size: int = 16,
         transfer_client: TransferClientLike | None = None,
         hostname: str | None = None,
+        signing_key: bytes | None = None,
         host_cache: str | os.PathLike[str] | None = None,
         host_cache_bytes: int | None = None,
         readonly: bool = False,
@@ -181,6 +186,9 @@ class GlobusStore(Store):
             location=self.local_dir,
         )
         kwargs.update(tier_kwargs)
+        if signing_key is not None:  # outermost: every process verifies what it unpickles
+            layered = SigningLayer(layered, signing_key, store_name=name, store_type="GlobusStore")
+            kwargs["signing_key"] = bytes(signing_key)
         super().__init__(
             name, layered, cache_size=cache_size, codec=codec or Codec(), kwargs=kwargs
         )

@@ -22,6 +22,7 @@ from proxystore.store.backends.redis import (
 from proxystore.store.base import Store, StoreFactory
 from proxystore.store.codec import Codec
 from proxystore.store.host_tier import host_tier
+from proxystore.store.layers.signing import SigningLayer
 
 __all__ = ["WIRE_OPTIONS", "RedisFactory", "RedisStore", "uses_wire"]
 
@@ -46,6 +47,9 @@ class RedisStore(Store):
         port: Redis server port.
         cache_size: Size of the per-process LRU cache of deserialized objects (``0``: off).
         chunk_size: Largest payload written as one Redis value; larger ones are split.
+        signing_key: Secret bytes: sign every object (HMAC-SHA256) and verify it before it is
+            deserialized (:class:`~proxystore.store.layers.signing.SigningLayer`). Travels with
+            proxies like the password.
         host_cache: A directory on a memory file system (``/dev/shm/proxystore``) shared by
             the processes of this host: each object is fetched once per host into it and
             mapped from there by every process (see :mod:`proxystore.store.host_tier`).
@@ -72,6 +76,7 @@ class RedisStore(Store):
         port: int,
         cache_size: int = 16,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
+        signing_key: bytes | None = None,
         host_cache: str | os.PathLike[str] | None = None,
         host_cache_bytes: int | None = None,
         readonly: bool = False,
@@ -104,6 +109,9 @@ class RedisStore(Store):
             "cache_size": cache_size,
             **tier_kwargs,
         }
+        if signing_key is not None:  # outermost: every process verifies what it unpickles
+            layered = SigningLayer(layered, signing_key, store_name=name, store_type="RedisStore")
+            kwargs["signing_key"] = bytes(signing_key)
         super().__init__(
             name, layered, cache_size=cache_size, codec=codec or Codec(), kwargs=kwargs
         )

@@ -7,9 +7,12 @@ pickles into another process and re-creates the store there (once per process an
 
 from __future__ import annotations
 
+import functools
+import inspect
 import socket
 import threading
 import time
+from collections.abc import Mapping
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -21,7 +24,7 @@ from proxystore.store.layers.base import innermost
 if TYPE_CHECKING:
     from proxystore.store.base import Store
 
-__all__ = ["MISSING", "StoreFactory"]
+__all__ = ["MISSING", "StoreFactory", "check_factory_kwargs"]
 
 T = TypeVar("T")
 
@@ -187,3 +190,39 @@ def _add_resolving_context(error: StoreError, key: str, description: StoreDescri
         error.resolving_host = host  # type: ignore[attr-defined]
         if getattr(error, "key", None) is None:
             error.key = key  # type: ignore[attr-defined]
+
+
+@functools.cache
+def _signature(factory_class: type[StoreFactory[Any]]) -> inspect.Signature:
+    """The signature of the ``__init__`` a factory class really has (``self`` included).
+
+    ``__init__(self, *args, **kwargs)`` overrides that pass everything on are looked through.
+    """
+    passing_on = {inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD}
+    for klass in factory_class.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is not None:
+            signature = inspect.signature(init)
+            if not passing_on <= {p.kind for p in signature.parameters.values()}:
+                return signature
+    return inspect.signature(factory_class.__init__)
+
+
+def check_factory_kwargs(
+    factory_class: type[StoreFactory[Any]],
+    description: StoreDescription,
+    kwargs: Mapping[str, Any],
+    where: str,
+) -> None:
+    """Check that ``factory_class`` takes the extra ``kwargs`` of ``Store.proxy()``.
+
+    Raises:
+        TypeError: If it does not (``Store.proxy`` calls this before storing anything).
+    """
+    try:
+        _signature(factory_class).bind(None, "key", description, evict=False, **kwargs)
+    except TypeError as exc:
+        raise TypeError(
+            f"{where}.proxy() got an argument its factory {factory_class.__name__} does not "
+            f"take ({exc}); nothing was stored"
+        ) from None

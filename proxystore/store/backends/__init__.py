@@ -13,6 +13,6 @@ Only the protocol is imported here, so ``import proxystore.store.backends`` stay
 
 from __future__ import annotations
 
-from proxystore.store.backends.base import Backend, BackendBase, Fetched, Parts
+from proxystore.store.backends.base import Backend, BackendBase, Fetched, KeyInfo, Parts
 
-__all__ = ["Backend", "BackendBase", "Fetched", "Parts"]
+__all__ = ["Backend", "BackendBase", "Fetched", "KeyInfo", "Parts"]

@@ -19,19 +19,30 @@ from __future__ import annotations
 
 import secrets
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from typing import Protocol, Union, runtime_checkable
+from collections.abc import Iterator, Sequence
+from typing import NamedTuple, Protocol, Union, runtime_checkable
 
 from proxystore.exceptions import StoreError
 from proxystore.serialize import Buffer
 
-__all__ = ["Backend", "BackendBase", "Fetched", "Parts", "new_key"]
+__all__ = ["Backend", "BackendBase", "Fetched", "KeyInfo", "Parts", "new_key"]
 
 Parts = Sequence[Buffer]
 """The serialized pieces of one object, in order; their concatenation is the object's bytes."""
 
 Fetched = Union[tuple[Buffer, float], None]
 """What :meth:`Backend.get` returns: the bytes and their write time, or ``None`` (missing)."""
+
+
+class KeyInfo(NamedTuple):
+    """One stored object, as :meth:`Backend.scan` lists it."""
+
+    key: str
+    """The object's key."""
+    size: int
+    """Bytes stored (with any layer's additions, such as a signature)."""
+    written: float
+    """When it was written (seconds since the epoch; a counter for memory backends)."""
 
 
 def new_key() -> str:
@@ -90,6 +101,13 @@ class Backend(Protocol):
 
     def close(self) -> None:
         """Release connections and threads; objects stay. The backend may be used again."""
+
+    def scan(self) -> Iterator[KeyInfo]:
+        """List the stored objects (key, size, write time), in no particular order.
+
+        Optional (used by the ``proxystore`` command-line tool); backends that cannot list
+        raise :class:`~proxystore.exceptions.StoreError`.
+        """
 
 
 class BackendBase(ABC):
@@ -152,3 +170,14 @@ class BackendBase(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Nothing to release by default."""
+
+    def scan(self) -> Iterator[KeyInfo]:
+        """Refuse: this backend cannot list its objects.
+
+        Raises:
+            StoreError: Always (backends that can list override this).
+        """
+        raise self.error(
+            f"{self.where} cannot list its objects: its backend ({type(self).__name__}) has no "
+            "scan()"
+        )

@@ -8,6 +8,13 @@ Reads go straight into one writable buffer (huge-page backed where available), w
 deserializer shares with the arrays it rebuilds. With ``zero_copy`` (a directory on a memory
 file system such as ``/dev/shm``) the file is memory-mapped instead of read: privately
 (copy-on-write) by default, or shared and read-only with ``readonly``.
+
+Private by default: the directory is created ``0700`` and objects ``0600``, whatever the
+umask. An existing directory is used only if it is a real directory (not a symbolic link),
+owned by the current user and not writable by group or others (:meth:`FileBackend.check`);
+``shared=True`` accepts a directory of another user that is group-writable (objects ``0640``),
+for stores shared between users on purpose. Opening the directory removes the temporary files
+of writers that died (:meth:`FileBackend.remove_dead_temps`).
 """
 
 from __future__ import annotations
@@ -17,12 +24,21 @@ import ctypes
 import errno
 import mmap
 import os
+import socket
+import stat as stat_mode
 import time
+from collections.abc import Iterator
 
 from proxystore.buffers import alloc_buffer
 from proxystore.exceptions import InvalidKeyError, StoreError
 from proxystore.serialize import Buffer
-from proxystore.store.backends.base import BackendBase, Fetched, Parts, new_key
+from proxystore.store.backends.base import BackendBase, Fetched, KeyInfo, Parts, new_key
+from proxystore.store.backends.file_dir import (
+    is_dead_temp,
+    temp_files,
+    temp_name,
+    unsafe_reason,
+)
 
 __all__ = [
     "FileBackend",
@@ -104,14 +120,20 @@ class FileBackend(BackendBase):
     """Files in ``directory``, one per key.
 
     Args:
-        directory: The directory (absolute); created if missing.
+        directory: The directory (absolute).
         zero_copy: Memory-map files instead of reading them.
         readonly: With ``zero_copy``, map shared and read-only instead of private.
+        shared: Accept a directory of another user, writable by its group (not by others);
+            objects are written ``0640`` and a new directory is made ``2770``.
+        create: Create the directory if it is missing (privately). ``False`` (a store
+            re-created from its description in a worker) never creates it: reading or
+            writing with the directory missing is an error that names this host.
         store_name: Name of the store, for messages.
         store_type: Class name of the store, for messages.
 
     Raises:
-        StoreError: If the directory cannot be created.
+        StoreError: If the directory cannot be created, or is not safe to use (see
+            :meth:`check`).
     """
 
     owns_storage = True
@@ -122,6 +144,8 @@ class FileBackend(BackendBase):
         *,
         zero_copy: bool = False,
         readonly: bool = False,
+        shared: bool = False,
+        create: bool = True,
         store_name: str = "",
         store_type: str = "FileStore",
     ) -> None:
@@ -129,20 +153,115 @@ class FileBackend(BackendBase):
         self.directory = directory
         self.zero_copy = zero_copy
         self.readonly = readonly
-        self.make_directory()
+        self.shared = shared
+        self.create = create
+        self.file_mode = 0o640 if shared else 0o600
+        self._checked = False  # the directory passed check() in this process
+        self._cleared = False  # clear() removed it (reads then find nothing, writes remake it)
+        if create:
+            self.make_directory()
+        elif os.path.lexists(directory):
+            self.open_directory()
 
     def make_directory(self) -> None:
-        """Create the directory if it is missing.
+        """Create the directory if it is missing (``0700``, or ``2770`` shared), then open it.
 
         Raises:
-            StoreError: If it cannot be created.
+            StoreError: If it cannot be created, or is not safe to use (see :meth:`check`).
         """
+        mode = 0o2770 if self.shared else 0o700
         try:
-            os.makedirs(self.directory, exist_ok=True)
+            os.makedirs(os.path.dirname(self.directory), exist_ok=True)
+            os.mkdir(self.directory, mode)
+            os.chmod(self.directory, mode)  # whatever the umask
+        except FileExistsError:
+            pass  # an existing directory (or something else): check() decides
         except OSError as exc:
             raise self.error(
                 f"{self.where} cannot create its directory {self.directory!r}: {exc}"
             ) from exc
+        self._cleared = False
+        self.open_directory()
+
+    def open_directory(self) -> None:
+        """Check the directory (:meth:`check`), then remove dead writers' temporary files."""
+        self.check()
+        self._checked = True
+        self.remove_dead_temps()
+
+    def check(self) -> None:
+        """Refuse a directory that other users could have planted or could write.
+
+        See :func:`~proxystore.store.backends.file_dir.unsafe_reason` for the rules.
+
+        Raises:
+            StoreError: Naming the directory and the reason, if it is not safe to use.
+        """
+        try:
+            reason = unsafe_reason(self.directory, shared=self.shared)
+        except FileNotFoundError:
+            raise self._missing("open its objects", None) from None
+        except OSError as exc:
+            raise self._error("inspect", self.directory, exc) from exc
+        if reason is not None:
+            raise self.error(
+                f"{self.where} refuses its directory {self.directory!r}: {reason}. Use a "
+                "directory of your own (remove this one, or choose another path). To share a "
+                "store between users on purpose, use a group-writable directory with "
+                "FileStore(..., shared=True) and a signing_key (see the Security model docs)."
+            )
+
+    def remove_dead_temps(self) -> int:
+        """Remove the temporary files of writers that died; return how many were removed.
+
+        See :func:`~proxystore.store.backends.file_dir.is_dead_temp`: a running writer's file
+        is never removed.
+        """
+        removed = 0
+        for name, _, age in self.temp_files():
+            if is_dead_temp(name, age):
+                with contextlib.suppress(OSError):  # gone already, or not ours to remove
+                    os.unlink(os.path.join(self.directory, name))
+                    removed += 1
+        return removed
+
+    def temp_files(self) -> list[tuple[str, int, float]]:
+        """Return ``(name, size, seconds since modified)`` of each temporary file here.
+
+        Raises:
+            StoreError: If the directory cannot be listed.
+        """
+        try:
+            return temp_files(self.directory)
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise self._error("list", self.directory, exc) from exc
+
+    def _missing(self, action: str, key: str | None) -> StoreError:
+        what = f" key {key!r}" if key is not None else ""
+        return self.error(
+            f"{self.where} cannot {action}{what}: its directory {self.directory!r} does not "
+            f"exist on host {socket.gethostname()!r}. A FileStore needs a directory that every "
+            "host using its proxies sees at the same path (a shared file system; /dev/shm and "
+            "/tmp are local to each host), or the directory was removed after the store was "
+            "created. It is not created here."
+        )
+
+    def _ready(self, action: str, key: str) -> bool:
+        """Open the directory on first use in this process.
+
+        Returns ``False`` if it is missing because this store cleared it.
+
+        Raises:
+            StoreError: If it is missing otherwise, or is not safe to use.
+        """
+        if os.path.lexists(self.directory):
+            self.open_directory()
+            return True
+        if self._cleared:
+            return False
+        raise self._missing(action, key)
 
     def path(self, key: str) -> str:
         """Return the file of ``key``.
@@ -183,18 +302,27 @@ class FileBackend(BackendBase):
             key = new_key()
         path = self.path(key)
         # Not derived from the key, so any key the file system accepts as a name works.
-        temp = os.path.join(self.directory, f".tmp-{os.getpid()}-{new_key()[:16]}")
+        if not self._checked:
+            if self.create:
+                self.make_directory()
+            else:
+                self._ready("write", key)
+        temp = os.path.join(self.directory, temp_name(new_key()[:16]))
         views = [memoryview(part).cast("B") for part in parts if memoryview(part).nbytes]
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
         try:
             try:
-                fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            except FileNotFoundError:  # the directory was cleared: make it again
-                self.make_directory()
-                fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                fd = os.open(temp, flags, self.file_mode)
+            except FileNotFoundError:
+                if not self.create:
+                    raise self._missing("write", key) from None
+                self.make_directory()  # cleared since: make it again
+                fd = os.open(temp, flags, self.file_mode)
         except OSError as exc:
             raise self._error("create", temp, exc) from exc
         try:
             try:
+                os.fchmod(fd, self.file_mode)  # whatever the umask
                 while views:
                     written = os.writev(fd, views[:_IOV_MAX])
                     while views and written >= views[0].nbytes:
@@ -218,9 +346,13 @@ class FileBackend(BackendBase):
     def get(self, key: str) -> Fetched:
         """Read (or map) the whole file of ``key`` into one buffer, with its write time."""
         path = self.path(key)
+        if not self._checked and not self._ready("read", key):
+            return None
         try:
-            fd = os.open(path, os.O_RDONLY)
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
         except FileNotFoundError:
+            if not self._cleared and not os.path.isdir(self.directory):
+                raise self._missing("read", key) from None
             return None
         except OSError as exc:
             raise self._error("open", path, exc) from exc
@@ -252,10 +384,13 @@ class FileBackend(BackendBase):
 
     def timestamp(self, key: str) -> float | None:
         """Return the write time of ``key``'s file, or ``None``."""
+        path = self.path(key)
         try:
-            return os.stat(self.path(key)).st_mtime_ns / 1e9
+            return os.stat(path).st_mtime_ns / 1e9
         except FileNotFoundError:
             return None
+        except OSError as exc:
+            raise self._error(f"inspect key {key!r} at", path, exc) from exc
 
     def exists(self, key: str) -> bool:
         """Return whether the file of ``key`` exists."""
@@ -269,13 +404,37 @@ class FileBackend(BackendBase):
         except FileNotFoundError:
             pass
         except OSError as exc:
-            raise self._error("delete", path, exc) from exc
+            raise self._error(f"evict key {key!r}: could not delete", path, exc) from exc
 
     def clear(self) -> None:
         """Delete the directory and everything in it (it is made again on the next write)."""
         import shutil  # only here: it pulls in bz2/lzma, which resolving never needs
 
         shutil.rmtree(self.directory, ignore_errors=True)
+        self._cleared = True
+        self._checked = False
+
+    def scan(self) -> Iterator[KeyInfo]:
+        """List the objects (temporary files excluded): key, size, write time.
+
+        Raises:
+            StoreError: If the directory is missing or cannot be read.
+        """
+        try:
+            with os.scandir(self.directory) as entries:
+                for entry in entries:
+                    if entry.name.startswith("."):
+                        continue
+                    try:
+                        info = entry.stat(follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue
+                    if stat_mode.S_ISREG(info.st_mode):
+                        yield KeyInfo(entry.name, info.st_size, info.st_mtime_ns / 1e9)
+        except FileNotFoundError:
+            raise self._missing("list", None) from None
+        except OSError as exc:
+            raise self._error("list", self.directory, exc) from exc
 
     def __repr__(self) -> str:
         return f"FileBackend({self.directory!r}, zero_copy={self.zero_copy})"

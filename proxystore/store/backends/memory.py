@@ -9,9 +9,11 @@ write counter, increasing with every ``put`` in the process: a version stamp, wh
 from __future__ import annotations
 
 import itertools
+import sys
+from collections.abc import Iterator
 from typing import Any
 
-from proxystore.store.backends.base import BackendBase, Fetched, Parts, new_key
+from proxystore.store.backends.base import BackendBase, Fetched, KeyInfo, Parts, new_key
 
 __all__ = ["MemoryBackend"]
 
@@ -66,6 +68,12 @@ class MemoryBackend(BackendBase):
     def clear(self) -> None:
         """Drop everything."""
         self._data.clear()
+
+    def scan(self) -> Iterator[KeyInfo]:
+        """List the entries: size in bytes (``sys.getsizeof`` by reference), write stamp."""
+        for key, (value, written) in list(self._data.items()):
+            size = sys.getsizeof(value) if self.by_reference else len(value)
+            yield KeyInfo(key, size, written)
 
     def __repr__(self) -> str:
         return f"MemoryBackend(by_reference={self.by_reference})"

@@ -1,7 +1,7 @@
 """Layers: objects with the backend protocol that wrap another backend.
 
-A feature that acts on the bytes of every store (timing, a checksum or signature, a host-local
-cache, expiry) is written once as a :class:`Layer` and composed with any backend::
+A feature that acts on the bytes of every store (timing, a signature (:class:`SigningLayer`), a
+host-local cache, expiry) is written once as a :class:`Layer` and composed with any backend::
 
     backend = TimingLayer(FileBackend(directory), recorder)
 
@@ -13,6 +13,7 @@ its feature changes. The stack a store uses is ``store.backend``; the innermost 
 from __future__ import annotations
 
 from proxystore.store.layers.base import Layer, innermost
+from proxystore.store.layers.signing import SigningLayer
 from proxystore.store.layers.timing import TimingLayer
 
-__all__ = ["Layer", "TimingLayer", "innermost"]
+__all__ = ["Layer", "SigningLayer", "TimingLayer", "innermost"]

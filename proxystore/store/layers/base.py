@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
-from proxystore.store.backends.base import Backend, Fetched, Parts
+from proxystore.store.backends.base import Backend, Fetched, KeyInfo, Parts
 
 __all__ = ["Layer", "innermost"]
 
@@ -59,6 +59,10 @@ class Layer:
     def close(self) -> None:
         """Pass through."""
         self.inner.close()
+
+    def scan(self) -> Iterator[KeyInfo]:
+        """Pass through."""
+        return self.inner.scan()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.inner!r})"

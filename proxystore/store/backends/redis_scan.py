@@ -1,0 +1,65 @@
+"""Listing the objects of a :class:`~proxystore.store.backends.redis.RedisBackend`.
+
+Used by the ``proxystore`` command-line tool (``proxystore ls redis://...``). Kept out of
+:mod:`proxystore.store.backends.redis` so that module stays about moving bytes; it reads the
+value layout (header, chunk lists) defined there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import redis
+
+from proxystore.store.backends.base import KeyInfo
+from proxystore.store.backends.redis import (
+    _CHUNKS_SUFFIX,
+    _HEADER,
+    _MAGIC,
+    RedisBackend,
+    _RedisPyClient,
+    _WireClient,
+)
+
+__all__ = ["scan_keys"]
+
+
+def scan_keys(backend: RedisBackend, pattern: str = "*", *, count: int = 500) -> Iterator[KeyInfo]:
+    """List the ProxyStore values in ``backend``'s database: key, payload size, write time.
+
+    Walks the keyspace with ``SCAN ... MATCH pattern`` (never ``KEYS``, which blocks the
+    server) and reads the header of each value (``GETRANGE``). Chunk lists and values that are
+    not ProxyStore values (another program's keys) are skipped.
+
+    Args:
+        backend: The backend (its connection settings).
+        pattern: Redis glob of the keys to list (``"*"``: all).
+        count: ``COUNT`` hint of each ``SCAN`` call.
+
+    Raises:
+        StoreConnectionError: If the server cannot be reached.
+        StoreAuthError: If it refuses the credentials.
+    """
+    client = backend.client
+    cursor = 0
+    while True:
+        with backend.translate():
+            if isinstance(client, _WireClient):
+                reply = client.pool.command("SCAN", cursor, "MATCH", pattern, "COUNT", count)
+                cursor, names = int(reply[0]), list(reply[1])
+            else:
+                assert isinstance(client, _RedisPyClient)
+                cursor, names = client.client().scan(cursor, match=pattern, count=count)
+            for raw in names:
+                name = bytes(raw).decode("utf-8", "replace")
+                if name.endswith(_CHUNKS_SUFFIX):
+                    continue
+                try:
+                    header = client.get_header(name)
+                except redis.exceptions.ResponseError:  # WRONGTYPE: not a string value
+                    continue
+                if len(header) == _HEADER.size and header[:4] == _MAGIC:
+                    _, written, size, _ = _HEADER.unpack(header)
+                    yield KeyInfo(name, size, written)
+        if cursor == 0:
+            return
