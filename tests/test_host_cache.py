@@ -199,8 +199,15 @@ def test_host_cache_must_be_a_private_memory_directory(
         make(server, str(tmp_path / "disk-cache"), name="bad-disk")
     os.mkdir(cache_dir, 0o700)
     os.chown(cache_dir, 65534, 65534)
-    with pytest.raises(StoreError, match="belongs to uid 65534"):
+    with pytest.raises(StoreError, match=r"owned by .*uid 65534"):
         make(server, cache_dir, name="bad-owner")
+    os.rmdir(cache_dir)
+    os.symlink("/dev/shm", cache_dir)  # a planted link
+    try:
+        with pytest.raises(StoreError, match="symbolic link"):
+            make(server, cache_dir, name="bad-link")
+    finally:
+        os.unlink(cache_dir)
     with pytest.raises(ValueError, match="host_cache_bytes needs host_cache"):
         RedisStore("x", hostname="127.0.0.1", port=server, host_cache_bytes=10)
 

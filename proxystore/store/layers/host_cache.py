@@ -39,6 +39,7 @@ from proxystore.exceptions import StoreError, StoreTimeoutError
 from proxystore.serialize import Buffer
 from proxystore.store.backends.base import Backend, Fetched, Parts
 from proxystore.store.backends.file import is_memory_file_system, populate
+from proxystore.store.backends.file_dir import unsafe_reason
 from proxystore.store.layers.base import Layer
 
 __all__ = ["DEFAULT_LOCK_TIMEOUT", "HostCacheLayer", "default_max_bytes"]
@@ -127,20 +128,16 @@ class HostCacheLayer(Layer):
         )
 
     def _make_private_dir(self, path: str) -> None:
+        """Create ``path`` 0700, or check that an existing one is this user's alone."""
         try:
             os.mkdir(path, 0o700)
         except FileExistsError:
             pass
         except OSError as exc:
             raise self._error(f"cannot create the host cache directory {path!r}: {exc}") from exc
-        info = os.lstat(path)
-        if not os.path.isdir(path) or os.path.islink(path):
-            raise self._error(f"the host cache path {path!r} is not a directory")
-        if info.st_uid != os.getuid():
-            raise self._error(
-                f"the host cache directory {path!r} belongs to uid {info.st_uid}, not to this "
-                "user: choose a directory of your own (another user could replace objects)"
-            )
+        reason = unsafe_reason(path, shared=False)
+        if reason is not None:
+            raise self._error(f"refusing the host cache directory {path!r}: {reason}")
 
     # -- the protocol -------------------------------------------------------------------------
 
