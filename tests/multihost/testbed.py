@@ -345,11 +345,11 @@ class Host:
     def wrap(self, argv: Sequence[str]) -> list[str]:
         """The command line that runs ``argv`` on this host.
 
-        ``nsenter`` joins the network and mount namespaces of the host's anchor process, then
+        ``nsenter`` joins the network, mount and UTS namespaces of the host's anchor process, then
         executes ``argv`` in place (no extra parent process), in the checkout's directory.
         """
         return [
-            "nsenter", f"--target={self.anchor}", "--net", "--mount", f"--wd={REPO_ROOT}",
+            "nsenter", f"--target={self.anchor}", "--net", "--mount", "--uts", f"--wd={REPO_ROOT}",
             "--", *argv,
         ]  # fmt: skip
 
@@ -609,12 +609,17 @@ class TestBed:
             )
 
     def _start_anchor(self, name: str, netns: str) -> subprocess.Popen[bytes]:
-        """Start the process that holds host ``name``'s mount namespace (private tmpfs)."""
+        """Start the process that holds host ``name``'s mount namespace (private tmpfs).
+
+        It also holds the host's UTS namespace: the host's name is its network namespace's, so
+        errors that name the resolving host say which one.
+        """
         log = f"anchor-{name}.log"
         with open(os.path.join(self.logs, log), "ab") as out:
             process = subprocess.Popen(
-                ["ip", "netns", "exec", netns, "unshare", "--mount", "--propagation", "private",
-                 "sh", "-c", self.prelude, "sh", "sleep", "infinity"],
+                ["ip", "netns", "exec", netns, "unshare", "--mount", "--uts", "--propagation",
+                 "private", "sh", "-c", f"echo {netns} > /proc/sys/kernel/hostname; {self.prelude}",
+                 "sh", "sleep", "infinity"],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
