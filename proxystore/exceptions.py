@@ -143,24 +143,27 @@ class ProxyResolveMissingKey(ProxyStoreError, KeyError):
         key: Key the proxy refers to.
         store_type: Type (class name) of the store the proxy refers to.
         store_name: Name of the store the proxy refers to.
+        detail: What the store adds (where it looked: host, address), or ``""``.
     """
 
-    def __init__(self, key: str, store_type: str, store_name: str) -> None:
+    def __init__(self, key: str, store_type: str, store_name: str, detail: str = "") -> None:
         self.key = key
         self.store_type = store_type
         self.store_name = store_name
+        self.detail = detail
         super().__init__(key, store_type, store_name)
 
     def __str__(self) -> str:
+        detail = f" {self.detail}" if self.detail else ""
         return (
             f"Proxy cannot resolve: key {self.key!r} is not in {self.store_type} "
             f"{self.store_name!r}. The object was most likely evicted (by store.evict(), "
             f"or by a proxy created with evict=True that already resolved), or it was "
-            f"written to a different store or backend than this proxy points at."
+            f"written to a different store or backend than this proxy points at.{detail}"
         )
 
-    def __reduce__(self) -> tuple[type[ProxyResolveMissingKey], tuple[str, str, str]]:
-        return (type(self), (self.key, self.store_type, self.store_name))
+    def __reduce__(self) -> tuple[type[ProxyResolveMissingKey], tuple[str, str, str, str]]:
+        return (type(self), (self.key, self.store_type, self.store_name, self.detail))
 
 
 def _rebuild_error(
