@@ -97,6 +97,7 @@ class RedisStore(Store):
     ) -> None:
         if url is not None:
             parsed = parse_url(url)
+            url = "<parsed>"  # a traceback's locals would show it: it may hold the password
             hostname = hostname if hostname is not None else parsed.pop("hostname", None)
             port = port if port is not None else parsed.pop("port", None)
             parsed.pop("hostname", None)

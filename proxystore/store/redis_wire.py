@@ -181,12 +181,16 @@ class Connection:
     ) -> exceptions.ConnectionError | exceptions.TimeoutError:
         if isinstance(exc, (TimeoutError, socket.timeout)):  # distinct classes before 3.10
             return exceptions.TimeoutError(f"Timeout {action} {self.address}")
-        if isinstance(exc, ssl.SSLError):
-            reason = getattr(exc, "verify_message", None) or exc.reason or str(exc)
+        if isinstance(exc, ssl.SSLCertVerificationError):
             return exceptions.ConnectionError(
-                f"TLS with {self.address} failed ({action} it): {reason}. Check ssl_ca_certs "
-                "(the CA that signed the server's certificate) and that the host name matches "
-                "the certificate"
+                f"TLS certificate verify failed for {self.address} ({exc.verify_message}): "
+                "is ssl_ca_certs the CA that signed the server's certificate, and does the "
+                f"certificate name the host {self.host!r}"
+            )
+        if isinstance(exc, ssl.SSLError):
+            return exceptions.ConnectionError(
+                f"TLS with {self.address} failed {action} it ({exc.reason or exc}): is that "
+                "the server's TLS port (tls-port), and do ssl_* settings match the server's"
             )
         reason = exc.strerror or str(exc) or type(exc).__name__
         number = f"Error {exc.errno} " if exc.errno else "Error "

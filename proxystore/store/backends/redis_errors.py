@@ -104,9 +104,10 @@ def _translated(backend: Any, key: str | None, exc: redis.exceptions.RedisError)
             **names,
         )
     if isinstance(exc, redis.exceptions.ConnectionError):
+        question = "?" if "TLS" in str(exc) else ". Is redis-server running there, and is "
+        question += "" if "TLS" in str(exc) else "the address right?"
         return StoreConnectionError(
-            f"{who} cannot reach the Redis server at {address}: {_reason(exc)}. Is "
-            f"redis-server running there, and is the address right?{hint}",
+            f"{who} cannot reach the Redis server at {address}: {_reason(exc)}{question}{hint}",
             address=address,
             **names,
         )
