@@ -114,7 +114,7 @@ def _translated(backend: Any, key: str | None, exc: redis.exceptions.RedisError)
     if isinstance(exc, redis.exceptions.ResponseError):
         # redis-py's pipelines prefix the command, arguments (values) included: drop them.
         message = str(exc).rpartition("caused error: ")[2]
-        if message.startswith("OOM") or "OOM command not allowed" in message:
+        if message.startswith("OOM") or "command not allowed when used memory" in message:
             return StoreError(
                 f"Redis at {address} is out of memory and refused a write of {who}: "
                 f"{message.rstrip('.')}. Raise its maxmemory, choose an eviction policy "
