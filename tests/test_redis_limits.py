@@ -264,6 +264,7 @@ def test_loopback_store_used_on_another_host_says_so(redis_address: tuple[str, i
         message = str(info.value)
         assert "laptop-7" in message and "loopback" in message
         assert socket.gethostname() in message and "127.0.0.1" in message
+        assert repr(key) in message and gone.name in message
         assert get_store(gone.name) is None
         # The worker's machine runs a Redis there, without the key.
         with private_server() as other:

@@ -16,7 +16,12 @@ from __future__ import annotations
 import socket
 from typing import Any, TypeVar
 
-from proxystore.exceptions import ProxyResolveMissingKey
+from proxystore.exceptions import (
+    ProxyResolveMissingKey,
+    StoreAuthError,
+    StoreConnectionError,
+    StoreTimeoutError,
+)
 from proxystore.secret import wrap
 from proxystore.store.backends.redis import (
     DEFAULT_CHUNK_SIZE,
@@ -43,6 +48,15 @@ class RedisFactory(StoreFactory[T]):
     a background thread and the first use of the proxy waits on that future. A missing key's
     error says which host looked where (and whether a loopback address was the cause).
     """
+
+    def get_store(self) -> Store:
+        """Return the store, re-creating it if needed; its errors name the key resolved."""
+        try:
+            return super().get_store()
+        except (StoreConnectionError, StoreTimeoutError, StoreAuthError) as exc:
+            if exc.args and isinstance(exc.args[0], str):
+                exc.args = (f"{exc.args[0]} (resolving key {self.key!r})", *exc.args[1:])
+            raise
 
     def _finish(self, store: Store, obj: Any) -> T:
         if obj is MISSING and isinstance(store, RedisStore):
