@@ -23,6 +23,11 @@ from proxystore.store.file import mount_of
 
 T = TypeVar("T")
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+RAY_MISSING = "Ray is not installed (python -m pip install -e '.[bench]')"
+"""Why the Ray cases skip where Ray cannot be imported."""
+
 STORE_DIRS = {"file-shm": "/dev/shm", "file-tmp": "/tmp"}
 """Where each file store keeps its files."""
 
@@ -256,6 +261,56 @@ class Context:
             return client
 
         return self.resource(f"dask:{workers}", make)
+
+    def ray(self, cpus: int = 2) -> Any:
+        """The ``ray`` module, started once per run (local, loopback only), shut down at the end.
+
+        Ray runs with ``cpus`` CPUs (2: 2 worker processes for tasks of one CPU; the first call
+        decides), no dashboard, no usage statistics (``RAY_USAGE_STATS_ENABLED=0``) and every
+        address on ``127.0.0.1`` (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, else Ray swaps a
+        loopback node address for a routable one): its servers listen on the loopback
+        interface only. Its workers import the benchmark module through ``PYTHONPATH``.
+
+        Raises:
+            SkipCase: If Ray is not installed.
+        """
+
+        def make() -> Any:
+            from benchmarks.harness import SkipCase
+
+            # Before Ray is imported (it reads them then), and inherited by its processes: no
+            # usage statistics sent anywhere, and 127.0.0.1 kept as the node's address. Without
+            # the second, Ray replaces a loopback _node_ip_address by the machine's routable
+            # address and its servers listen on every interface.
+            os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+            os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+            try:
+                import ray
+            except ImportError as exc:
+                raise SkipCase(RAY_MISSING) from exc
+            os.environ["PYTHONPATH"] = os.pathsep.join(
+                [ROOT, *filter(None, [os.environ.get("PYTHONPATH")])]
+            )
+            import logging
+
+            ray.init(
+                num_cpus=cpus,
+                include_dashboard=False,
+                _node_ip_address="127.0.0.1",
+                object_store_memory=min(4 * 2**30, _shm_free() // 2),
+                log_to_driver=False,
+                logging_level=logging.ERROR,
+                namespace=f"proxystore-bench-{self.run_id}",
+            )
+            self.exit.callback(ray.shutdown)
+            return ray
+
+        return self.resource("ray", make)
+
+
+def _shm_free() -> int:
+    stat = os.statvfs("/dev/shm")
+    return stat.f_bavail * stat.f_frsize
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:

@@ -15,8 +15,8 @@ each worker host, each summing it. One case per way of sending the array:
 * ``multihost/proxy-client``: ``ProxyClient`` with a ``RedisStore`` on host a: the array is
   stored once and every worker process that runs a task fetches it once.
 * ``multihost/proxy-client-host-tier``: the same with the per-host tier
-  (``host_cache="/dev/shm/proxystore-hostcache"``); skipped until ``RedisStore`` accepts
-  ``host_cache=``. Target: one copy into each host (at most 1.2x the array) and faster than
+  (``host_cache="/dev/shm/proxystore-hostcache"``; skipped where ``RedisStore`` does not
+  accept ``host_cache=``). Target: one copy into each host (at most 1.2x the array) and faster than
   scatter.
 
 The proxy cases and plain Dask run against ``scatter(broadcast=True)`` as their floor,

@@ -7,12 +7,14 @@ Examples::
     python -m benchmarks --case 'store/redis/*'      # only some cases (shell-style globs)
     python -m benchmarks --rst docs/benchmarks-full.txt   # also write the docs' table
     python -m benchmarks --case 'multihost/*'        # across hosts on the test bed (root)
+    python -m benchmarks.curves                      # cost against size, tasks, workers (SVG)
 
 Every case runs against its floor in the same run, interleaved, and the table shows the
 ratio of their medians. Results go to ``benchmarks/results/latest.json`` unless ``--json``
 says otherwise. A Redis server is needed for the Redis cases: REDIS_HOST/REDIS_PORT, or else
 a private ``redis-server`` started on a free port for the run and shut down after it. The multi-host
-cases (:mod:`benchmarks.multihost_cases`) run only when ``--case`` selects them.
+cases (:mod:`benchmarks.multihost_cases`) run only when ``--case`` selects them. The Ray cases
+(:mod:`benchmarks.ray_cases`) need the ``bench`` extra and are reported as skipped without it.
 """
 
 from __future__ import annotations
@@ -32,7 +34,9 @@ from benchmarks import (
     executor_cases,
     memory_cases,
     multihost_cases,
+    overhead_cases,
     proxy_cases,
+    ray_cases,
     store_cases,
     zero_copy_cases,
 )
@@ -60,8 +64,11 @@ def all_cases(ctx: Context) -> list[Case]:
         *proxy_cases.cases(ctx),
         *memory_cases.cases(ctx),
         *zero_copy_cases.pool_cases(ctx),  # forked pools before Dask starts its threads
+        *overhead_cases.pool_cases(ctx),
         *executor_cases.cases(ctx),
         *zero_copy_cases.other_cases(ctx),
+        *overhead_cases.other_cases(ctx),
+        *ray_cases.cases(ctx),  # Ray starts last, once every pool is forked
         *multihost_cases.cases(ctx),  # explicit: only with --case 'multihost/*'
     ]
 

@@ -28,7 +28,6 @@ from proxystore.store import Store
 from .policy import ProxyPolicy, make_policy
 from .proxier import ArgumentProxier
 from .reachability import StoreReachabilityWarning, reachability_problems, worker_host
-from .task import ProxyTask
 
 __all__ = ["ProxyClient"]
 
@@ -121,7 +120,7 @@ class ProxyClient:
         columns = [list(iterable) for iterable in iterables]
 
         def send(
-            task: ProxyTask, calls: list[tuple[tuple[Any, ...], dict[str, Any]]]
+            task: Callable[..., Any], calls: list[tuple[tuple[Any, ...], dict[str, Any]]]
         ) -> list[distributed.Future]:
             # Every call's kwargs are the same objects, proxied to the same keys: send them once.
             sent_kwargs = calls[-1][1] if calls else dict(task_kwargs)

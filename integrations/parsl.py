@@ -71,14 +71,16 @@ class ProxyApp:
         self.fn = getattr(app.func, "__wrapped__", app.func)
         self.proxier = proxier
         self._template = app
-        # One Parsl app per worker-side wrapper: the plain one, and one per set of container
-        # arguments the worker must look into (few: they are argument positions).
-        self._apps: dict[frozenset[int | str], PythonApp] = {}
+        # One Parsl app per thing to run: the plain function, the wrapper, and one wrapper per
+        # set of container arguments the worker must look into (few: argument positions).
+        self._apps: dict[frozenset[int | str] | None, PythonApp] = {}
         self.app = self._app_for(proxier.task(self.fn))
         functools.update_wrapper(self, self.fn, updated=())
 
-    def _app_for(self, task: ProxyTask) -> PythonApp:
-        app = self._apps.get(task.nested)
+    def _app_for(self, task: Callable[..., Any]) -> PythonApp:
+        # None: the plain function, sent when no argument needs the worker-side wrapper.
+        variant = task.nested if isinstance(task, ProxyTask) else None
+        app = self._apps.get(variant)
         if app is None:
             template = self._template
             app = PythonApp(
@@ -90,7 +92,7 @@ class ProxyApp:
                 join=getattr(template, "join", False),
             )
             app.kwargs = dict(getattr(template, "kwargs", {}))
-            self._apps[task.nested] = app
+            self._apps[variant] = app
         return app
 
     def __call__(self, *args: Any, **kwargs: Any) -> Future[Any]:
@@ -98,7 +100,7 @@ class ProxyApp:
         parsl_kwargs = {k: v for k, v in kwargs.items() if k in _PARSL_KEYWORDS}
         task_kwargs = {k: v for k, v in kwargs.items() if k not in _PARSL_KEYWORDS}
 
-        def send(task: ProxyTask, *call_args: Any, **call_kwargs: Any) -> Future[Any]:
+        def send(task: Callable[..., Any], *call_args: Any, **call_kwargs: Any) -> Future[Any]:
             future: Future[Any] = self._app_for(task)(*call_args, **call_kwargs, **parsl_kwargs)
             return future
 

@@ -37,6 +37,8 @@ Sent = tuple[tuple[Any, ...], dict[str, Any]]
 
 logger = logging.getLogger(__name__)
 
+_WRAPPED = frozenset({ProxyRef, PickledArgument})  # arguments only ProxyTask can hand over
+
 _ATOMIC = frozenset({int, float, bool, type(None), complex})  # never proxied: no need to look
 
 _TASK_CACHE_SIZE = 256  # task wrappers kept per adapter (one per distinct function)
@@ -300,14 +302,21 @@ class ArgumentProxier:
     ) -> F:
         """The one submit path: proxy a call's arguments, send it, tie the lease to its future.
 
-        ``send(task, *args, **kwargs)`` gets the worker-side wrapper of ``fn`` and the
-        arguments to send, and returns the engine's future (anything with
-        ``add_done_callback``). The lease is released if ``send`` raises, and when the future
-        is done, whether it succeeded, failed or was cancelled.
+        ``send(task, *args, **kwargs)`` gets what to run on the worker (the worker-side
+        wrapper of ``fn``, or ``fn`` itself when no argument needs it) and the arguments to
+        send, and returns the engine's future (anything with ``add_done_callback``). The lease
+        is released if ``send`` raises, and when the future is done, whether it succeeded,
+        failed or was cancelled.
         """
 
+        atomic = _ATOMIC
+        if not self.policy.proxy_results and all(
+            type(value) in atomic for value in (*args, *kwargs.values())
+        ):
+            return send(fn, *args, **kwargs)  # only scalars: nothing to store, lease or wrap
+
         def send_one(
-            task: ProxyTask, sent: list[tuple[tuple[Any, ...], dict[str, Any]]]
+            task: Callable[..., Any], sent: list[tuple[tuple[Any, ...], dict[str, Any]]]
         ) -> list[F]:
             ((call_args, call_kwargs),) = sent
             return [send(task, *call_args, **call_kwargs)]
@@ -319,11 +328,11 @@ class ArgumentProxier:
         self,
         fn: Callable[..., Any],
         calls: Sequence[tuple[tuple[Any, ...], Mapping[str, Any]]],
-        send: Callable[[ProxyTask, list[Sent]], Sequence[F]],
+        send: Callable[[Callable[..., Any], list[Sent]], Sequence[F]],
     ) -> list[F]:
         """:meth:`submit` for many calls of ``fn`` sent together (``map``, chunks).
 
-        ``send`` gets the worker-side wrapper and every call's arguments to send, and returns
+        ``send`` gets what to run (as for :meth:`submit`) and every call's arguments, and returns
         either one future per call (each call's lease is tied to its own future) or a single
         future for all of them (all leases are tied to it). Every lease is released if
         proxying or ``send`` raises.
@@ -336,7 +345,11 @@ class ArgumentProxier:
                 leases.append(lease)
                 sent.append((new_args, new_kwargs))
             nested = frozenset(place for lease in leases for place in lease.nested)
-            futures = list(send(self.task(fn, nested), sent))
+            if nested or self.policy.proxy_results or not all(map(_untouched, sent)):
+                wrapper: Callable[..., Any] = self.task(fn, nested)
+            else:
+                wrapper = fn  # nothing for the worker side to do: the plain call, no wrapper
+            futures = list(send(wrapper, sent))
             if len(futures) != len(leases) and len(futures) != 1:
                 raise RuntimeError(
                     f"{self.owner}: the engine returned {len(futures)} futures for "
@@ -410,6 +423,12 @@ class ArgumentProxier:
         """Return the stored keys still in use and how many tasks use each."""
         with self._lock:
             return {key: entry.users for key, entry in self._by_key.items()}
+
+
+def _untouched(call: Sent) -> bool:
+    """Whether a call's arguments hold nothing the worker-side wrapper must handle."""
+    args, kwargs = call
+    return not any(type(v) in _WRAPPED or is_proxy(v) for v in (*args, *kwargs.values()))
 
 
 def _check_recreatable(store: Store, ref: StoreRef, owner: str) -> None:

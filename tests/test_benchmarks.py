@@ -29,6 +29,20 @@ CASE_KEYS = {
     "extra",
     "error",
 }
+OVERHEAD_QUICK_CASES = [
+    "overhead/futures/tiny-200",
+    "overhead/futures/dict-100KB-20",
+    "overhead/dask/tiny-50",
+    "overhead/parsl/tiny-50",
+]
+RAY_QUICK_CASES = [
+    "ray/standard/proxy-executor-cow/array-8MB",
+    "ray/standard/proxy-executor-readonly/array-8MB",
+    "ray/standard/ray-vs-pool/array-8MB",
+    "ray/standard/proxy-client/array-8MB",
+    "ray/put/file-shm/array-8MB",
+]
+NEW_QUICK_CASES = [*OVERHEAD_QUICK_CASES, *RAY_QUICK_CASES, "put-floor/file-shm/array-8MB"]
 EXPECTED_CASES = [
     *(
         f"store/{store}/{operation}/{obj}"
@@ -56,6 +70,7 @@ EXPECTED_CASES = [
     "zero-copy/dask/vs-scatter/array-8MB",
     "zero-copy/dask/vs-scatter-unhashed/array-8MB",
     "zero-copy/resolve/fresh-process/array-8MB",
+    *NEW_QUICK_CASES,
 ]
 
 
@@ -120,6 +135,9 @@ def test_quick_run_writes_every_case(tmp_path: Path, redis_address: tuple[str, i
     for case in cases.values():
         assert set(case) >= CASE_KEYS, case["name"]
         assert case["error"] is None, (case["name"], case["error"])
+        if case["skipped"] is not None:  # the Ray cases where Ray is not installed
+            assert case["name"].startswith("ray/") and "Ray is not installed" in case["skipped"]
+            continue
         assert case["repeats"] >= 1 and case["median"] is not None
         assert case["floor"]["name"] and case["floor"]["median"] is not None
         assert case["ratio"] is not None
@@ -141,3 +159,95 @@ def test_quick_run_writes_every_case(tmp_path: Path, redis_address: tuple[str, i
     assert "store/redis/put+get/array-1KB" in done.stdout
     assert "list-table" in rst.read_text()
     assert "store/redis/put+get/array-1KB" in rst.read_text()
+
+
+def _hide(tmp_path: Path, *modules: str) -> dict[str, str]:
+    """An environment in which importing ``modules`` fails, as if they were not installed."""
+    hidden = tmp_path / "hidden"
+    hidden.mkdir()
+    for module in modules:
+        (hidden / f"{module}.py").write_text(f"raise ImportError('{module} hidden by the test')\n")
+    return {"PYTHONPATH": os.pathsep.join([str(hidden), os.environ.get("PYTHONPATH", "")])}
+
+
+def test_issue_12_cases_are_listed_with_their_targets() -> None:
+    done = run_benchmarks(
+        "-m",
+        "benchmarks",
+        "--list",
+        "--case",
+        "overhead/*",
+        "--case",
+        "ray/*",
+        "--case",
+        "put-floor/*",
+    )
+    assert done.returncode == 0, done.stderr
+    listed = {line.split()[0]: line for line in done.stdout.splitlines()}
+    assert set(listed) == {
+        "overhead/futures/tiny-2000",
+        "overhead/futures/dict-100KB-200",
+        "overhead/dask/tiny-500",
+        "overhead/parsl/tiny-500",
+        *(name.replace("array-8MB", "array-100MB") for name in RAY_QUICK_CASES),
+        "put-floor/file-shm/array-100MB",
+    }
+    assert "<= 1.03x" in listed["overhead/futures/tiny-2000"]
+    assert "<= 1.05x" in listed["overhead/futures/dict-100KB-200"]
+    assert "<= 1.03x" in listed["overhead/dask/tiny-500"]
+    assert "<= 1.03x" in listed["overhead/parsl/tiny-500"]
+    assert "<= 1.0x" in listed["ray/standard/proxy-executor-cow/array-100MB"]
+    assert "<= 0.8x" in listed["ray/standard/proxy-executor-readonly/array-100MB"]
+    assert "<= 2x" in listed["put-floor/file-shm/array-100MB"]
+    assert "Ray put + 8 tasks" in listed["ray/standard/proxy-executor-cow/array-100MB"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_issue_12_cases_run_quick_and_ray_cases_skip_without_ray(tmp_path: Path) -> None:
+    out = tmp_path / "quick.json"
+    done = run_benchmarks(
+        "-m", "benchmarks", "--quick", "--json", str(out),
+        "--case", "overhead/*", "--case", "ray/*", "--case", "put-floor/*",
+        env=_hide(tmp_path, "ray"),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    cases = {case["name"]: case for case in json.loads(out.read_text())["cases"]}
+    assert set(cases) == set(NEW_QUICK_CASES)
+    for name in RAY_QUICK_CASES:
+        assert cases[name]["skipped"] and "Ray is not installed" in cases[name]["skipped"]
+        assert cases[name]["error"] is None and cases[name]["met"] is None
+    for name in [*OVERHEAD_QUICK_CASES, "put-floor/file-shm/array-8MB"]:
+        case = cases[name]
+        assert case["error"] is None and case["skipped"] is None, (name, case)
+        assert case["median"] is not None and case["floor"]["median"] is not None
+        assert case["ratio"] is not None
+    assert cases["overhead/futures/tiny-200"]["target"] == "<= 1.03x"
+    assert "skipped: Ray is not installed" in done.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_curves_quick_writes_data_and_figures(
+    tmp_path: Path, redis_address: tuple[str, int]
+) -> None:
+    host, port = redis_address
+    out = tmp_path / "curves"
+    env = {"REDIS_HOST": host, "REDIS_PORT": str(port), **_hide(tmp_path, "ray")}
+    done = run_benchmarks("-m", "benchmarks.curves", "--quick", "--out", str(out), env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    data = json.loads((out / "curves.json").read_text())
+    assert data["ray"] is None and "Ray is not installed" in data["ray_missing"]
+    stores = {point["store"] for point in data["size"]["points"]}
+    assert stores == {"local", "file-shm", "file-tmp", "redis"}
+    assert {p["tasks"] for p in data["tasks"]["points"]} == {1, 10, 50}
+    assert {p["argument"] for p in data["tasks"]["points"]} == {"tiny", "array"}
+    assert {p["workers"] for p in data["workers"]["points"]} == {1, 2, 4}
+    assert data["size_cap"]["top"] <= data["size_cap"]["available_bytes"]
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert "no figures" in done.stderr
+    else:
+        for figure in ("size-time.svg", "size-memory.svg", "tasks.svg", "workers.svg"):
+            assert (out / figure).read_text().lstrip().startswith("<?xml"), figure

@@ -15,6 +15,7 @@ from proxystore.exceptions import StoreTimeoutError
 from proxystore.integrations import proxier as proxier_module
 from proxystore.integrations.policy import ProxyPolicy
 from proxystore.integrations.proxier import ArgumentProxier
+from proxystore.integrations.task import ProxyTask
 from proxystore.store import Store
 from proxystore.store.file import FileStore
 from tests.integration_helpers import wait_until_released
@@ -139,3 +140,22 @@ def test_an_eviction_that_keeps_failing_is_logged_as_an_error(
     assert store.exists(key) and FlakyEvictFileStore.failing[key] == 7
     FlakyEvictFileStore.failing.pop(key)
     store.cleanup()
+
+
+def test_calls_the_worker_side_need_not_touch_run_the_plain_function(
+    proxier: ArgumentProxier,
+) -> None:
+    sent: list[Any] = []
+
+    def send(task: Any, *args: Any, **kwargs: Any) -> Future[Any]:
+        sent.append(task)
+        future: Future[Any] = Future()
+        future.set_result(None)
+        return future
+
+    proxier.submit(len, send, (1, 2.5), {"flag": True, "none": None})
+    proxier.submit(len, send, ("short text",), {})  # known size, below the threshold
+    assert sent == [len, len], "scalars and small strings: no wrapper on the worker"
+    proxier.submit(len, send, (BIG,), {})
+    assert isinstance(sent[-1], ProxyTask) and sent[-1].fn is len
+    wait_until_released(Owner(proxier))

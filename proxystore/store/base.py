@@ -31,6 +31,7 @@ from proxystore.store.backends.base import Backend, Fetched, new_key
 from proxystore.store.cache import LRUCache
 from proxystore.store.codec import Codec, RawBytes
 from proxystore.store.description import StoreDescription
+from proxystore.store.inflight import InFlight
 from proxystore.store.layers.timing import TimingLayer
 from proxystore.store.stats import StatsRecorder, TimeStats
 from proxystore.store.store_factory import MISSING, StoreFactory
@@ -82,6 +83,7 @@ class Store:
         self._kwargs = dict(kwargs or {})
         self._stats: StatsRecorder | None = None
         self._description: StoreDescription | None = None
+        self._inflight: InFlight[Fetched] = InFlight()
         # Objects kept by reference without statistics: set and get go straight to the backend.
         self._direct = codec.by_reference
 
@@ -223,9 +225,14 @@ class Store:
     def get_bytes_with_timestamp(self, key: str) -> Fetched:
         """Fetch the bytes under ``key`` and their write time from the backend, or ``None``.
 
-        Every read of a store goes through this one call (subclasses may wrap it).
+        Every read of a store goes through this one call (subclasses may wrap it). Where the
+        objects of a process are shared anyway (cached, not copy-on-write), concurrent reads
+        of one key share one fetch.
         """
-        return self.backend.get(key)
+        if not (self._caching and self.codec.cache_buffers):
+            return self.backend.get(key)
+        fetched, _ = self._inflight.run(key, lambda: self.backend.get(key))
+        return fetched
 
     def get(
         self,
@@ -333,6 +340,10 @@ class Store:
                 self.cache.evict(key)
             return default
         data, timestamp = fetched
+        if deserialize and self._caching:  # a concurrent resolver already rebuilt these bytes
+            cached = self.cache.get(key)
+            if cached is not None and cached[0] == timestamp:
+                return cached[1]
         obj = self.codec.decode(data, deserialize=deserialize)
         if deserialize and self._caching and self.codec.cacheable(data):
             self.cache.set(key, (timestamp, obj))

@@ -32,6 +32,7 @@ from proxystore.store.backends.file import (
 )
 from proxystore.store.base import Store
 from proxystore.store.codec import Codec
+from proxystore.store.host_tier import host_tier
 
 __all__ = ["FileStore", "file_system_type", "is_memory_file_system", "mount_of"]
 
@@ -49,6 +50,10 @@ class FileStore(Store):
             system (tmpfs, ramfs). ``True`` insists, and fails if it is not.
         readonly: With zero-copy, give read-only arrays (writing raises) instead of
             copy-on-write ones; read-only objects are cached and shared within a process.
+        host_cache: For a ``store_dir`` on a network file system: a directory on a memory
+            file system shared by the processes of this host, where each object is copied
+            once per host and mapped from (see :mod:`proxystore.store.host_tier`).
+        host_cache_bytes: Bound of the host cache (default: half of its file system).
 
     Raises:
         StoreError: If ``store_dir`` cannot be created, or ``zero_copy=True`` and it is not on
@@ -64,6 +69,8 @@ class FileStore(Store):
         cache_size: int = 16,
         zero_copy: bool | None = None,
         readonly: bool = False,
+        host_cache: str | os.PathLike[str] | None = None,
+        host_cache_bytes: int | None = None,
     ) -> None:
         directory = os.path.abspath(os.fspath(store_dir))
         backend = FileBackend(directory, store_name=name, store_type="FileStore")
@@ -78,7 +85,13 @@ class FileStore(Store):
                 store_type="FileStore",
             )
         mapped = on_memory if zero_copy is None else zero_copy
-        if readonly and not mapped:
+        if host_cache is not None and mapped:
+            raise ValueError(
+                f"FileStore {name!r}: host_cache= is for a store_dir on a file system shared "
+                f"over the network; {directory!r} is on a memory file system, which this host "
+                "already maps without a copy"
+            )
+        if readonly and not mapped and host_cache is None:
             raise ValueError(
                 f"FileStore {name!r}: readonly=True applies to zero-copy (memory-mapped) reads, "
                 f"which are off for {directory!r}"
@@ -92,7 +105,19 @@ class FileStore(Store):
         # Copy-on-write arrays are private to each get (never cached); read-only mappings give
         # read-only arrays without a copy.
         codec = Codec(copy_readonly=not readonly, cache_buffers=not (mapped and not readonly))
-        super().__init__(name, backend, cache_size=cache_size, codec=codec, kwargs=kwargs)
+        layered, tier_codec, tier_kwargs = host_tier(
+            backend,
+            host_cache=host_cache,
+            host_cache_bytes=host_cache_bytes,
+            readonly=readonly and not mapped,
+            store_name=name,
+            store_type="FileStore",
+            location=directory,
+        )
+        kwargs.update(tier_kwargs)
+        super().__init__(
+            name, layered, cache_size=cache_size, codec=tier_codec or codec, kwargs=kwargs
+        )
         self.store_dir = directory
         self.zero_copy = mapped
         self.readonly = readonly

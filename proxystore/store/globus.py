@@ -30,6 +30,7 @@ from typing import Any
 from proxystore.exceptions import StoreAuthError, StoreConnectionError
 from proxystore.store.backends.globus import GlobusBackend
 from proxystore.store.base import Store
+from proxystore.store.codec import Codec
 from proxystore.store.globus_endpoints import (
     HOSTNAME_ENV,
     EndpointsLike,
@@ -43,6 +44,7 @@ from proxystore.store.globus_tasks import (
     TransferClientLike,
     TransferTasks,
 )
+from proxystore.store.host_tier import host_tier
 
 __all__ = [
     "HOSTNAME_ENV",
@@ -103,6 +105,11 @@ class GlobusStore(Store):
         hostname: Host name used to find the local endpoint; defaults to the environment
             variable ``PROXYSTORE_GLOBUS_HOSTNAME``, then :func:`socket.gethostname`. Not
             passed on to proxies.
+        host_cache: A directory on a memory file system shared by the processes of this host
+            (see :mod:`proxystore.store.host_tier`): each object is read from the local
+            endpoint once per host and mapped from there.
+        host_cache_bytes: Bound of the host cache (default: half of its file system).
+        readonly: With ``host_cache``, read-only arrays shared by the host.
 
     Raises:
         TypeError: If an argument has the wrong type.
@@ -122,6 +129,9 @@ class GlobusStore(Store):
         cache_size: int = 16,
         transfer_client: TransferClientLike | None = None,
         hostname: str | None = None,
+        host_cache: str | os.PathLike[str] | None = None,
+        host_cache_bytes: int | None = None,
+        readonly: bool = False,
     ) -> None:
         self.endpoints = as_endpoints(endpoints)
         for arg, value in (("polling_interval", polling_interval), ("timeout", timeout)):
@@ -161,7 +171,19 @@ class GlobusStore(Store):
         # A client built from this site's tokens never travels; an injected one if it pickles.
         if transfer_client is not None and _pickles(transfer_client):
             kwargs["transfer_client"] = transfer_client
-        super().__init__(name, backend, cache_size=cache_size, kwargs=kwargs)
+        layered, codec, tier_kwargs = host_tier(
+            backend,
+            host_cache=host_cache,
+            host_cache_bytes=host_cache_bytes,
+            readonly=readonly,
+            store_name=name,
+            store_type="GlobusStore",
+            location=self.local_dir,
+        )
+        kwargs.update(tier_kwargs)
+        super().__init__(
+            name, layered, cache_size=cache_size, codec=codec or Codec(), kwargs=kwargs
+        )
 
     @property
     def polling_interval(self) -> float:

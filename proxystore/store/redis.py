@@ -13,15 +13,11 @@ appear in a ``repr``, a log line, an error message or a traceback's captured loc
 
 from __future__ import annotations
 
+import os
 import socket
 from typing import Any, TypeVar
 
-from proxystore.exceptions import (
-    ProxyResolveMissingKey,
-    StoreAuthError,
-    StoreConnectionError,
-    StoreTimeoutError,
-)
+from proxystore.exceptions import ProxyResolveMissingKey
 from proxystore.secret import wrap
 from proxystore.store.backends.redis import (
     DEFAULT_CHUNK_SIZE,
@@ -30,6 +26,8 @@ from proxystore.store.backends.redis import (
     uses_wire,
 )
 from proxystore.store.base import Store, StoreFactory
+from proxystore.store.codec import Codec
+from proxystore.store.host_tier import host_tier
 from proxystore.store.redis_config import parse_url
 from proxystore.store.store_factory import MISSING
 
@@ -49,20 +47,18 @@ class RedisFactory(StoreFactory[T]):
     error says which host looked where (and whether a loopback address was the cause).
     """
 
-    def get_store(self) -> Store:
-        """Return the store, re-creating it if needed; its errors name the key resolved."""
-        try:
-            return super().get_store()
-        except (StoreConnectionError, StoreTimeoutError, StoreAuthError) as exc:
-            if exc.args and isinstance(exc.args[0], str):
-                exc.args = (f"{exc.args[0]} (resolving key {self.key!r})", *exc.args[1:])
-            raise
-
     def _finish(self, store: Store, obj: Any) -> T:
         if obj is MISSING and isinstance(store, RedisStore):
-            raise ProxyResolveMissingKey(
-                self.key, type(store).__name__, store.name, store._redis.missing_detail()
-            )
+            hint = store._redis.loopback_hint()
+            if hint:
+                raise ProxyResolveMissingKey(
+                    self.key,
+                    type(store).__name__,
+                    store.name,
+                    socket.gethostname(),
+                    store.address,
+                    hint,
+                )
         return super()._finish(store, obj)
 
 
@@ -80,6 +76,12 @@ class RedisStore(Store):
         chunk_size: Largest payload written as one Redis value; larger ones are split.
         created_on: Host name of the creating process (recorded automatically; error
             messages use it to explain a loopback address used on another host).
+        host_cache: A directory on a memory file system (``/dev/shm/proxystore``) shared by
+            the processes of this host: each object is fetched once per host into it and
+            mapped from there by every process (see :mod:`proxystore.store.host_tier`).
+        host_cache_bytes: Bound of the host cache (default: half of its file system).
+        readonly: With ``host_cache``, read-only arrays shared by the whole host instead of
+            copy-on-write ones.
         redis_kwargs: Connection settings, as for :class:`redis.Redis`: ``password``,
             ``username`` (ACL user), ``db``, ``ssl`` and ``ssl_*``, ``unix_socket_path``,
             ``socket_timeout``, ``socket_connect_timeout``, ... Connect and socket timeouts
@@ -107,6 +109,9 @@ class RedisStore(Store):
         cache_size: int = 16,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         created_on: str | None = None,
+        host_cache: str | os.PathLike[str] | None = None,
+        host_cache_bytes: int | None = None,
+        readonly: bool = False,
         **redis_kwargs: Any,
     ) -> None:
         if url is not None:
@@ -138,6 +143,15 @@ class RedisStore(Store):
             store_name=name,
             store_type="RedisStore",
         )
+        layered, codec, tier_kwargs = host_tier(
+            backend,
+            host_cache=host_cache,
+            host_cache_bytes=host_cache_bytes,
+            readonly=readonly,
+            store_name=name,
+            store_type="RedisStore",
+            location=backend.address,
+        )
         server = {"hostname": hostname, "port": port} if not unix else {}
         kwargs = {
             **server,
@@ -146,8 +160,11 @@ class RedisStore(Store):
             **redis_kwargs,
             "created_on": created_on,
             "cache_size": cache_size,
+            **tier_kwargs,
         }
-        super().__init__(name, backend, cache_size=cache_size, kwargs=kwargs)
+        super().__init__(
+            name, layered, cache_size=cache_size, codec=codec or Codec(), kwargs=kwargs
+        )
         self.hostname = hostname or ""
         self.port = port or 0
         self.chunk_size = chunk_size

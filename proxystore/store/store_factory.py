@@ -7,14 +7,16 @@ pickles into another process and re-creates the store there (once per process an
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from proxystore.exceptions import ProxyResolveMissingKey
+from proxystore.exceptions import ProxyResolveMissingKey, StoreError
 from proxystore.factory import Factory, run_in_thread
 from proxystore.store.description import StoreDescription
+from proxystore.store.layers.base import innermost
 
 if TYPE_CHECKING:
     from proxystore.store.base import Store
@@ -95,7 +97,9 @@ class StoreFactory(Factory[T]):
 
     def _finish(self, store: Store, obj: Any) -> T:
         if obj is MISSING:
-            raise ProxyResolveMissingKey(self.key, type(store).__name__, store.name)
+            raise ProxyResolveMissingKey(
+                self.key, type(store).__name__, store.name, socket.gethostname(), location(store)
+            )
         if self.evict:
             store.evict(self.key)
         result: T = obj
@@ -114,16 +118,24 @@ class StoreFactory(Factory[T]):
         start = time.perf_counter()
         with self._lock:
             future, self._future = self._future, None
-        if future is None:
-            store = self.get_store()
-            obj = store.get(
-                self.key, deserialize=self.deserialize, strict=self.strict, default=MISSING
-            )
-        else:
-            store, token = future.result()
-            obj = store.complete(
-                self.key, token, deserialize=self.deserialize, strict=self.strict, default=MISSING
-            )
+        try:
+            if future is None:
+                store = self.get_store()
+                obj = store.get(
+                    self.key, deserialize=self.deserialize, strict=self.strict, default=MISSING
+                )
+            else:
+                store, token = future.result()
+                obj = store.complete(
+                    self.key,
+                    token,
+                    deserialize=self.deserialize,
+                    strict=self.strict,
+                    default=MISSING,
+                )
+        except StoreError as exc:
+            _add_resolving_context(exc, self.key, self.description)
+            raise
         result = self._finish(store, obj)
         store.record(self.key, "resolve", time.perf_counter() - start)
         return result
@@ -150,3 +162,28 @@ class StoreFactory(Factory[T]):
             f"{type(self).__name__}(key={self.key!r}, "
             f"store={self.description.type_name}({self.store_name!r}))"
         )
+
+
+def location(store: Store) -> str | None:
+    """Where ``store`` keeps its objects: the server address or directory, when known."""
+    backend = innermost(store.backend)
+    for attribute in ("address", "directory"):
+        value = getattr(backend, attribute, None)
+        if isinstance(value, str):
+            return value
+    return None
+
+
+def _add_resolving_context(error: StoreError, key: str, description: StoreDescription) -> None:
+    """Complete ``error``'s message with the key, the store and the host that resolved."""
+    host = socket.gethostname()
+    message = str(error)
+    if getattr(error, "resolving_host", None) is None:
+        error.args = (
+            f"{message} [resolving key {key!r} of {description.type_name} "
+            f"{description.name!r} on host {host}]",
+            *error.args[1:],
+        )
+        error.resolving_host = host  # type: ignore[attr-defined]
+        if getattr(error, "key", None) is None:
+            error.key = key  # type: ignore[attr-defined]

@@ -66,4 +66,6 @@ def test_quick_run_on_the_bed_records_bytes_into_each_host(tmp_path: Path) -> No
         assert proxied[f"into_{host}_bytes"] <= 2.2 * size
     assert "floor_into_b_bytes" in proxied
     tier = cases[CASES[3]]
-    assert tier["skipped"] is None or "host_cache" in tier["skipped"]
+    assert tier["error"] is None and tier["skipped"] is None, tier
+    for host in ("b", "c"):  # the host tier: one copy into each host
+        assert 0.9 * size <= tier["extra"][f"into_{host}_bytes"] <= 1.2 * size

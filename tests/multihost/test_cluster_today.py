@@ -128,7 +128,6 @@ def test_proxy_client_sends_the_array_once_and_each_worker_process_fetches_it(
 HOST_TIER = {"host_cache": "/dev/shm/proxystore-hostcache", "host_cache_bytes": 4 * SIZE}
 
 
-@pytest.mark.xfail(strict=True, reason="host tier (host_cache=) not built yet")
 def test_proxy_client_with_host_tier_moves_one_copy_into_each_host(
     testbed: TestBed, bed_client: Any, array: np.ndarray, expected: float
 ) -> None:
@@ -137,7 +136,7 @@ def test_proxy_client_with_host_tier_moves_one_copy_into_each_host(
         seen, _ = run_workload(testbed, pclient.submit, array, expected)
     report("ProxyClient + RedisStore on a, host tier", seen)
     for host in ("b", "c"):
-        assert seen.rx[host] <= 1.2 * SIZE, seen.rx
+        assert 0.95 * SIZE <= seen.rx[host] <= 1.2 * SIZE, seen.rx  # one copy per host
 
 
 @pytest.fixture(scope="module")
@@ -163,7 +162,6 @@ def test_proxy_app_on_htex_workers_on_b_and_c(
             assert seen.rx[host] >= 0.95 * SIZE
 
 
-@pytest.mark.xfail(strict=True, reason="host tier (host_cache=) not built yet")
 def test_proxy_app_with_host_tier_moves_one_copy_into_each_host(
     testbed: TestBed, parsl_dfk: Any, array: np.ndarray, expected: float
 ) -> None:
@@ -171,7 +169,7 @@ def test_proxy_app_with_host_tier_moves_one_copy_into_each_host(
         seen, _ = run_proxy_app(testbed, store, array, expected)
     report("proxy_app (HTEX on b and c) + RedisStore on a, host tier", seen)
     for host in ("b", "c"):
-        assert seen.rx[host] <= 1.2 * SIZE, seen.rx
+        assert 0.95 * SIZE <= seen.rx[host] <= 1.2 * SIZE, seen.rx  # one copy per host
 
 
 def run_proxy_app(
@@ -203,11 +201,7 @@ def run_proxy_app(
     "options",
     [
         pytest.param({}, id="redis"),
-        pytest.param(
-            HOST_TIER,
-            id="redis-host-tier",
-            marks=pytest.mark.xfail(strict=True, reason="host tier (host_cache=) not built yet"),
-        ),
+        pytest.param(HOST_TIER, id="redis-host-tier"),
     ],
 )
 def test_a_link_cut_mid_transfer_fails_the_task_within_the_socket_timeout(

@@ -30,7 +30,6 @@ traceback's locals.
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -145,11 +144,9 @@ class RedisBackend(BackendBase):
         with self.translate():
             self.client.ping()
 
-    def missing_detail(self) -> str:
-        """Where a missing key was looked up, for :class:`ProxyResolveMissingKey` messages."""
-        return f"Looked up on host {socket.gethostname()} in Redis at {self.address}." + (
-            loopback_hint(self.host, self.created_on)
-        )
+    def loopback_hint(self) -> str:
+        """The sentence for a loopback address used away from the creating host, or ``""``."""
+        return loopback_hint(self.host, self.created_on).strip()
 
     def put(self, key: str | None, parts: Parts) -> str:
         """Write the serialized pieces under ``key`` in one transaction (chunked if large).

@@ -1,0 +1,78 @@
+"""The ``host_cache=`` option of stores whose objects live off the host.
+
+Redis, Globus and a ``FileStore`` on a shared file system take it: :func:`host_tier` composes
+the :class:`~proxystore.store.layers.host_cache.HostCacheLayer` and the codec that rebuilds
+objects on its memory mappings.
+
+With the host tier, objects come from mappings of files on a memory file system, exactly as
+from a zero-copy ``FileStore``: copy-on-write arrays by default (private to each ``get``, never
+cached), or read-only arrays shared by the whole host with ``readonly=True``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from proxystore.store.backends.base import Backend
+from proxystore.store.codec import Codec
+from proxystore.store.layers.host_cache import HostCacheLayer
+
+__all__ = ["host_tier"]
+
+
+def host_tier(
+    backend: Backend,
+    *,
+    host_cache: str | os.PathLike[str] | None,
+    host_cache_bytes: int | None,
+    readonly: bool,
+    store_name: str,
+    store_type: str,
+    location: str,
+) -> tuple[Backend, Codec | None, dict[str, Any]]:
+    """Wrap ``backend`` in the host tier when ``host_cache`` is given.
+
+    Args:
+        backend: The store's remote backend.
+        host_cache: Directory of the host cache on a memory file system, or ``None``.
+        host_cache_bytes: Bound of the host cache (``None``: half of its file system).
+        readonly: Read-only, host-wide shared arrays instead of copy-on-write ones.
+        store_name: Name of the store.
+        store_type: Class name of the store.
+        location: Where the objects live (server address, directory): with the type and name,
+            what keeps this store's cached objects apart from other stores'.
+
+    Returns:
+        The backend to use, the codec to use (``None``: the store's default), and the
+        constructor arguments to record in the store's description.
+
+    Raises:
+        ValueError: If ``host_cache_bytes`` or ``readonly`` is given without ``host_cache``.
+        StoreError: If the host cache directory is unusable (see ``HostCacheLayer``).
+    """
+    if host_cache is None:
+        if host_cache_bytes is not None:
+            raise ValueError(f"{store_type} {store_name!r}: host_cache_bytes needs host_cache=")
+        if readonly:
+            raise ValueError(
+                f"{store_type} {store_name!r}: readonly=True applies to objects mapped from the "
+                "host cache; give host_cache= (a directory under /dev/shm) too"
+            )
+        return backend, None, {}
+    directory = os.path.abspath(os.fspath(host_cache))
+    layer = HostCacheLayer(
+        backend,
+        directory,
+        max_bytes=host_cache_bytes,
+        readonly=readonly,
+        namespace=f"{store_type}:{store_name}:{location}",
+        store_name=store_name,
+        store_type=store_type,
+    )
+    kwargs: dict[str, Any] = {"host_cache": directory}
+    if host_cache_bytes is not None:
+        kwargs["host_cache_bytes"] = host_cache_bytes
+    if readonly:
+        kwargs["readonly"] = True
+    return layer, Codec(copy_readonly=not readonly, cache_buffers=readonly), kwargs
