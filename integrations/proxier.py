@@ -308,7 +308,6 @@ class ArgumentProxier:
         is released if ``send`` raises, and when the future is done, whether it succeeded,
         failed or was cancelled.
         """
-
         atomic = _ATOMIC
         if not self.policy.proxy_results and all(
             type(value) in atomic for value in (*args, *kwargs.values())
