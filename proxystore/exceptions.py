@@ -169,6 +169,7 @@ class ProxyResolveMissingKey(ProxyStoreError, KeyError):
         store_name: Name of the store the proxy refers to.
         host: The host that tried to resolve it, when known.
         location: Where it looked (server address, directory), when known.
+        detail: A sentence the store adds (a loopback address used on another host), or ``""``.
     """
 
     def __init__(
@@ -178,28 +179,31 @@ class ProxyResolveMissingKey(ProxyStoreError, KeyError):
         store_name: str,
         host: str | None = None,
         location: str | None = None,
+        detail: str = "",
     ) -> None:
         self.key = key
         self.store_type = store_type
         self.store_name = store_name
         self.host = host
         self.location = location
+        self.detail = detail
         super().__init__(key, store_type, store_name)
 
     def __str__(self) -> str:
         where = f" at {self.location}" if self.location else ""
         on = f" on host {self.host}" if self.host else ""
+        detail = f" {self.detail}" if self.detail else ""
         return (
             f"Proxy cannot resolve{on}: key {self.key!r} is not in {self.store_type} "
             f"{self.store_name!r}{where}. The object was most likely evicted (by store.evict(), "
             f"or by a proxy created with evict=True that already resolved), or it was "
-            f"written to a different store or backend than this proxy points at."
+            f"written to a different store or backend than this proxy points at.{detail}"
         )
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (
             type(self),
-            (self.key, self.store_type, self.store_name, self.host, self.location),
+            (self.key, self.store_type, self.store_name, self.host, self.location, self.detail),
         )
 
 

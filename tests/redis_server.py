@@ -10,6 +10,8 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 
 
 def free_port() -> int:
@@ -29,11 +31,26 @@ def replies(host: str, port: int, *, pong_only: bool = False) -> bool:
     return reply.startswith(b"+PONG") or (not pong_only and reply[:1] == b"-")
 
 
-@contextmanager
-def private_redis(*args: str) -> Iterator[tuple[str, int]]:
-    """Start a throw-away redis-server on a free port with extra ``args``; stop it afterwards.
+@dataclass(frozen=True)
+class Server:
+    """A private redis-server: its plain port, and its TLS port and unix socket if asked."""
 
-    It keeps nothing on disk and listens on 127.0.0.1 only.
+    host: str
+    port: int
+    pid: int
+    tls_port: int | None = None
+    unix_socket: str | None = None
+
+
+@contextmanager
+def private_server(
+    *args: str, tls: tuple[Path, Path, Path] | None = None, unix: bool = False
+) -> Iterator[Server]:
+    """Start a throw-away redis-server on free ports with extra ``args``; stop it afterwards.
+
+    It keeps nothing on disk and listens on 127.0.0.1 only (and, with ``unix``, on a unix
+    socket in its own private directory). ``tls`` is ``(ca, cert, key)``: the server then also
+    listens for TLS on a second free port (clients need no certificate).
     """
     binary = shutil.which("redis-server")
     if binary is None:
@@ -44,7 +61,18 @@ def private_redis(*args: str) -> Iterator[tuple[str, int]]:
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="proxystore-redis-") as workdir:
         command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
-        command += ["--appendonly", "no", "--dir", workdir, *args]
+        command += ["--appendonly", "no", "--dir", workdir]
+        tls_port = unix_socket = None
+        if tls is not None:
+            tls_port = free_port()
+            ca, cert, key = tls
+            command += ["--tls-port", str(tls_port), "--tls-ca-cert-file", str(ca)]
+            command += ["--tls-cert-file", str(cert), "--tls-key-file", str(key)]
+            command += ["--tls-auth-clients", "no"]
+        if unix:
+            unix_socket = os.path.join(workdir, "redis.sock")
+            command += ["--unixsocket", unix_socket, "--unixsocketperm", "700"]
+        command += list(args)
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         try:
             deadline = time.monotonic() + 20
@@ -52,7 +80,7 @@ def private_redis(*args: str) -> Iterator[tuple[str, int]]:
                 if process.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"redis-server did not start on 127.0.0.1:{port}")
                 time.sleep(0.05)
-            yield "127.0.0.1", port
+            yield Server("127.0.0.1", port, process.pid, tls_port, unix_socket)
         finally:
             process.terminate()
             try:
@@ -60,6 +88,34 @@ def private_redis(*args: str) -> Iterator[tuple[str, int]]:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+@contextmanager
+def private_redis(*args: str) -> Iterator[tuple[str, int]]:
+    """Start a throw-away redis-server on a free port with extra ``args``; yield its address."""
+    with private_server(*args) as server:
+        yield server.host, server.port
+
+
+def tls_unsupported() -> str | None:
+    """Return why this redis-server cannot serve TLS, or ``None`` if it can.
+
+    Runs ``redis-server --tls-port 0 --proxystore-probe x``: the configuration parser stops at
+    the first unknown directive, which is ``tls-port`` on a server built without TLS.
+    """
+    binary = shutil.which("redis-server")
+    if binary is None:
+        return "redis-server is not installed"
+    try:
+        result = subprocess.run(
+            [binary, "--tls-port", "0", "--proxystore-probe", "x"], capture_output=True, timeout=10
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"redis-server could not be run: {exc}"
+    output = (result.stdout + result.stderr).decode(errors="replace")
+    if "proxystore-probe" not in output:
+        return "this redis-server is built without TLS support (--tls-port is unknown to it)"
+    return None
 
 
 @contextmanager

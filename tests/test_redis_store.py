@@ -137,7 +137,7 @@ def test_password_never_in_reprs(auth_redis: tuple[str, int]) -> None:
         assert p == {"data": 1}
         assert_no_secret(repr(p), str(p))
         # ... yet the password does travel with the factory, so workers can connect.
-        assert factory.store_kwargs["password"] == PASSWORD
+        assert factory.store_kwargs["password"].reveal() == PASSWORD
         assert PASSWORD.encode() in pickle.dumps(p)
         store.evict(str(get_key(p)))
     finally:

@@ -20,11 +20,11 @@ from proxystore.buffers import alloc_buffer
 from proxystore.exceptions import StoreAuthError, StoreConnectionError, StoreError
 from proxystore.serialize import serialize_parts
 from proxystore.store.redis import WIRE_OPTIONS, RedisStore, uses_wire
+from proxystore.store.redis_pool import ConnectionPool
 from proxystore.store.redis_wire import (
     LARGE_REPLY,
     SMALL_ARGUMENT,
     Connection,
-    ConnectionPool,
     encode,
 )
 from tests.redis_server import free_port
@@ -349,8 +349,8 @@ def test_which_client_the_options_choose() -> None:
     assert uses_wire({})
     assert uses_wire({"password": "p", "db": 2, "socket_timeout": 1, "ssl": False})
     assert uses_wire(dict.fromkeys(WIRE_OPTIONS))
-    assert not uses_wire({"ssl": True})
-    assert not uses_wire({"unix_socket_path": "/tmp/redis.sock"})
+    assert uses_wire({"ssl": True, "ssl_ca_certs": "ca.pem"})  # TLS on the fast path
+    assert uses_wire({"unix_socket_path": "/tmp/redis.sock"})
     assert not uses_wire({"max_connections": 10})
 
 

@@ -4,15 +4,21 @@ A :class:`~proxystore.store.base.Store` over a
 :class:`~proxystore.store.backends.redis.RedisBackend` (see there for the value layout, the
 two clients and the error translation).
 
-Connection settings (``password``, ``username``, ``db``, ``ssl``, timeouts, ...) travel with
-proxies so workers can connect, but never appear in a ``repr`` or a log line.
+The server is named by ``hostname``/``port``, by ``unix_socket_path``, or by ``url=``
+(``redis://``, ``rediss://``, ``unix://``, as redis-py's ``from_url``); TLS takes redis-py's
+``ssl_*`` keywords and runs on the fast client. Connection settings travel with proxies so
+workers can connect; passwords travel as :class:`~proxystore.secret.Secret`, so they never
+appear in a ``repr``, a log line, an error message or a traceback's captured locals.
 """
 
 from __future__ import annotations
 
 import os
+import socket
 from typing import Any, TypeVar
 
+from proxystore.exceptions import ProxyResolveMissingKey
+from proxystore.secret import wrap
 from proxystore.store.backends.redis import (
     DEFAULT_CHUNK_SIZE,
     WIRE_OPTIONS,
@@ -23,10 +29,14 @@ from proxystore.store.base import Store, StoreFactory
 from proxystore.store.codec import Codec
 from proxystore.store.host_tier import host_tier
 from proxystore.store.layers.signing import SigningLayer
+from proxystore.store.redis_config import parse_url
+from proxystore.store.store_factory import MISSING
 
 __all__ = ["WIRE_OPTIONS", "RedisFactory", "RedisStore", "uses_wire"]
 
 T = TypeVar("T")
+
+_SECRETS = ("password", "ssl_password")
 
 
 class RedisFactory(StoreFactory[T]):
@@ -34,8 +44,23 @@ class RedisFactory(StoreFactory[T]):
 
     Carries the key and the store's description (host, port, connection settings); in a
     process without the store it re-creates one. :meth:`resolve_async` fetches the object in
-    a background thread and the first use of the proxy waits on that future.
+    a background thread and the first use of the proxy waits on that future. A missing key's
+    error says which host looked where (and whether a loopback address was the cause).
     """
+
+    def _finish(self, store: Store, obj: Any) -> T:
+        if obj is MISSING and isinstance(store, RedisStore):
+            hint = store._redis.loopback_hint()
+            if hint:
+                raise ProxyResolveMissingKey(
+                    self.key,
+                    type(store).__name__,
+                    store.name,
+                    socket.gethostname(),
+                    store.address,
+                    hint,
+                )
+        return super()._finish(store, obj)
 
 
 class RedisStore(Store):
@@ -43,26 +68,35 @@ class RedisStore(Store):
 
     Args:
         name: Name of the store.
-        hostname: Redis server host.
+        hostname: Redis server host (or give ``url`` or ``unix_socket_path``).
         port: Redis server port.
+        url: ``redis://[[user]:password@]host[:port][/db]``, ``rediss://...`` (TLS) or
+            ``unix:///path/to/socket[?db=N]``. Keywords given explicitly win over the URL.
+        ttl: Seconds after which every key an object uses expires (``None``: never).
         cache_size: Size of the per-process LRU cache of deserialized objects (``0``: off).
         chunk_size: Largest payload written as one Redis value; larger ones are split.
         signing_key: Secret bytes: sign every object (HMAC-SHA256) and verify it before it is
             deserialized (:class:`~proxystore.store.layers.signing.SigningLayer`). Travels with
             proxies like the password.
+        created_on: Host name of the creating process (recorded automatically; error
+            messages use it to explain a loopback address used on another host).
         host_cache: A directory on a memory file system (``/dev/shm/proxystore``) shared by
             the processes of this host: each object is fetched once per host into it and
             mapped from there by every process (see :mod:`proxystore.store.host_tier`).
         host_cache_bytes: Bound of the host cache (default: half of its file system).
         readonly: With ``host_cache``, read-only arrays shared by the whole host instead of
             copy-on-write ones.
-        redis_kwargs: Connection settings (``password``, ``username``, ``db``, ``ssl``,
-            ``socket_timeout``, ...), as for :class:`redis.Redis`. Connect and socket
-            timeouts default to 5 s and 60 s so that no call waits forever. Settings outside
-            :data:`WIRE_OPTIONS` (TLS, unix sockets, ...) make the store use redis-py.
+        redis_kwargs: Connection settings, as for :class:`redis.Redis`: ``password``,
+            ``username`` (ACL user), ``db``, ``ssl`` and ``ssl_*``, ``unix_socket_path``,
+            ``socket_timeout``, ``socket_connect_timeout``, ... Connect and socket timeouts
+            default to 5 s and 60 s so that no call waits forever. Settings outside
+            :data:`WIRE_OPTIONS` make the store use redis-py.
 
     Raises:
-        StoreConnectionError: If the server at ``hostname:port`` does not answer.
+        ValueError: If no server is named, the URL is malformed, ``ttl`` is not positive, or
+            an ``ssl_*`` keyword is unknown.
+        StoreConnectionError: If the server does not answer.
+        StoreTimeoutError: If it does not answer in time.
         StoreAuthError: If the server refuses the credentials.
     """
 
@@ -72,23 +106,45 @@ class RedisStore(Store):
         self,
         name: str,
         *,
-        hostname: str,
-        port: int,
+        hostname: str | None = None,
+        port: int | None = None,
+        url: str | None = None,
+        ttl: float | None = None,
         cache_size: int = 16,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         signing_key: bytes | None = None,
+        created_on: str | None = None,
         host_cache: str | os.PathLike[str] | None = None,
         host_cache_bytes: int | None = None,
         readonly: bool = False,
         **redis_kwargs: Any,
     ) -> None:
-        if not isinstance(port, int) or isinstance(port, bool):
+        if url is not None:
+            parsed = parse_url(url)
+            url = "<parsed>"  # a traceback's locals would show it: it may hold the password
+            hostname = hostname if hostname is not None else parsed.pop("hostname", None)
+            port = port if port is not None else parsed.pop("port", None)
+            parsed.pop("hostname", None)
+            parsed.pop("port", None)
+            redis_kwargs = {**parsed, **redis_kwargs}
+        for secret in _SECRETS:
+            if secret in redis_kwargs:
+                redis_kwargs[secret] = wrap(redis_kwargs[secret])
+        unix = redis_kwargs.get("unix_socket_path") is not None
+        if not unix and (hostname is None or port is None):
+            raise ValueError(
+                "RedisStore needs the server: hostname= and port=, unix_socket_path=, or url="
+            )
+        if port is not None and (not isinstance(port, int) or isinstance(port, bool)):
             raise TypeError(f"RedisStore port must be an int, got {type(port).__name__}")
+        created_on = created_on or socket.gethostname()
         backend = RedisBackend(
-            hostname,
-            port,
+            hostname or "",
+            port or 0,
             chunk_size=chunk_size,
             options=redis_kwargs,
+            ttl=ttl,
+            created_on=created_on,
             store_name=name,
             store_type="RedisStore",
         )
@@ -101,11 +157,13 @@ class RedisStore(Store):
             store_type="RedisStore",
             location=backend.address,
         )
+        server = {"hostname": hostname, "port": port} if not unix else {}
         kwargs = {
-            "hostname": hostname,
-            "port": port,
+            **server,
             "chunk_size": chunk_size,
+            **({"ttl": ttl} if ttl is not None else {}),
             **redis_kwargs,
+            "created_on": created_on,
             "cache_size": cache_size,
             **tier_kwargs,
         }
@@ -115,15 +173,16 @@ class RedisStore(Store):
         super().__init__(
             name, layered, cache_size=cache_size, codec=codec or Codec(), kwargs=kwargs
         )
-        self.hostname = hostname
-        self.port = port
+        self.hostname = hostname or ""
+        self.port = port or 0
         self.chunk_size = chunk_size
+        self.ttl = ttl
         self._redis = backend
         backend.ping()
 
     @property
     def address(self) -> str:
-        """``host:port`` of the server."""
+        """``host:port`` (or ``unix:/path``) of the server."""
         return self._redis.address
 
     def _client(self) -> Any:
@@ -131,4 +190,6 @@ class RedisStore(Store):
         return self._redis.client
 
     def __repr__(self) -> str:
+        if self._redis.address.startswith("unix:"):
+            return f"RedisStore(name={self.name!r}, address={self.address!r})"
         return f"RedisStore(name={self.name!r}, hostname={self.hostname!r}, port={self.port})"

@@ -13,9 +13,10 @@ from typing import Union
 from redis import exceptions
 
 from proxystore.buffers import byte_view
+from proxystore.secret import Secret
 from proxystore.serialize import Buffer
 
-__all__ = ["CRLF", "SMALL_ARGUMENT", "Argument", "encode", "server_error"]
+__all__ = ["CRLF", "SMALL_ARGUMENT", "Argument", "Encoded", "encode", "server_error"]
 
 Argument = Union[bytes, bytearray, memoryview, str, int, Sequence[Buffer]]
 """A command argument: a buffer, a ``str`` (UTF-8), an ``int``, or a list of buffers that make
@@ -26,6 +27,18 @@ SMALL_ARGUMENT = 16 * 1024
 from the caller's memory."""
 
 CRLF = b"\r\n"
+
+
+class Encoded(list):  # type: ignore[type-arg]  # list[Buffer]
+    """The pieces of encoded commands, whose ``repr`` gives sizes only.
+
+    They may hold an ``AUTH`` password, and a traceback's captured locals show every ``repr``.
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"<{len(self)} encoded pieces, {sum(len(byte_view(p)) for p in self)} bytes>"
 
 
 def server_error(message: str) -> exceptions.RedisError:
@@ -42,16 +55,17 @@ def server_error(message: str) -> exceptions.RedisError:
     return exceptions.ResponseError(message)
 
 
-def encode(commands: Sequence[Sequence[Argument]]) -> list[Buffer]:
+def encode(commands: Sequence[Sequence[Argument | Secret]]) -> list[Buffer]:
     """Encode ``commands`` as RESP arrays of bulk strings; return the pieces to send in order.
 
     Small arguments are copied into shared pieces; argument pieces of at least
-    :data:`SMALL_ARGUMENT` bytes appear in the result as views of the caller's memory.
+    :data:`SMALL_ARGUMENT` bytes appear in the result as views of the caller's memory. A
+    :class:`~proxystore.secret.Secret` is sent as its value.
 
     Raises:
         TypeError: If an argument has an unsupported type.
     """
-    pieces: list[Buffer] = []
+    pieces: list[Buffer] = Encoded()
     current = bytearray()
     for command in commands:
         current += b"*%d\r\n" % len(command)
@@ -60,6 +74,9 @@ def encode(commands: Sequence[Sequence[Argument]]) -> list[Buffer]:
                 arg = arg.encode("utf-8")
             elif isinstance(arg, int) and not isinstance(arg, bool):
                 arg = b"%d" % arg
+            elif isinstance(arg, Secret):
+                current += b"$%d\r\n%s\r\n" % (len(arg.reveal().encode()), arg.reveal().encode())
+                continue
             if isinstance(arg, bytes) and len(arg) < SMALL_ARGUMENT:
                 # The common case, kept short: a small argument copied into the buffer.
                 current += b"$%d\r\n" % len(arg)

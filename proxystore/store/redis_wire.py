@@ -14,17 +14,20 @@ module moves large values without those copies:
   faults of a fresh 100 MB buffer about six times cheaper). The buffer is writable, so the
   deserializer rebuilds arrays on it without another copy.
 
-Only what ``RedisStore`` needs is here: TCP connections with optional ``AUTH`` (password,
-or username and password), ``CLIENT SETNAME`` and ``SELECT``; pipelines; ``MULTI``/``EXEC``
-transactions; and streaming reads of array replies (:meth:`Connection.read_array_length`,
+Only what ``RedisStore`` needs is here: TCP or unix-socket connections, TLS (an
+:class:`ssl.SSLContext`; on TLS sockets the pieces go out with ``sendall``, ``recv_into``
+still fills the one buffer), optional ``AUTH`` (password, or ACL user and password),
+``CLIENT SETNAME`` and ``SELECT``; pipelines; ``MULTI``/``EXEC`` transactions; and streaming
+reads of array replies (:meth:`Connection.read_array_length`,
 :meth:`Connection.read_bulk_into`) so that the chunks of a large value land in one buffer.
-TLS, unix sockets, RESP3 and Sentinel/Cluster are out of scope: ``RedisStore`` falls back to
-redis-py when asked for them.
+RESP3 and Sentinel/Cluster are out of scope: ``RedisStore`` falls back to redis-py for them.
 
-Every socket wait is bounded by the connection's timeouts. Errors are redis-py's exception
-classes (``redis.exceptions.ConnectionError``, ``TimeoutError``, ``AuthenticationError``,
-``ResponseError``), so a caller translates one family of errors whichever client it uses.
-Neither a password nor any other credential appears in a ``repr`` or an error message.
+Every socket wait is bounded by the connection's timeouts, with no retry multiplying them. A
+timeout in the middle of a value is :class:`Stalled` (how many bytes arrived). Errors are
+redis-py's exception classes (``redis.exceptions.ConnectionError``, ``TimeoutError``,
+``AuthenticationError``, ``ResponseError``), so a caller translates one family of errors
+whichever client it uses. Passwords are :class:`~proxystore.secret.Secret` until the ``AUTH``
+is encoded; none appears in a ``repr``, an error message or a traceback's locals.
 """
 
 from __future__ import annotations
@@ -32,14 +35,16 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-import threading
-from collections.abc import Iterator, Sequence
-from typing import Any, Callable
+import ssl
+from collections.abc import Sequence
+from typing import Any
 
 from redis import exceptions
 
 from proxystore.buffers import LARGE_BUFFER, alloc_buffer, byte_view
+from proxystore.secret import Secret
 from proxystore.serialize import Buffer
+from proxystore.store.redis_config import open_socket
 from proxystore.store.redis_resp import CRLF, SMALL_ARGUMENT, Argument, encode, server_error
 
 __all__ = [
@@ -47,8 +52,8 @@ __all__ = [
     "SMALL_ARGUMENT",
     "Argument",
     "Connection",
-    "ConnectionPool",
     "Reply",
+    "Stalled",
     "encode",
 ]
 
@@ -66,21 +71,40 @@ _ALIGN = 64
 _IOV_MAX = min(getattr(os, "sysconf", lambda _: 1024)("SC_IOV_MAX"), 1024)
 
 
+class Stalled(exceptions.TimeoutError):
+    """The server stopped sending in the middle of a value (the socket timeout ran out).
+
+    Attributes:
+        received: Bytes of the value that arrived.
+        expected: Bytes the value has.
+        address: The server's address.
+    """
+
+    def __init__(self, address: str, received: int, expected: int) -> None:
+        super().__init__(f"transfer stalled after {received} of {expected} bytes from {address}")
+        self.address = address
+        self.received = received
+        self.expected = expected
+
+
 class Connection:
     """One connection to a Redis server, speaking RESP2.
 
-    Not thread-safe: use one connection per thread (:class:`ConnectionPool` hands them out).
+    Not thread-safe: use one connection per thread
+    (:class:`~proxystore.store.redis_pool.ConnectionPool` hands them out).
 
     Args:
-        host: Server host name or address.
+        host: Server host name or address (for TLS, the name checked in its certificate).
         port: Server port.
-        connect_timeout: Seconds to wait for the TCP connection (``None``: the OS default).
+        connect_timeout: Seconds to wait for the connection and the TLS handshake.
         timeout: Seconds any later send or receive may wait (``None``: no limit).
         password: Sends ``AUTH`` on connect when given.
         username: ACL user name for ``AUTH`` (with ``password``).
         db: Database number, selected on connect when not 0.
         client_name: Name set with ``CLIENT SETNAME`` on connect.
         keepalive: Enable TCP keep-alive probes.
+        unix_socket_path: Connect to this unix socket instead of ``host:port``.
+        ssl_context: Speak TLS with this context.
 
     Raises:
         redis.exceptions.ConnectionError: If the server cannot be reached.
@@ -95,51 +119,60 @@ class Connection:
         *,
         connect_timeout: float | None = 5.0,
         timeout: float | None = 60.0,
-        password: str | None = None,
+        password: Secret | str | None = None,
         username: str | None = None,
         db: int = 0,
         client_name: str | None = None,
         keepalive: bool = False,
+        unix_socket_path: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.host = host
         self.port = port
-        self.address = f"{host}:{port}"
+        self.address = f"unix:{unix_socket_path}" if unix_socket_path else f"{host}:{port}"
         self.pid = os.getpid()
+        self.timeout = timeout
         self._buffer = bytearray(_READ_BUFFER)
         self._view = memoryview(self._buffer)
         self._start = 0
         self._end = 0
         try:
-            self._sock = socket.create_connection((host, port), timeout=connect_timeout)
+            self._sock = open_socket(
+                host,
+                port,
+                unix_socket_path=unix_socket_path,
+                connect_timeout=connect_timeout,
+                timeout=timeout,
+                context=ssl_context,
+                keepalive=keepalive,
+            )
         except OSError as exc:
             raise self._socket_error("connecting to", exc) from exc
+        self._tls = isinstance(self._sock, ssl.SSLSocket)
         try:
-            self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if keepalive:
-                self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-            self._sock.settimeout(timeout)
             self._handshake(password, username, db, client_name)
         except BaseException:
             self.close()
             raise
 
     def _handshake(
-        self, password: str | None, username: str | None, db: int, client_name: str | None
+        self, password: Secret | str | None, username: str | None, db: int, client_name: str | None
     ) -> None:
-        commands: list[list[Argument]] = []
+        commands: list[list[Argument | Secret]] = []
         if password is not None or username:
             # As redis-py: AUTH [username] password; a username alone authenticates with "".
-            auth: list[Argument] = ["AUTH"]
+            # The password stays a Secret until encoded (tracebacks show these locals).
+            auth: list[Argument | Secret] = ["AUTH"]
             if username:
                 auth.append(username)
-            auth.append(password or "")
+            auth.append(password if isinstance(password, Secret) else Secret(password or ""))
             commands.append(auth)
         if client_name:
             commands.append(["CLIENT", "SETNAME", client_name])
         if db:
             commands.append(["SELECT", db])
         if commands:
-            self.pipeline(commands)
+            self.pipeline(commands)  # type: ignore[arg-type]  # encode() takes Secrets too
 
     # -- errors -------------------------------------------------------------------------------
 
@@ -148,6 +181,17 @@ class Connection:
     ) -> exceptions.ConnectionError | exceptions.TimeoutError:
         if isinstance(exc, (TimeoutError, socket.timeout)):  # distinct classes before 3.10
             return exceptions.TimeoutError(f"Timeout {action} {self.address}")
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            return exceptions.ConnectionError(
+                f"TLS certificate verify failed for {self.address} ({exc.verify_message}): "
+                "is ssl_ca_certs the CA that signed the server's certificate, and does the "
+                f"certificate name the host {self.host!r}"
+            )
+        if isinstance(exc, ssl.SSLError):
+            return exceptions.ConnectionError(
+                f"TLS with {self.address} failed {action} it ({exc.reason or exc}): is that "
+                "the server's TLS port (tls-port), and do ssl_* settings match the server's"
+            )
         reason = exc.strerror or str(exc) or type(exc).__name__
         number = f"Error {exc.errno} " if exc.errno else "Error "
         return exceptions.ConnectionError(f"{number}{action} {self.address}: {reason}")
@@ -165,6 +209,9 @@ class Connection:
         try:
             if len(pieces) == 1:
                 self._sock.sendall(pieces[0])
+            elif self._tls:  # no sendmsg on TLS sockets (and no piece bound to a local)
+                for index in range(len(pieces)):
+                    self._sock.sendall(pieces[index])
             else:
                 self._send_pieces([byte_view(piece) for piece in pieces])
         except OSError as exc:
@@ -225,7 +272,11 @@ class Connection:
         return data
 
     def _read_into(self, view: memoryview) -> None:
-        """Fill ``view`` from the stream: buffered bytes first, then ``recv_into`` directly."""
+        """Fill ``view`` from the stream: buffered bytes first, then ``recv_into`` directly.
+
+        Raises:
+            Stalled: If no byte arrived for ``timeout`` seconds (with how many did).
+        """
         wanted = view.nbytes
         done = min(self._end - self._start, wanted)
         if done:
@@ -236,9 +287,12 @@ class Connection:
                 count = self._sock.recv_into(view[done:])
                 if not count:
                     raise exceptions.ConnectionError(
-                        f"Connection closed by server at {self.address}"
+                        f"Connection closed by server at {self.address} after {done} of "
+                        f"{wanted} bytes"
                     )
                 done += count
+        except (TimeoutError, socket.timeout) as exc:
+            raise Stalled(self.address, done, wanted) from exc
         except OSError as exc:
             raise self._socket_error("reading from", exc) from exc
 
@@ -405,83 +459,3 @@ class Connection:
 
     def __repr__(self) -> str:
         return f"Connection({self.address})"
-
-
-class ConnectionPool:
-    """Per-process pool of :class:`Connection` objects to one server.
-
-    A thread takes a connection for the duration of one operation and gives it back; a
-    connection whose operation failed in any way is closed rather than reused, since it may be
-    out of step with the server. After ``fork`` the child starts with an empty pool and never
-    touches the parent's sockets.
-
-    Args:
-        host: Server host name or address.
-        port: Server port.
-        max_idle: Most idle connections kept open.
-        options: Passed to :class:`Connection` (credentials included; never shown).
-    """
-
-    def __init__(self, host: str, port: int, *, max_idle: int = 16, **options: Any) -> None:
-        self.host = host
-        self.port = port
-        self.max_idle = max_idle
-        self._options = options
-        self._pid = os.getpid()
-        self._lock = threading.Lock()
-        self._idle: list[Connection] = []
-
-    def _check_fork(self) -> None:
-        if self._pid != os.getpid():
-            # The lock may have been held by a parent thread at fork time: start afresh. The
-            # inherited sockets are dropped, not closed with a goodbye to the server.
-            self._lock = threading.Lock()
-            self._idle = []
-            self._pid = os.getpid()
-
-    @contextlib.contextmanager
-    def connection(self) -> Iterator[Connection]:
-        """Lend a connection for one operation (opening one if none is idle)."""
-        self._check_fork()
-        with self._lock:
-            conn = self._idle.pop() if self._idle else None
-        if conn is None:
-            conn = Connection(self.host, self.port, **self._options)
-        try:
-            yield conn
-        except BaseException:
-            conn.close()
-            raise
-        with self._lock:
-            keep = conn.pid == os.getpid() and len(self._idle) < self.max_idle
-            if keep:
-                self._idle.append(conn)
-        if not keep:
-            conn.close()
-
-    def run(self, operation: Callable[[Connection], Any]) -> Any:
-        """Run ``operation`` on a pooled connection and return its result."""
-        with self.connection() as conn:
-            return operation(conn)
-
-    def command(self, *args: Argument) -> Reply:
-        """Run one command on a pooled connection."""
-        with self.connection() as conn:
-            return conn.command(*args)
-
-    def client_id(self) -> int:
-        """Return the server's ``CLIENT ID`` of the connection this thread would use next."""
-        reply = self.command("CLIENT", "ID")
-        assert isinstance(reply, int)
-        return reply
-
-    def close(self) -> None:
-        """Close this process's idle connections (the pool stays usable)."""
-        self._check_fork()
-        with self._lock:
-            idle, self._idle = self._idle, []
-        for conn in idle:
-            conn.close()
-
-    def __repr__(self) -> str:
-        return f"ConnectionPool({self.host}:{self.port})"

@@ -12,11 +12,11 @@ from collections.abc import Iterator
 import redis
 
 from proxystore.store.backends.base import KeyInfo
-from proxystore.store.backends.redis import (
-    _CHUNKS_SUFFIX,
-    _HEADER,
-    _MAGIC,
-    RedisBackend,
+from proxystore.store.backends.redis import RedisBackend
+from proxystore.store.backends.redis_clients import (
+    CHUNKS_SUFFIX,
+    HEADER,
+    MAGIC,
     _RedisPyClient,
     _WireClient,
 )
@@ -52,14 +52,14 @@ def scan_keys(backend: RedisBackend, pattern: str = "*", *, count: int = 500) ->
                 cursor, names = client.client().scan(cursor, match=pattern, count=count)
             for raw in names:
                 name = bytes(raw).decode("utf-8", "replace")
-                if name.endswith(_CHUNKS_SUFFIX):
+                if name.endswith(CHUNKS_SUFFIX):
                     continue
                 try:
                     header = client.get_header(name)
                 except redis.exceptions.ResponseError:  # WRONGTYPE: not a string value
                     continue
-                if len(header) == _HEADER.size and header[:4] == _MAGIC:
-                    _, written, size, _ = _HEADER.unpack(header)
+                if len(header) == HEADER.size and header[:4] == MAGIC:
+                    _, written, size, _ = HEADER.unpack(header)
                     yield KeyInfo(name, size, written)
         if cursor == 0:
             return
