@@ -211,11 +211,11 @@ def flip_a_bit(store: Store, key: str, offset: int) -> None:
         return
     import redis
 
-    from proxystore.store.backends.redis import _HEADER
+    from proxystore.store.backends.redis_clients import HEADER
 
     client = redis.Redis(host=inner.host, port=inner.port)  # type: ignore[attr-defined]
     try:
-        position = _HEADER.size + offset  # after the value header
+        position = HEADER.size + offset  # after the value header
         byte = client.getrange(key, position, position)
         client.setrange(key, position, bytes([byte[0] ^ 0x10]))
     finally:

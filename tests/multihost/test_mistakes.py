@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from typing import Any
 
+import numpy as np
 import pytest
 
 from proxystore.integrations.dask import ProxyClient
@@ -42,3 +45,51 @@ def test_proxy_client_with_the_beds_redis_does_not_warn(testbed: Any, bed_client
         ProxyClient(bed_client, store=store)  # filterwarnings=error: a warning would fail
     finally:
         unregister_store("mh-good")
+
+
+def test_a_node_local_file_store_fails_on_worker_hosts_saying_so(
+    testbed: Any, bed_client: Any
+) -> None:
+    from tests.multihost.tasks import sum_or_error
+
+    directory = f"/dev/shm/proxystore-mh-wrong-host-{os.getpid()}"
+    store = init_store("file", "mh-wrong-host", store_dir=directory)
+    try:
+        with pytest.warns(StoreReachabilityWarning):
+            pclient = ProxyClient(bed_client, store=store, threshold=1_000)
+        future = pclient.submit(
+            sum_or_error, np.arange(10_000.0), workers=[testbed["b"].address], pure=False
+        )
+        status, message, seconds = future.result(timeout=60)
+        assert status == "error" and seconds < 10, message
+        assert "evicted" not in message, message
+        host_b = testbed["b"].run(["cat", "/proc/sys/kernel/hostname"]).stdout.decode().strip()
+        for part in (directory, "does not exist", "shared file system", "mh-wrong-host", host_b):
+            assert part in message, message
+        # Resolving never creates the directory on the worker's host.
+        assert testbed["b"].run(["test", "-e", directory], check=False).returncode == 1
+    finally:
+        store.cleanup()
+        unregister_store("mh-wrong-host")
+
+
+def test_a_loopback_redis_fails_on_worker_hosts_saying_what_loopback_means(
+    testbed: Any, bed_client: Any, redis_address: tuple[str, int]
+) -> None:
+    from tests.multihost.tasks import sum_or_error
+
+    _, port = redis_address
+    store = init_store("redis", "mh-loopback-fail", hostname="localhost", port=port)
+    try:
+        with pytest.warns(StoreReachabilityWarning):
+            pclient = ProxyClient(bed_client, store=store, threshold=1_000)
+        future = pclient.submit(
+            sum_or_error, np.arange(10_000.0), workers=[testbed["b"].address], pure=False
+        )
+        status, message, seconds = future.result(timeout=60)
+        assert status == "error" and seconds < 10, message
+        host_b = testbed["b"].run(["cat", "/proc/sys/kernel/hostname"]).stdout.decode().strip()
+        assert "loopback address localhost" in message, message
+        assert f"means {host_b} itself" in message and socket.gethostname() in message, message
+    finally:
+        unregister_store("mh-loopback-fail")
