@@ -16,6 +16,8 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
+from proxystore.hosts import is_loopback
+
 __all__ = [
     "StoreReachabilityWarning",
     "is_loopback",
@@ -53,16 +55,6 @@ _SHARED_FILE_SYSTEMS = frozenset(
 
 class StoreReachabilityWarning(UserWarning):
     """A store is configured so that workers on other hosts cannot reach its objects."""
-
-
-def is_loopback(host: str) -> bool:
-    """Return whether ``host`` names this machine's loopback (``localhost``, ``127.x``, ``::1``)."""
-    if host.lower() in ("localhost", "localhost.localdomain", "ip6-localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def is_this_host(host: str) -> bool:

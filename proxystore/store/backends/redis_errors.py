@@ -14,7 +14,6 @@ settings are never formatted into a message.
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import socket
 from collections.abc import Iterator
 from typing import Any
@@ -27,19 +26,10 @@ from proxystore.exceptions import (
     StoreError,
     StoreTimeoutError,
 )
+from proxystore.hosts import is_loopback
 from proxystore.store.redis_wire import Stalled
 
 __all__ = ["is_loopback", "loopback_hint", "translate"]
-
-
-def is_loopback(host: str) -> bool:
-    """Return whether ``host`` names this machine (``localhost``, ``127.x``, ``::1``)."""
-    if host.lower() in ("localhost", "localhost.localdomain", "ip6-localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def loopback_hint(host: str, created_on: str | None) -> str:
