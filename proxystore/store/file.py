@@ -40,8 +40,8 @@ from proxystore.store.backends.file import (
 )
 from proxystore.store.base import Store
 from proxystore.store.codec import Codec
-from proxystore.store.host_tier import host_tier
-from proxystore.store.layers.signing import SigningLayer, check_signing_key
+from proxystore.store.layering import compose_layers
+from proxystore.store.layers.signing import check_signing_key
 
 __all__ = ["FileStore", "file_system_type", "is_memory_file_system", "mount_of"]
 
@@ -70,7 +70,7 @@ class FileStore(Store):
             re-created in a worker never creates the directory.
         host_cache: For a ``store_dir`` on a network file system: a directory on a memory
             file system shared by the processes of this host, where each object is copied
-            once per host and mapped from (see :mod:`proxystore.store.host_tier`).
+            once per host and mapped from (see :mod:`proxystore.store.layering`).
         host_cache_bytes: Bound of the host cache (default: half of its file system).
 
     Raises:
@@ -131,24 +131,21 @@ class FileStore(Store):
             kwargs["readonly"] = True
         if shared:
             kwargs["shared"] = True
-        if signing_key is not None:
-            kwargs["signing_key"] = bytes(signing_key)
         kwargs["create_dir"] = False  # a worker never creates the directory
         # Copy-on-write arrays are private to each get (never cached); read-only mappings give
         # read-only arrays without a copy.
         codec = Codec(copy_readonly=not readonly, cache_buffers=not (mapped and not readonly))
-        layered, tier_codec, tier_kwargs = host_tier(
+        layered, tier_codec, tier_kwargs = compose_layers(
             backend,
             host_cache=host_cache,
             host_cache_bytes=host_cache_bytes,
             readonly=readonly and not mapped,
+            signing_key=signing_key,
             store_name=name,
             store_type="FileStore",
             location=directory,
         )
         kwargs.update(tier_kwargs)
-        if signing_key is not None:  # outermost: every process verifies what it unpickles
-            layered = SigningLayer(layered, signing_key, store_name=name, store_type="FileStore")
         super().__init__(
             name, layered, cache_size=cache_size, codec=tier_codec or codec, kwargs=kwargs
         )

@@ -44,8 +44,7 @@ from proxystore.store.globus_tasks import (
     TransferClientLike,
     TransferTasks,
 )
-from proxystore.store.host_tier import host_tier
-from proxystore.store.layers.signing import SigningLayer
+from proxystore.store.layering import compose_layers
 
 __all__ = [
     "HOSTNAME_ENV",
@@ -110,7 +109,7 @@ class GlobusStore(Store):
             deserialized (:class:`~proxystore.store.layers.signing.SigningLayer`). Travels with
             proxies like a password.
         host_cache: A directory on a memory file system shared by the processes of this host
-            (see :mod:`proxystore.store.host_tier`): each object is read from the local
+            (see :mod:`proxystore.store.layering`): each object is read from the local
             endpoint once per host and mapped from there.
         host_cache_bytes: Bound of the host cache (default: half of its file system).
         readonly: With ``host_cache``, read-only arrays shared by the host.
@@ -176,19 +175,17 @@ class GlobusStore(Store):
         # A client built from this site's tokens never travels; an injected one if it pickles.
         if transfer_client is not None and _pickles(transfer_client):
             kwargs["transfer_client"] = transfer_client
-        layered, codec, tier_kwargs = host_tier(
+        layered, codec, tier_kwargs = compose_layers(
             backend,
             host_cache=host_cache,
             host_cache_bytes=host_cache_bytes,
             readonly=readonly,
+            signing_key=signing_key,
             store_name=name,
             store_type="GlobusStore",
             location=self.local_dir,
         )
         kwargs.update(tier_kwargs)
-        if signing_key is not None:  # outermost: every process verifies what it unpickles
-            layered = SigningLayer(layered, signing_key, store_name=name, store_type="GlobusStore")
-            kwargs["signing_key"] = bytes(signing_key)
         super().__init__(
             name, layered, cache_size=cache_size, codec=codec or Codec(), kwargs=kwargs
         )

@@ -27,8 +27,7 @@ from proxystore.store.backends.redis import (
 )
 from proxystore.store.base import Store, StoreFactory
 from proxystore.store.codec import Codec
-from proxystore.store.host_tier import host_tier
-from proxystore.store.layers.signing import SigningLayer
+from proxystore.store.layering import compose_layers
 from proxystore.store.redis_config import parse_url
 from proxystore.store.store_factory import MISSING
 
@@ -82,7 +81,7 @@ class RedisStore(Store):
             messages use it to explain a loopback address used on another host).
         host_cache: A directory on a memory file system (``/dev/shm/proxystore``) shared by
             the processes of this host: each object is fetched once per host into it and
-            mapped from there by every process (see :mod:`proxystore.store.host_tier`).
+            mapped from there by every process (see :mod:`proxystore.store.layering`).
         host_cache_bytes: Bound of the host cache (default: half of its file system).
         readonly: With ``host_cache``, read-only arrays shared by the whole host instead of
             copy-on-write ones.
@@ -148,11 +147,12 @@ class RedisStore(Store):
             store_name=name,
             store_type="RedisStore",
         )
-        layered, codec, tier_kwargs = host_tier(
+        layered, codec, tier_kwargs = compose_layers(
             backend,
             host_cache=host_cache,
             host_cache_bytes=host_cache_bytes,
             readonly=readonly,
+            signing_key=signing_key,
             store_name=name,
             store_type="RedisStore",
             location=backend.address,
@@ -167,9 +167,6 @@ class RedisStore(Store):
             "cache_size": cache_size,
             **tier_kwargs,
         }
-        if signing_key is not None:  # outermost: every process verifies what it unpickles
-            layered = SigningLayer(layered, signing_key, store_name=name, store_type="RedisStore")
-            kwargs["signing_key"] = bytes(signing_key)
         super().__init__(
             name, layered, cache_size=cache_size, codec=codec or Codec(), kwargs=kwargs
         )

@@ -1,8 +1,12 @@
-"""The ``host_cache=`` option of stores whose objects live off the host.
+"""The layers a store asks for, stacked in one place: the host tier, then signing.
 
-Redis, Globus and a ``FileStore`` on a shared file system take it: :func:`host_tier` composes
-the :class:`~proxystore.store.layers.host_cache.HostCacheLayer` and the codec that rebuilds
-objects on its memory mappings.
+:func:`compose_layers` is what ``FileStore``, ``RedisStore`` and ``GlobusStore`` call with their
+backend and options. ``host_cache=`` (stores whose objects live off the host: Redis, Globus,
+a ``FileStore`` on a shared file system) adds the
+:class:`~proxystore.store.layers.host_cache.HostCacheLayer` and the codec that rebuilds objects
+on its memory mappings; ``signing_key=`` adds the
+:class:`~proxystore.store.layers.signing.SigningLayer` outermost, so every process verifies
+what it unpickles, wherever the bytes came from (the host cache included).
 
 With the host tier, objects come from mappings of files on a memory file system, exactly as
 from a zero-copy ``FileStore``: copy-on-write arrays by default (private to each ``get``, never
@@ -17,27 +21,30 @@ from typing import Any
 from proxystore.store.backends.base import Backend
 from proxystore.store.codec import Codec
 from proxystore.store.layers.host_cache import HostCacheLayer
+from proxystore.store.layers.signing import SigningLayer
 
-__all__ = ["host_tier"]
+__all__ = ["compose_layers"]
 
 
-def host_tier(
+def compose_layers(
     backend: Backend,
     *,
     host_cache: str | os.PathLike[str] | None,
     host_cache_bytes: int | None,
     readonly: bool,
+    signing_key: bytes | None,
     store_name: str,
     store_type: str,
     location: str,
 ) -> tuple[Backend, Codec | None, dict[str, Any]]:
-    """Wrap ``backend`` in the host tier when ``host_cache`` is given.
+    """Wrap ``backend`` in the host tier (``host_cache``) and signing (``signing_key``).
 
     Args:
         backend: The store's remote backend.
         host_cache: Directory of the host cache on a memory file system, or ``None``.
         host_cache_bytes: Bound of the host cache (``None``: half of its file system).
         readonly: Read-only, host-wide shared arrays instead of copy-on-write ones.
+        signing_key: Secret bytes to sign and verify every object with, or ``None``.
         store_name: Name of the store.
         store_type: Class name of the store.
         location: Where the objects live (server address, directory): with the type and name,
@@ -59,7 +66,7 @@ def host_tier(
                 f"{store_type} {store_name!r}: readonly=True applies to objects mapped from the "
                 "host cache; give host_cache= (a directory under /dev/shm) too"
             )
-        return backend, None, {}
+        return _signed(backend, signing_key, store_name, store_type, None, {})
     directory = os.path.abspath(os.fspath(host_cache))
     layer = HostCacheLayer(
         backend,
@@ -75,4 +82,19 @@ def host_tier(
         kwargs["host_cache_bytes"] = host_cache_bytes
     if readonly:
         kwargs["readonly"] = True
-    return layer, Codec(copy_readonly=not readonly, cache_buffers=readonly), kwargs
+    codec = Codec(copy_readonly=not readonly, cache_buffers=readonly)
+    return _signed(layer, signing_key, store_name, store_type, codec, kwargs)
+
+
+def _signed(
+    backend: Backend,
+    signing_key: bytes | None,
+    store_name: str,
+    store_type: str,
+    codec: Codec | None,
+    kwargs: dict[str, Any],
+) -> tuple[Backend, Codec | None, dict[str, Any]]:
+    if signing_key is None:
+        return backend, codec, kwargs
+    layer = SigningLayer(backend, signing_key, store_name=store_name, store_type=store_type)
+    return layer, codec, {**kwargs, "signing_key": bytes(signing_key)}
