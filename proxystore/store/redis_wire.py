@@ -8,8 +8,9 @@ module moves large values without those copies:
   a *list* of buffers (the pieces of one value, as :func:`~proxystore.serialize.serialize_parts`
   returns them); pieces of :data:`SMALL_ARGUMENT` bytes or more go to the kernel straight from
   the caller's memory (numpy arrays included), never joined.
-* **Receiving**: a bulk reply of :data:`LARGE_REPLY` bytes or more is read with ``recv_into``
-  straight into one fresh buffer from :func:`~proxystore.buffers.alloc_buffer` (anonymous
+* **Receiving**: a bulk reply larger than the read buffer is read with ``recv_into`` straight
+  into one fresh buffer from :func:`~proxystore.buffers.aligned_buffer`, with the payload
+  behind the value's header on a 64-byte boundary (from :data:`LARGE_REPLY` bytes on, anonymous
   memory backed by transparent huge pages where the system offers them, which makes the page
   faults of a fresh 100 MB buffer about six times cheaper). The buffer is writable, so the
   deserializer rebuilds arrays on it without another copy.
@@ -41,7 +42,7 @@ from typing import Any
 
 from redis import exceptions
 
-from proxystore.buffers import LARGE_BUFFER, alloc_buffer, byte_view
+from proxystore.buffers import LARGE_BUFFER, aligned_buffer, byte_view
 from proxystore.secret import Secret
 from proxystore.serialize import Buffer
 from proxystore.store.redis_config import open_socket
@@ -308,13 +309,9 @@ class Connection:
                     f"Protocol error from {self.address}: missing CRLF"
                 )
             return data[:-2]
-        if length >= LARGE_REPLY:
-            # Place byte ``prefix`` of the value on a 64-byte boundary of the page-aligned
-            # buffer, so that a payload behind a ``prefix``-byte header is aligned.
-            pad = -prefix % _ALIGN
-            view = alloc_buffer(pad + length)[pad:]
-        else:
-            view = memoryview(bytearray(length))
+        # Byte ``prefix`` of the value on a 64-byte boundary, so that a payload behind a
+        # ``prefix``-byte header is aligned as the serializer laid it out.
+        view = aligned_buffer(length, prefix, _ALIGN)
         self._read_into(view)
         self._skip_crlf()
         return view
