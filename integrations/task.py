@@ -32,14 +32,7 @@ class _Arguments:
 
     def revive(self, value: Any, nested: bool) -> Any:
         """ProxyRefs back to proxies, at the top level and, if ``nested``, one level down."""
-        kind = type(value)
-        if not nested or kind not in CONTAINERS:
-            return self._revive(value)
-        if kind is list or kind is tuple:
-            return kind(self._revive(item) for item in value)
-        if kind is dict:
-            return {k: self._revive(v) for k, v in value.items()}
-        return self._revive(value)
+        return _each(value, nested, self._revive)
 
     def _revive(self, obj: Any) -> Any:
         if type(obj) is PickledArgument:  # not pickled on the way (an in-process engine)
@@ -54,19 +47,24 @@ class _Arguments:
         self.proxies.append(obj)
         return obj
 
-    def deliver_objects(self, value: Any) -> Any:
-        """Replace the proxies delivered as objects by their resolved targets."""
-        kind = type(value)
-        if kind is list or kind is tuple:
-            return kind(self._object(item) for item in value)
-        if kind is dict:
-            return {k: self._object(v) for k, v in value.items()}
-        return self._object(value)
+    def deliver_objects(self, value: Any, nested: bool) -> Any:
+        """Replace the proxies delivered as objects by their targets (``nested`` as in revive)."""
+        return _each(value, nested, self._object)
 
     def _object(self, obj: Any) -> Any:
         if is_proxy(obj) and self.deliver.get(id(obj)) is obj:
             return extract(obj)  # type: ignore[arg-type]
         return obj
+
+
+def _each(value: Any, nested: bool, one: Callable[[Any], Any]) -> Any:
+    """``one(value)``, or, for a marked (``nested``) container, ``one`` of each of its items."""
+    kind = type(value)
+    if not nested or kind not in CONTAINERS:
+        return one(value)
+    if kind is dict:
+        return {k: one(v) for k, v in value.items()}
+    return kind(one(item) for item in value)
 
 
 class ProxyTask:
@@ -117,8 +115,11 @@ class ProxyTask:
             for proxy in arguments.proxies:
                 resolve_async(proxy)
         if arguments.deliver:
-            args = tuple(arguments.deliver_objects(arg) for arg in args)
-            kwargs = {name: arguments.deliver_objects(value) for name, value in kwargs.items()}
+            args = tuple(arguments.deliver_objects(a, i in nested) for i, a in enumerate(args))
+            kwargs = {
+                name: arguments.deliver_objects(value, name in nested)
+                for name, value in kwargs.items()
+            }
         result = self.fn(*args, **kwargs)
         if self.result_policy is not None and self.store is not None:
             measured = self.result_policy.measure_result(result)

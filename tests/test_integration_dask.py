@@ -47,17 +47,20 @@ pytestmark = pytest.mark.filterwarnings(
 )
 
 
-@pytest.fixture(scope="module")
-def client() -> Iterator[Any]:
-    cluster = distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
-    )
+def local_client(**cluster_options: Any) -> Iterator[Any]:
+    """A client of a LocalCluster (any free dashboard port), closed with its cluster."""
+    cluster = distributed.LocalCluster(dashboard_address=":0", **cluster_options)
     client = distributed.Client(cluster)
     try:
         yield client
     finally:
         client.close()
         cluster.close()
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[Any]:
+    yield from local_client(n_workers=2, threads_per_worker=1, processes=True)
 
 
 @pytest.fixture(params=["file", "redis"])
@@ -191,15 +194,7 @@ def test_same_host_zero_copy_on_dev_shm(client: Any) -> None:
 
 @pytest.fixture(scope="module")
 def thread_client() -> Iterator[Any]:
-    cluster = distributed.LocalCluster(
-        n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0"
-    )
-    client = distributed.Client(cluster)
-    try:
-        yield client
-    finally:
-        client.close()
-        cluster.close()
+    yield from local_client(n_workers=1, threads_per_worker=2, processes=False)
 
 
 @pytest.fixture(params=["processes", "threads"])
