@@ -178,6 +178,7 @@ def test_a_stuck_fetch_on_the_host_is_a_bounded_error_naming_host_and_key(
         inner, cache_dir, namespace="t", store_name="s", store_type="RedisStore", lock_timeout=0.3
     )
     key = inner.put(None, [b"\x01data"])
+    layer.prepare()
     lock_path = os.path.join(layer.locks, key)
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
     fcntl.flock(fd, fcntl.LOCK_EX)  # another "process" fetching it
@@ -190,6 +191,21 @@ def test_a_stuck_fetch_on_the_host_is_a_bounded_error_naming_host_and_key(
     finally:
         os.close(fd)
     assert bytes(layer.get(key)[0]) == b"\x01data"  # released: it fetches
+
+
+def test_a_process_that_only_writes_makes_no_host_cache_directory(
+    server: int, cache_dir: str
+) -> None:
+    store = make(server, cache_dir)
+    try:
+        key = store.set(np.arange(10.0))
+        assert not os.path.exists(cache_dir), "a client that only writes leaves /dev/shm alone"
+        assert store.get(key)[3] == 3.0
+        assert cached_files(cache_dir) == [key]
+        assert oct(os.stat(cache_dir).st_mode & 0o777) == "0o700"
+    finally:
+        store.close()
+        unregister_store("tier")
 
 
 def test_host_cache_must_be_a_private_memory_directory(

@@ -102,16 +102,34 @@ class HostCacheLayer(Layer):
         digest = hashlib.sha256(namespace.encode()).hexdigest()[:16]
         self.directory = os.path.join(self.root, f"{store_type or 'store'}-{digest}")
         self.locks = os.path.join(self.directory, ".locks")
-        for path in (self.root, self.directory, self.locks):
-            self._make_private_dir(path)
         if not is_memory_file_system(self.root):
             raise self._error(
                 f"host_cache={self.root!r} is not on a memory file system (tmpfs), so mapping "
                 "from it would read a disk; use a directory under /dev/shm"
             )
-        self.max_bytes = default_max_bytes(self.root) if max_bytes is None else max_bytes
-        if not isinstance(self.max_bytes, int) or self.max_bytes <= 0:
+        for path in (self.root, self.directory):  # refuse a planted one now; make it later
+            reason = unsafe_reason(path, shared=False) if os.path.lexists(path) else None
+            if reason is not None:
+                raise self._error(f"refusing the host cache directory {path!r}: {reason}")
+        if max_bytes is None:
+            existing = self.root
+            while not os.path.exists(existing):
+                existing = os.path.dirname(existing)
+            max_bytes = default_max_bytes(existing)
+        if not isinstance(max_bytes, int) or isinstance(max_bytes, bool) or max_bytes <= 0:
             raise self._error(f"host_cache_bytes must be a positive int, got {max_bytes!r}")
+        self.max_bytes = max_bytes
+        self._prepared = False
+
+    def prepare(self) -> None:
+        """Create the directories (private), which the first fetch on a host does.
+
+        A process that only writes (a client) never makes a host cache directory.
+        """
+        if not self._prepared:
+            for path in (self.root, self.directory, self.locks):
+                self._make_private_dir(path)
+            self._prepared = True
 
     # -- messages -----------------------------------------------------------------------------
 
@@ -149,6 +167,7 @@ class HostCacheLayer(Layer):
         found = self._fresh(key, path)
         if found is not None:
             return found
+        self.prepare()
         lock = self._lock(key)
         try:
             found = self._fresh(key, path)  # another process may have fetched it meanwhile
@@ -179,6 +198,8 @@ class HostCacheLayer(Layer):
     def clear(self) -> None:
         """Clear the remote backend (where it may be cleared) and this store's host cache."""
         self.inner.clear()
+        if not os.path.isdir(self.directory):
+            return
         for entry in os.scandir(self.directory):
             if entry.is_file(follow_symlinks=False):
                 _remove(entry.path)
@@ -266,7 +287,7 @@ class HostCacheLayer(Layer):
     def _shrink(self, *, keep: str) -> None:
         """Evict least recently used, unmapped files until the directory fits its bound."""
         files = []
-        for sub in os.scandir(self.root):
+        for sub in os.scandir(self.root):  # every store's subdirectory: one bound for all
             if not sub.is_dir(follow_symlinks=False):
                 continue
             for entry in os.scandir(sub.path):
