@@ -33,10 +33,8 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from typing import Any, Callable
@@ -59,6 +57,7 @@ from benchmarks.harness import (
     run_case,
     write_json,
 )
+from benchmarks.memory_cases import run_memory_probe
 from benchmarks.overhead_cases import tiny_task
 from benchmarks.ray_cases import ray_standard
 from benchmarks.zero_copy_cases import _start_workers, _workload
@@ -182,23 +181,11 @@ def _peak_memory(ctx: Context, kind: str, size: int) -> float | None:
         kwargs["cache_size"] = 0
     if "store_dir" in kwargs:  # the probe's store removes its directory when it ends
         kwargs["store_dir"] = os.path.join(ctx.directory(kind), "probe")
-    environment = dict(os.environ)
-    environment["PROXYSTORE_BENCH_STORE"] = json.dumps(kwargs)
-    environment["PYTHONPATH"] = os.pathsep.join(
-        [ROOT, *filter(None, [environment.get("PYTHONPATH")])]
-    )
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.memory_probe", store_type, str(size)],
-        capture_output=True,
-        text=True,
-        env=environment,
-        cwd=ROOT,
-        timeout=900,
-    )
-    if done.returncode != 0:
-        print(f"  memory probe failed: {done.stderr.strip()[-300:]}", file=sys.stderr)
+    try:
+        measured = run_memory_probe(store_type, kwargs, size, timeout=900)
+    except RuntimeError as exc:
+        print(f"  {str(exc)[:320]}", file=sys.stderr)
         return None
-    measured = json.loads(done.stdout.strip().splitlines()[-1])
     return float(measured["peak"] - measured["baseline"])
 
 

@@ -11,7 +11,7 @@ import json
 import os
 import subprocess
 import sys
-from typing import Callable
+from typing import Any, Callable
 
 from benchmarks.context import Context
 from benchmarks.harness import MB, Case, Target, Trial
@@ -40,30 +40,42 @@ def cases(ctx: Context) -> list[Case]:
     ]
 
 
+def run_memory_probe(
+    store_type: str, kwargs: dict[str, Any], size: int, *, timeout: float
+) -> dict[str, float]:
+    """Round-trip ``size`` bytes through a store in a fresh process; its baseline and peak RSS.
+
+    Raises:
+        RuntimeError: If the probe fails (with the end of its standard error).
+    """
+    environment = dict(os.environ)
+    environment["PROXYSTORE_BENCH_STORE"] = json.dumps(kwargs)
+    environment["PYTHONPATH"] = os.pathsep.join(
+        [ROOT, *filter(None, [environment.get("PYTHONPATH")])]
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.memory_probe", store_type, str(size)],
+        capture_output=True,
+        text=True,
+        env=environment,
+        cwd=ROOT,
+        timeout=timeout,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"memory probe failed: {done.stderr.strip()[-500:]}")
+    measured: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    return measured
+
+
 def _preparer(ctx: Context, store: str, size: int) -> Callable[[], Trial]:
     def prepare() -> Trial:
         store_type, kwargs = ctx.store_kwargs(store)
         if store_type != "local":
             kwargs["cache_size"] = 0
-        environment = dict(os.environ)
-        environment["PROXYSTORE_BENCH_STORE"] = json.dumps(kwargs)
-        environment["PYTHONPATH"] = os.pathsep.join(
-            [ROOT, *filter(None, [environment.get("PYTHONPATH")])]
-        )
         extra: dict[str, list[float]] = {"baseline_bytes": []}
 
         def run() -> float:
-            done = subprocess.run(
-                [sys.executable, "-m", "benchmarks.memory_probe", store_type, str(size)],
-                capture_output=True,
-                text=True,
-                env=environment,
-                cwd=ROOT,
-                timeout=600,
-            )
-            if done.returncode != 0:
-                raise RuntimeError(f"memory probe failed: {done.stderr.strip()[-500:]}")
-            measured = json.loads(done.stdout.strip().splitlines()[-1])
+            measured = run_memory_probe(store_type, kwargs, size, timeout=600)
             extra["baseline_bytes"].append(float(measured["baseline"]))
             return float(measured["peak"] - measured["baseline"])
 
