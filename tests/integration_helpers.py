@@ -98,10 +98,11 @@ def mapped_from_store(x: Any) -> bool:
     import mmap
 
     from proxystore.proxy import extract
+    from proxystore.store.backends.file_maps import is_mapped
 
     obj: Any = extract(x) if issubclass(type(x), Proxy) else x
     while obj is not None:
-        if isinstance(obj, mmap.mmap):
+        if isinstance(obj, mmap.mmap) or is_mapped(obj):
             return True
         obj = getattr(obj, "base", None) if not isinstance(obj, memoryview) else obj.obj
     return False

@@ -10,6 +10,7 @@ import gc
 import multiprocessing
 import os
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -157,10 +158,18 @@ def test_objects_without_buffers_take_the_normal_path(store: FileStore) -> None:
     assert store.get(store.set("plain string")) == "plain string"
 
 
-def test_eviction_during_use_and_memory_released(private_tmpfs: Any) -> None:
+@pytest.mark.parametrize("pool", [0, None], ids=["no-page-pool", "page-pool-idle"])
+def test_eviction_during_use_and_memory_released(private_tmpfs: Any, pool: int | None) -> None:
+    """Evicting while an array is used is safe; the memory goes back once it is released.
+
+    Without a page pool at once; with one, after ``page_pool_idle`` seconds of no activity
+    (the evicted pages are kept that long for the next put).
+    """
     directory = private_tmpfs("256m")
     assert file_system_type(directory) == "tmpfs"
-    store = FileStore("released", store_dir=directory, zero_copy=True)
+    store = FileStore(
+        "released", store_dir=directory, zero_copy=True, page_pool_bytes=pool, page_pool_idle=0.3
+    )
     baseline = used_bytes(directory)
     original = np.arange(100 * 2**20 // 8, dtype=np.float64)
     key = store.set(original)
@@ -172,6 +181,10 @@ def test_eviction_during_use_and_memory_released(private_tmpfs: Any) -> None:
     assert used_bytes(directory) - baseline >= original.nbytes  # still held
     del held
     gc.collect()
+    if pool is None:  # kept for reuse, then given back by the idle timer (bounded wait)
+        deadline = time.monotonic() + 5.0
+        while used_bytes(directory) - baseline >= 2**20 and time.monotonic() < deadline:
+            time.sleep(0.05)
     assert used_bytes(directory) - baseline < 1 * 2**20  # back to where it was
 
 
@@ -202,7 +215,7 @@ def test_readonly_cache_lets_go_of_evicted_files(private_tmpfs: Any) -> None:
     key = store.set(np.ones(50 * 2**20 // 8))
     assert float(store.get(key).sum()) == 50 * 2**20 / 8  # cached, mapping held by the cache
     # Another process (a client that evicts after its tasks) removes the file behind our back.
-    other = FileStore("ro-release-other", store_dir=directory, readonly=True)
+    other = FileStore("ro-release-other", store_dir=directory, readonly=True, page_pool_bytes=0)
     other.evict(key)
     assert used_bytes(directory) - baseline >= 50 * 2**20  # our cache still maps it
     store.get(store.set(np.zeros(1000)))  # the next mapping sweeps entries whose file is gone

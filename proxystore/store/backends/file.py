@@ -39,6 +39,8 @@ from proxystore.store.backends.file_dir import (
     temp_name,
     unsafe_reason,
 )
+from proxystore.store.backends.file_maps import map_file, open_locked, populate_export
+from proxystore.store.backends.file_pool import PagePool, delete_file
 
 __all__ = [
     "FileBackend",
@@ -94,6 +96,8 @@ def populate(data: Buffer) -> None:
     task's first pass over a copy-on-write array does not fault every few pages. Anything but a
     writable mapping is left alone.
     """
+    if isinstance(data, memoryview) and populate_export(data):
+        return
     mapping = data.obj if isinstance(data, memoryview) else None
     if not isinstance(mapping, mmap.mmap):
         return
@@ -158,10 +162,27 @@ class FileBackend(BackendBase):
         self.file_mode = 0o640 if shared else 0o600
         self._checked = False  # the directory passed check() in this process
         self._cleared = False  # clear() removed it (reads then find nothing, writes remake it)
+        self.locking = False  # readers take shared flocks (set with reuse_pages)
+        self.pool: PagePool | None = None
         if create:
             self.make_directory()
         elif os.path.lexists(directory):
             self.open_directory()
+
+    def reuse_pages(self, *, limit: int, idle: float) -> None:
+        """Keep evicted objects' pages to write new objects into (a memory file system only).
+
+        Readers then hold a shared lock on each file while they use it, and the writer reuses
+        only files nobody reads (see :mod:`~proxystore.store.backends.file_pool` and
+        :mod:`~proxystore.store.backends.file_maps`).
+
+        Args:
+            limit: Most bytes kept (``0``: keep nothing; readers still lock, as other
+                processes may reuse pages).
+            idle: Seconds without activity after which the kept pages are given back.
+        """
+        self.locking = True
+        self.pool = PagePool(self.directory, limit=limit, idle=idle) if limit > 0 else None
 
     def make_directory(self) -> None:
         """Create the directory if it is missing (``0700``, or ``2770`` shared), then open it.
@@ -307,8 +328,14 @@ class FileBackend(BackendBase):
                 self.make_directory()
             else:
                 self._ready("write", key)
-        temp = os.path.join(self.directory, temp_name(new_key()[:16]))
         views = [memoryview(part).cast("B") for part in parts if memoryview(part).nbytes]
+        if self.pool is not None:
+            try:
+                if self.pool.write(key, path, views, sum(view.nbytes for view in views)):
+                    return key
+            except OSError as exc:
+                raise self._error("write", path, exc) from exc
+        temp = os.path.join(self.directory, temp_name(new_key()[:16]))
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
         try:
             try:
@@ -335,6 +362,8 @@ class FileBackend(BackendBase):
             finally:
                 os.close(fd)
             os.replace(temp, path)
+            if self.pool is not None:
+                self.pool.discard(key)
         except OSError as exc:
             _remove(temp)
             raise self._error("write", path, exc) from exc
@@ -349,7 +378,17 @@ class FileBackend(BackendBase):
         if not self._checked and not self._ready("read", key):
             return None
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+            if self.locking:
+                opened = open_locked(path)
+                if opened is None:
+                    raise FileNotFoundError(path)
+                fd, stat = opened
+                if self.zero_copy and stat.st_size > 0:
+                    view = map_file(fd, stat, private=not self.readonly)
+                    return view, stat.st_mtime_ns / 1e9
+            else:
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+                stat = os.fstat(fd)
         except FileNotFoundError:
             if not self._cleared and not os.path.isdir(self.directory):
                 raise self._missing("read", key) from None
@@ -357,7 +396,6 @@ class FileBackend(BackendBase):
         except OSError as exc:
             raise self._error("open", path, exc) from exc
         try:
-            stat = os.fstat(fd)
             if self.zero_copy and stat.st_size > 0:
                 return self._map(fd, stat.st_size), stat.st_mtime_ns / 1e9
             data = view = alloc_buffer(stat.st_size)
@@ -397,10 +435,18 @@ class FileBackend(BackendBase):
         return os.path.exists(self.path(key))
 
     def evict(self, key: str) -> None:
-        """Delete the file of ``key`` (a missing file is not an error)."""
+        """Delete the file of ``key`` (a missing file is not an error).
+
+        With page reuse, a large file goes to the pool instead (the key is gone all the same).
+        """
         path = self.path(key)
+        if self.pool is not None and self.pool.give(key, path):
+            return
         try:
-            os.unlink(path)
+            if self.locking:
+                delete_file(path)
+            else:
+                os.unlink(path)
         except FileNotFoundError:
             pass
         except OSError as exc:
@@ -410,9 +456,21 @@ class FileBackend(BackendBase):
         """Delete the directory and everything in it (it is made again on the next write)."""
         import shutil  # only here: it pulls in bz2/lzma, which resolving never needs
 
+        if self.pool is not None:
+            self.pool.drain()
+        if self.locking:  # give the memory back even where a parked mapping refers to it
+            with contextlib.suppress(OSError, StoreError):
+                for info in list(self.scan()):
+                    with contextlib.suppress(OSError):
+                        delete_file(os.path.join(self.directory, info.key))
         shutil.rmtree(self.directory, ignore_errors=True)
         self._cleared = True
         self._checked = False
+
+    def close(self) -> None:
+        """Give back the pages kept for reuse (objects stay)."""
+        if self.pool is not None:
+            self.pool.drain()
 
     def scan(self) -> Iterator[KeyInfo]:
         """List the objects (temporary files excluded): key, size, write time.

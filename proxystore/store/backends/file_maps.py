@@ -1,0 +1,327 @@
+"""The reading side of page reuse: this process's memory mappings of a FileStore's objects.
+
+A zero-copy :class:`~proxystore.store.backends.file.FileBackend` on a memory file system maps
+each object's file. Two things make that as cheap as Ray's object store, whose workers keep
+one arena mapped:
+
+* **Locks say who reads.** Every reader holds a shared ``flock`` on the file for as long as
+  anything rebuilt on its pages is alive (:func:`open_locked` takes it and checks that the
+  file is still the one under the key). A writer reuses the pages of an evicted object only
+  when it can take the exclusive lock (:mod:`~proxystore.store.backends.file_pool`), so no
+  live array ever sees its bytes change.
+* **Mappings are parked, not torn down.** When the last object rebuilt on a mapping is
+  garbage collected, the mapping is *parked*: its lock is released and its page table kept.
+  The next object written into the same pages (the writer reuses them) is then resolved
+  without a single page fault. A copy-on-write mapping is parked only if no page of it was
+  written (read from ``/proc/self/pagemap``), so a reused mapping always shows the file.
+
+Parked mappings are bounded (:data:`PARKED_MAX` per process) and dropped, at the next map,
+when unused for :data:`PARKED_IDLE` seconds or when their file was deleted. They never keep
+memory the store gave back: a file is deleted (evicted without pooling, or given back by a
+pool) after truncating it to zero whenever nobody holds a lock on it, and a mapping of a
+deleted file is never parked. A child process (``fork``) never parks nor unlocks what it
+inherited: those locks are its parent's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import fcntl
+import functools
+import mmap
+import os
+import threading
+import time
+import weakref
+from typing import Any
+
+__all__ = [
+    "PARKED_IDLE",
+    "PARKED_MAX",
+    "drop_parked",
+    "export_mapping",
+    "is_mapped",
+    "map_file",
+    "open_locked",
+    "parked_count",
+    "populate_export",
+]
+
+PARKED_MAX = 8
+"""Most parked mappings a process keeps (least recently used dropped first)."""
+PARKED_IDLE = 5.0
+"""Seconds a parked mapping is kept unused before it is unmapped."""
+
+_PAGE = mmap.PAGESIZE
+_MAP_FAILED = ctypes.c_void_p(-1).value
+_MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22)
+_OPEN_TRIES = 3
+
+_LIBC = ctypes.CDLL(None, use_errno=True)  # ctypes calls release the interpreter lock
+_LIBC.mmap.restype = ctypes.c_void_p
+_LIBC.mmap.argtypes = [
+    ctypes.c_void_p,
+    ctypes.c_size_t,
+    ctypes.c_int,
+    ctypes.c_int,
+    ctypes.c_int,
+    ctypes.c_long,
+]
+_LIBC.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+_LIBC.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+
+# The top byte of a /proc/self/pagemap entry: bit 63 (0x80) "present", bit 61 (0x20) "file
+# page or shared anonymous". A present page without 0x20 is a private copy: it was written.
+_WRITTEN = bytes(1 if (b & 0xA0) == 0x80 else 0 for b in range(256))
+
+
+def raw_map(fd: int, length: int, *, private: bool, writable: bool) -> int:
+    """``mmap`` ``length`` bytes of ``fd`` (shared or private); return the address.
+
+    Raises:
+        OSError: If the kernel refuses.
+    """
+    prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable or private else 0)
+    flags = mmap.MAP_PRIVATE if private else mmap.MAP_SHARED
+    address = _LIBC.mmap(None, length, prot, flags, fd, 0)
+    if address is None or address == _MAP_FAILED:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+    return int(address)
+
+
+def raw_unmap(address: int, length: int) -> None:
+    """``munmap`` a mapping made by :func:`raw_map`."""
+    _LIBC.munmap(address, length)
+
+
+def raw_populate(address: int, length: int, advice: int = _MADV_POPULATE_READ) -> None:
+    """Fill the page table of a mapping (``MADV_POPULATE_*``, Linux 5.14+; else nothing)."""
+    _LIBC.madvise(address, length, advice)
+
+
+class _Mapping:
+    """One mapping of one file in this process, with the descriptor that holds its lock."""
+
+    __slots__ = ("address", "fd", "ident", "length", "pid", "populated", "private", "used")
+
+    def __init__(self, fd: int, ident: tuple[int, int], length: int, *, private: bool) -> None:
+        self.fd = fd
+        self.ident = ident
+        self.length = length
+        self.private = private
+        self.pid = os.getpid()
+        self.used = time.monotonic()
+        self.populated = False  # the page table was filled (a reused mapping keeps it)
+        self.address = raw_map(fd, length, private=private, writable=False)
+
+    def close(self) -> None:
+        """Unmap and close (closing never unlocks a descriptor a parent still holds)."""
+        if self.address:
+            raw_unmap(self.address, self.length)
+            self.address = 0
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+
+    def clean(self) -> bool:
+        """Whether no page of a private mapping was written (always true for shared ones)."""
+        if not self.private:
+            return True
+        first = self.address // _PAGE
+        pages = (self.length + _PAGE - 1) // _PAGE
+        try:
+            with open("/proc/self/pagemap", "rb", buffering=0) as pagemap:
+                pagemap.seek(first * 8)
+                entries = pagemap.read(pages * 8)
+        except OSError:
+            return False
+        if len(entries) != pages * 8:
+            return False
+        return 1 not in entries[7::8].translate(_WRITTEN)
+
+
+@functools.lru_cache(maxsize=64)
+def _export_type(length: int) -> type[Any]:
+    # A Python subclass of a ctypes array: weak references and attributes allowed.
+    return type(f"_Export{length}", (ctypes.c_char * length,), {})
+
+
+class _Registry:
+    """The parked mappings of this process."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.parked: dict[tuple[tuple[int, int], bool], _Mapping] = {}
+
+    def take(self, ident: tuple[int, int], private: bool, length: int) -> _Mapping | None:
+        with self.lock:
+            found = self.parked.pop((ident, private), None)
+        if found is None:
+            return None
+        if found.length < length or found.pid != os.getpid():
+            found.close()
+            return None
+        return found
+
+    def park(self, mapping: _Mapping) -> None:
+        if mapping.pid != os.getpid() or _deleted(mapping.fd) or not mapping.clean():
+            mapping.close()
+            return
+        try:
+            fcntl.flock(mapping.fd, fcntl.LOCK_UN)
+        except OSError:
+            mapping.close()
+            return
+        mapping.used = time.monotonic()
+        dropped: list[_Mapping] = []
+        with self.lock:
+            old = self.parked.pop((mapping.ident, mapping.private), None)
+            if old is not None:
+                dropped.append(old)
+            self.parked[(mapping.ident, mapping.private)] = mapping
+            while len(self.parked) > PARKED_MAX:
+                dropped.append(self.parked.pop(next(iter(self.parked))))
+        for each in dropped:
+            each.close()
+
+    def sweep(self, *, everything: bool = False) -> None:
+        """Drop parked mappings unused for :data:`PARKED_IDLE` s or whose file is deleted."""
+        now = time.monotonic()
+        dropped = []
+        with self.lock:
+            for slot, mapping in list(self.parked.items()):
+                if everything or now - mapping.used >= PARKED_IDLE or _deleted(mapping.fd):
+                    dropped.append(self.parked.pop(slot))
+        for mapping in dropped:
+            mapping.close()
+
+    def forget(self) -> None:
+        """In a forked child: drop (unmap, close) every inherited parked mapping."""
+        self.lock = threading.Lock()
+        parked, self.parked = self.parked, {}
+        for mapping in parked.values():
+            mapping.close()
+
+
+_REGISTRY = _Registry()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_REGISTRY.forget)
+
+
+def _deleted(fd: int) -> bool:
+    try:
+        return os.fstat(fd).st_nlink == 0
+    except OSError:
+        return True
+
+
+def parked_count() -> int:
+    """How many mappings this process has parked (for tests and diagnostics)."""
+    with _REGISTRY.lock:
+        return len(_REGISTRY.parked)
+
+
+def drop_parked() -> None:
+    """Unmap every parked mapping of this process now."""
+    _REGISTRY.sweep(everything=True)
+
+
+def open_locked(path: str) -> tuple[int, os.stat_result] | None:
+    """Open ``path`` read-only with a shared lock; ``None`` if it is missing.
+
+    The lock is taken without waiting: a file another process holds exclusively is being
+    rewritten from a pool of evicted objects, so the key no longer names it. After locking,
+    the file must still be the one at ``path`` (an evicted file is renamed away first);
+    otherwise the key was replaced or evicted meanwhile and is opened again (a few times).
+
+    Raises:
+        OSError: Any error but a missing file.
+    """
+    for _ in range(_OPEN_TRIES):
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            return None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except OSError as exc:
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    raise
+                os.close(fd)
+                continue
+            opened = os.fstat(fd)
+            try:
+                named = os.stat(path, follow_symlinks=False)
+            except FileNotFoundError:
+                os.close(fd)
+                return None
+            if (named.st_dev, named.st_ino) == (opened.st_dev, opened.st_ino):
+                return fd, opened
+            os.close(fd)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+            raise
+    return None
+
+
+def map_file(fd: int, info: os.stat_result, *, private: bool) -> memoryview:
+    """Map the locked file ``fd`` (from :func:`open_locked`; this call owns it) for reading.
+
+    Reuses a parked mapping of the same file when there is one (no page faults), else maps
+    it. The returned view is read-only for a shared mapping and writable (copy-on-write) for a
+    private one; the mapping is parked once nothing rebuilt on the view is alive.
+
+    Raises:
+        OSError: If the file cannot be mapped.
+    """
+    ident = (info.st_dev, info.st_ino)
+    size = info.st_size
+    mapping = _REGISTRY.take(ident, private, size)
+    if mapping is not None:
+        try:
+            fcntl.flock(mapping.fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # shares the lock we hold
+        except OSError:
+            mapping.close()
+            mapping = None
+        else:
+            os.close(fd)
+    if mapping is None:
+        try:
+            mapping = _Mapping(fd, ident, size, private=private)
+        except BaseException:
+            os.close(fd)
+            raise
+    _REGISTRY.sweep()
+    return export_mapping(mapping, size)
+
+
+def export_mapping(mapping: _Mapping, size: int) -> memoryview:
+    """A view of the first ``size`` bytes of ``mapping``; parks it when the view's users die."""
+    export = _export_type(mapping.length).from_address(mapping.address)
+    export.mapping = mapping
+    weakref.finalize(export, _REGISTRY.park, mapping).atexit = False
+    view = memoryview(export).cast("B")[:size]
+    return view if mapping.private else view.toreadonly()
+
+
+def is_mapped(owner: object) -> bool:
+    """Whether ``owner`` (a buffer's exporter, ``memoryview.obj``) is a store file's mapping."""
+    return isinstance(getattr(owner, "mapping", None), _Mapping)
+
+
+def populate_export(view: memoryview) -> bool:
+    """Fill the page table of a view from :func:`map_file`; ``False`` if it is not one.
+
+    Done once per mapping: a parked and reused mapping keeps its page table.
+    """
+    mapping = getattr(view.obj, "mapping", None)
+    if not isinstance(mapping, _Mapping):
+        return False
+    if mapping.address and not mapping.populated:
+        raw_populate(mapping.address, mapping.length)
+        mapping.populated = True
+    return True

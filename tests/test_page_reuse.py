@@ -1,0 +1,297 @@
+"""Page reuse on a memory file system: evicted objects' pages written again, never under a reader.
+
+Real files under /dev/shm, real processes (fork and spawn) holding mappings, real locks.
+"""
+
+from __future__ import annotations
+
+import gc
+import multiprocessing
+import os
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+
+from proxystore.store.backends import file_maps
+from proxystore.store.backends.file_pool import MIN_POOLED
+from proxystore.store.file import FileStore, is_memory_file_system
+
+SHM = "/dev/shm"
+MB = 2**20
+pytestmark = pytest.mark.skipif(
+    not os.path.isdir(SHM) or not is_memory_file_system(SHM), reason="needs /dev/shm (tmpfs)"
+)
+
+
+@pytest.fixture
+def directory() -> Iterator[str]:
+    path = tempfile.mkdtemp(prefix="proxystore-reuse-", dir=SHM)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def make(directory: str, **kwargs: Any) -> FileStore:
+    return FileStore(f"reuse-{uuid.uuid4().hex[:8]}", store_dir=directory, **kwargs)
+
+
+def inode(store: FileStore, key: str) -> int:
+    return os.stat(os.path.join(store.store_dir, key)).st_ino
+
+
+def hidden(directory: str) -> list[str]:
+    return [name for name in os.listdir(directory) if name.startswith(".")]
+
+
+def array(size: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).random(size // 8)
+
+
+def pooled(store: FileStore) -> int:
+    pool = store.files.pool
+    assert pool is not None
+    return pool.pooled_bytes
+
+
+def test_evicted_pages_are_written_again(directory: str) -> None:
+    store = make(directory)
+    first = array(4 * MB, 1)
+    key = store.set(first)
+    used = inode(store, key)
+    store.evict(key)
+    assert not store.exists(key)
+    assert store.get(key) is None
+    assert pooled(store) >= first.nbytes
+    second = array(4 * MB, 2)
+    again = store.set(second)
+    assert inode(store, again) == used  # the same pages, not a new file
+    assert pooled(store) == 0
+    got = store.get(again)
+    assert np.array_equal(got, second)
+    assert store.get_timestamp(again) >= time.time() - 60  # a fresh write time
+    del got
+    store.close()
+    assert hidden(directory) == []  # close gives the pool back
+
+
+def test_a_smaller_object_reuses_a_larger_file_and_shrinks_it(directory: str) -> None:
+    store = make(directory)
+    store.evict(store.set(array(8 * MB, 1)))
+    small = array(2 * MB, 2)
+    key = store.set(small)
+    assert os.path.getsize(os.path.join(directory, key)) < 3 * MB
+    assert np.array_equal(store.get(key), small)
+    store.close()
+
+
+def test_small_objects_are_deleted_not_pooled(directory: str) -> None:
+    store = make(directory)
+    store.evict(store.set(np.arange(10)))
+    assert MIN_POOLED > 80
+    assert pooled(store) == 0 and hidden(directory) == []
+    store.close()
+
+
+def test_pool_off_deletes_at_once(directory: str) -> None:
+    store = make(directory, page_pool_bytes=0)
+    key = store.set(array(4 * MB, 1))
+    store.evict(key)
+    assert store.files.pool is None
+    assert os.listdir(directory) == []
+
+
+def test_pool_is_bounded(directory: str) -> None:
+    store = make(directory, page_pool_bytes=5 * MB)
+    keys = [store.set(array(2 * MB, seed)) for seed in range(4)]
+    for key in keys:
+        store.evict(key)
+    assert 0 < pooled(store) <= 5 * MB
+    assert len(hidden(directory)) == 2  # the oldest went back
+    store.close()
+
+
+def test_idle_pool_gives_memory_back(directory: str) -> None:
+    store = make(directory, page_pool_idle=0.2)
+    store.evict(store.set(array(4 * MB, 1)))
+    assert hidden(directory)
+    deadline = time.monotonic() + 5.0
+    while hidden(directory) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert hidden(directory) == [] and pooled(store) == 0
+
+
+def test_bad_pool_settings_are_refused(directory: str) -> None:
+    with pytest.raises(ValueError, match="page_pool_bytes"):
+        make(directory, page_pool_bytes=-1)
+    with pytest.raises(ValueError, match="page_pool_idle"):
+        make(directory, page_pool_idle=0)
+
+
+def test_an_array_in_use_here_is_never_overwritten(directory: str) -> None:
+    store = make(directory, cache_size=0)
+    first = array(4 * MB, 1)
+    key = store.set(first)
+    held = store.get(key)  # copy-on-write, maps the file: a shared lock while alive
+    used = inode(store, key)
+    store.evict(key)
+    second = array(4 * MB, 2)
+    other = store.set(second)
+    assert inode(store, other) != used  # the held file was skipped
+    assert np.array_equal(held, first)
+    del held
+    gc.collect()
+    others = inode(store, other)
+    store.evict(other)
+    third = array(4 * MB, 3)
+    reused = store.set(third)
+    assert inode(store, reused) in {used, others}  # a pooled file, free again
+    assert np.array_equal(store.get(reused), third)
+    store.close()
+
+
+def _hold(directory: str, name: str, key: str, ready: Any, release: Any, out: Any) -> None:
+    """In another process: map the object, report, keep it until told, check it, then read
+    the next key given."""
+    store = FileStore(name, store_dir=directory, cache_size=0, create_dir=False)
+    held = store.get(key)
+    expected = float(held.sum())
+    ready.put(expected)
+    next_key = release.get(timeout=60)
+    out.put(float(held.sum()) == expected)  # unchanged while held
+    out.put(float(store.get(next_key).sum()))
+    del held
+    gc.collect()
+    ready.put("released")
+    final = release.get(timeout=60)
+    out.put(float(store.get(final).sum()))
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_a_reader_in_another_process_keeps_its_bytes(directory: str, method: str) -> None:
+    context = multiprocessing.get_context(method)
+    store = make(directory, cache_size=0)
+    first = array(4 * MB, 1)
+    key = store.set(first)
+    used = inode(store, key)
+    ready, release, out = context.Queue(), context.Queue(), context.Queue()
+    child = context.Process(
+        target=_hold, args=(directory, store.name, key, ready, release, out), daemon=True
+    )
+    child.start()
+    try:
+        assert ready.get(timeout=60) == pytest.approx(float(first.sum()))
+        store.evict(key)
+        second = array(4 * MB, 2)
+        during = store.set(second)  # the reader holds the only pooled file: a new one
+        assert inode(store, during) != used
+        release.put(during)
+        assert out.get(timeout=60) is True
+        assert out.get(timeout=60) == pytest.approx(float(second.sum()))
+        assert ready.get(timeout=60) == "released"
+        during_inode = inode(store, during)
+        store.evict(during)
+        third = array(4 * MB, 3)
+        after = store.set(third)  # now free: its pages are written again
+        assert inode(store, after) in {used, during_inode}
+        release.put(after)
+        assert out.get(timeout=60) == pytest.approx(float(third.sum()))
+    finally:
+        child.join(timeout=60)
+        if child.is_alive():
+            child.kill()
+    assert child.exitcode == 0
+    store.close()
+
+
+def test_copy_on_write_mappings_are_reused_only_when_clean(directory: str) -> None:
+    file_maps.drop_parked()
+    store = make(directory, cache_size=0)
+    data = array(4 * MB, 1)
+    key = store.set(data)
+    got = store.get(key)
+    address = got.__array_interface__["data"][0]
+    del got
+    gc.collect()
+    assert file_maps.parked_count() == 1
+    again = store.get(key)  # the parked mapping: same address, no page faults
+    assert again.__array_interface__["data"][0] == address
+    again[0] = -1.0  # a private copy of that page: the mapping is not clean any more
+    del again
+    gc.collect()
+    assert file_maps.parked_count() == 0
+    fresh = store.get(key)
+    assert fresh[0] == data[0]  # the write never reached the file nor another get
+    assert np.array_equal(fresh, data)
+    del fresh
+    store.close()
+    file_maps.drop_parked()
+
+
+def test_parked_mapping_of_a_deleted_file_is_not_kept(directory: str) -> None:
+    file_maps.drop_parked()
+    store = make(directory, cache_size=0, page_pool_bytes=0)
+    key = store.set(array(4 * MB, 1))
+    got = store.get(key)
+    store.evict(key)  # deleted while mapped
+    del got
+    gc.collect()
+    assert file_maps.parked_count() == 0  # parking it would keep the deleted file's memory
+
+
+def _put_in_child(directory: str, name: str, out: Any) -> None:
+    store = FileStore(name, store_dir=directory, cache_size=0, create_dir=False)
+    pool = store.files.pool
+    out.put(pool is not None and pool.pooled_bytes == 0)
+
+
+def test_a_forked_child_does_not_inherit_the_pool(directory: str) -> None:
+    store = make(directory)
+    store.evict(store.set(array(4 * MB, 1)))
+    kept = pooled(store)
+    assert kept > 0
+    context = multiprocessing.get_context("fork")
+    out = context.Queue()
+
+    def child() -> None:
+        out.put(pooled(store) == 0)  # the parent's pooled files are not the child's
+
+    process = context.Process(target=child, daemon=True)
+    process.start()
+    assert out.get(timeout=60) is True
+    process.join(timeout=60)
+    assert process.exitcode == 0
+    assert pooled(store) == kept  # untouched in the parent
+    data = array(4 * MB, 2)
+    assert np.array_equal(store.get(store.set(data)), data)
+    store.close()
+
+
+def test_concurrent_puts_gets_and_evictions_stay_correct(directory: str) -> None:
+    store = make(directory, cache_size=0)
+    errors: list[str] = []
+
+    def worker(seed: int) -> None:
+        for round_ in range(15):
+            data = np.full(MB // 8 * 2, float(seed * 100 + round_))
+            key = store.set(data)
+            got = store.get(key)
+            if got is None or not np.all(got == data[0]):
+                errors.append(f"worker {seed} round {round_}")
+            del got
+            store.evict(key)
+
+    threads = [threading.Thread(target=worker, args=(seed,)) for seed in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not any(thread.is_alive() for thread in threads)
+    assert errors == []
+    store.close()
+    assert hidden(directory) == []
