@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
 import uuid
@@ -39,6 +40,28 @@ def _hygiene() -> Iterator[None]:
         time.sleep(0.01)
     assert not leaked, f"test left stores registered: {sorted(leaked)}"
     assert not threads, f"test left proxystore threads running: {threads}"
+
+
+@pytest.fixture
+def private_tmpfs(tmp_path: Path) -> Iterator[Any]:
+    """Mount a private tmpfs of a given size (root only), so its usage is ours alone."""
+    mounted: list[Path] = []
+
+    def mount(size: str) -> str:
+        target = tmp_path / f"tmpfs-{len(mounted)}"
+        target.mkdir()
+        result = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(target)],
+            capture_output=True,
+        )
+        if result.returncode != 0:
+            pytest.skip(f"cannot mount a private tmpfs: {result.stderr.decode().strip()}")
+        mounted.append(target)
+        return str(target)
+
+    yield mount
+    for target in mounted:
+        subprocess.run(["umount", "-l", str(target)], check=False)
 
 
 def make_store(

@@ -22,6 +22,7 @@ import pytest
 from proxystore.store.backends import file_maps
 from proxystore.store.backends.file_pool import MIN_POOLED
 from proxystore.store.file import FileStore, is_memory_file_system
+from tests.test_zero_copy import used_bytes
 
 SHM = "/dev/shm"
 MB = 2**20
@@ -295,3 +296,41 @@ def test_concurrent_puts_gets_and_evictions_stay_correct(directory: str) -> None
     assert errors == []
     store.close()
     assert hidden(directory) == []
+
+
+def _park_and_wait(directory: str, name: str, key: str, ready: Any, done: Any) -> None:
+    """In another process: map the object, let it go (parked), then wait to be told to end."""
+    store = FileStore(name, store_dir=directory, cache_size=0, create_dir=False)
+    total = float(store.get(key).sum())
+    gc.collect()
+    ready.put((total, file_maps.parked_count()))
+    done.get(timeout=60)
+
+
+@pytest.mark.parametrize("pool", [0, None], ids=["evict-deletes", "pool-drained"])
+def test_memory_returns_despite_a_parked_mapping_elsewhere(
+    private_tmpfs: Any, pool: int | None
+) -> None:
+    directory = private_tmpfs("64m")
+    store = make(directory, cache_size=0, page_pool_bytes=pool)
+    baseline = used_bytes(directory)
+    data = array(16 * MB, 1)
+    key = store.set(data)
+    context = multiprocessing.get_context("fork")
+    ready, done = context.Queue(), context.Queue()
+    child = context.Process(
+        target=_park_and_wait, args=(directory, store.name, key, ready, done), daemon=True
+    )
+    child.start()
+    try:
+        total, parked = ready.get(timeout=60)
+        assert total == pytest.approx(float(data.sum())) and parked >= 1
+        store.evict(key)
+        store.close()  # the pool gives its file back (truncated: nobody holds a lock on it)
+        assert used_bytes(directory) - baseline < MB  # although the child still maps it
+    finally:
+        done.put(True)
+        child.join(timeout=60)
+        if child.is_alive():
+            child.kill()
+    assert child.exitcode == 0

@@ -39,28 +39,6 @@ def shm_dir() -> Iterator[str]:
     subprocess.run(["rm", "-rf", path], check=False)
 
 
-@pytest.fixture
-def private_tmpfs(tmp_path: Path) -> Iterator[Any]:
-    """Mount a private tmpfs of a given size (root only), so its usage is ours alone."""
-    mounted: list[Path] = []
-
-    def mount(size: str) -> str:
-        target = tmp_path / f"tmpfs-{len(mounted)}"
-        target.mkdir()
-        result = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(target)],
-            capture_output=True,
-        )
-        if result.returncode != 0:
-            pytest.skip(f"cannot mount a private tmpfs: {result.stderr.decode().strip()}")
-        mounted.append(target)
-        return str(target)
-
-    yield mount
-    for target in mounted:
-        subprocess.run(["umount", "-l", str(target)], check=False)
-
-
 def used_bytes(path: str) -> int:
     stat = os.statvfs(path)
     return (stat.f_blocks - stat.f_bfree) * stat.f_frsize

@@ -162,7 +162,9 @@ class FileBackend(BackendBase):
         self.file_mode = 0o640 if shared else 0o600
         self._checked = False  # the directory passed check() in this process
         self._cleared = False  # clear() removed it (reads then find nothing, writes remake it)
-        self.locking = False  # readers take shared flocks (set with reuse_pages)
+        # On a memory file system, readers hold shared flocks and deletions truncate files
+        # nobody reads, because a process there may reuse evicted pages (see reuse_pages).
+        self.locking = is_memory_file_system(directory)
         self.pool: PagePool | None = None
         if create:
             self.make_directory()
@@ -172,13 +174,13 @@ class FileBackend(BackendBase):
     def reuse_pages(self, *, limit: int, idle: float) -> None:
         """Keep evicted objects' pages to write new objects into (a memory file system only).
 
-        Readers then hold a shared lock on each file while they use it, and the writer reuses
-        only files nobody reads (see :mod:`~proxystore.store.backends.file_pool` and
+        Readers hold a shared lock on each file while they use it (on every memory file
+        system, pool or not), and the writer reuses only files nobody reads (see
+        :mod:`~proxystore.store.backends.file_pool` and
         :mod:`~proxystore.store.backends.file_maps`).
 
         Args:
-            limit: Most bytes kept (``0``: keep nothing; readers still lock, as other
-                processes may reuse pages).
+            limit: Most bytes kept (``0``: keep nothing).
             idle: Seconds without activity after which the kept pages are given back.
         """
         self.locking = True

@@ -53,7 +53,7 @@ MIN_POOLED = 1 << 20
 DEFAULT_LIMIT = 1 << 30
 """Default bound of a pool, in bytes (at most a quarter of the file system, see
 :func:`default_limit`)."""
-DEFAULT_IDLE = 5.0
+DEFAULT_IDLE = 30.0
 """Default seconds without a write or an eviction after which a pool gives its memory back."""
 LIVE_MAX = 32
 """Most written objects whose writable mapping a process keeps, to reuse when evicted."""
