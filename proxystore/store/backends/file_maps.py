@@ -51,7 +51,7 @@ __all__ = [
 
 PARKED_MAX = 8
 """Most parked mappings a process keeps (least recently used dropped first)."""
-PARKED_IDLE = 5.0
+PARKED_IDLE = 30.0
 """Seconds a parked mapping is kept unused before it is unmapped."""
 
 _PAGE = mmap.PAGESIZE
@@ -152,7 +152,8 @@ class _Registry:
     """The parked mappings of this process."""
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()
+        # Reentrant: a garbage collection inside a locked section may park a mapping.
+        self.lock = threading.RLock()
         self.parked: dict[tuple[tuple[int, int], bool], _Mapping] = {}
 
     def take(self, ident: tuple[int, int], private: bool, length: int) -> _Mapping | None:
@@ -193,13 +194,14 @@ class _Registry:
         with self.lock:
             for slot, mapping in list(self.parked.items()):
                 if everything or now - mapping.used >= PARKED_IDLE or _deleted(mapping.fd):
-                    dropped.append(self.parked.pop(slot))
+                    if self.parked.get(slot) is mapping:
+                        dropped.append(self.parked.pop(slot))
         for mapping in dropped:
             mapping.close()
 
     def forget(self) -> None:
         """In a forked child: drop (unmap, close) every inherited parked mapping."""
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()
         parked, self.parked = self.parked, {}
         for mapping in parked.values():
             mapping.close()
