@@ -193,9 +193,9 @@ class _Registry:
         dropped = []
         with self.lock:
             for slot, mapping in list(self.parked.items()):
-                if everything or now - mapping.used >= PARKED_IDLE or _deleted(mapping.fd):
-                    if self.parked.get(slot) is mapping:
-                        dropped.append(self.parked.pop(slot))
+                stale = everything or now - mapping.used >= PARKED_IDLE or _deleted(mapping.fd)
+                if stale and self.parked.get(slot) is mapping:
+                    dropped.append(self.parked.pop(slot))
         for mapping in dropped:
             mapping.close()
 

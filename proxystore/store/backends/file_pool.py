@@ -58,6 +58,7 @@ DEFAULT_IDLE = 30.0
 LIVE_MAX = 32
 """Most written objects whose writable mapping a process keeps, to reuse when evicted."""
 
+_PREMAP_WAIT = 1.0  # seconds a write waits for a file being mapped in the background
 _MADV_POPULATE_WRITE = 23  # Linux 5.14+; older kernels answer EINVAL and pages fault instead
 
 
@@ -155,6 +156,8 @@ class PagePool:
         self._pooled: list[_File] = []
         self._live: dict[str, _File] = {}
         self._last = time.monotonic()
+        self._generation = 0  # bumped when the pool is emptied at once (drain, fork)
+        self._premapping: _File | None = None  # out of the list while the thread maps it
         self._reaper: threading.Thread | None = None
         self._pid = os.getpid()
         _POOLS.add(self)
@@ -163,7 +166,8 @@ class PagePool:
     def pooled_bytes(self) -> int:
         """Bytes kept in the pool now."""
         with self._lock:
-            return sum(each.size for each in self._pooled)
+            mapping = self._premapping.size if self._premapping is not None else 0
+            return mapping + sum(each.size for each in self._pooled)
 
     def _adopt(self) -> None:
         if self._pid != os.getpid():  # a forked child: the parent's files are not ours
@@ -229,19 +233,30 @@ class PagePool:
             known.close()
 
     def _take(self, size: int) -> _File | None:
-        with self._lock:
-            fitting = sorted(
-                (each for each in self._pooled if each.size >= size), key=lambda f: f.size
-            )
-            for each in fitting:
-                try:
-                    fcntl.flock(each.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except OSError:
-                    continue  # read somewhere (a live array on it): try another
-                self._pooled.remove(each)
-                self._last = time.monotonic()
-                return each
-        return None
+        """Take the smallest free pooled file of at least ``size`` bytes, locked exclusively.
+
+        A file the background thread is mapping is waited for (briefly): reusing it beats
+        faulting a new file in.
+        """
+        deadline = time.monotonic() + _PREMAP_WAIT
+        with self._wake:
+            while True:
+                fitting = sorted(
+                    (each for each in self._pooled if each.size >= size), key=lambda f: f.size
+                )
+                for each in fitting:
+                    try:
+                        fcntl.flock(each.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except OSError:
+                        continue  # read somewhere (a live array on it): try another
+                    self._pooled.remove(each)
+                    self._last = time.monotonic()
+                    return each
+                soon = self._premapping
+                left = deadline - time.monotonic()
+                if soon is None or soon.size < size or left <= 0:
+                    return None
+                self._wake.wait(timeout=left)
 
     def give(self, key: str, path: str) -> bool:
         """Move the file of an evicted ``key`` into the pool.
@@ -297,6 +312,7 @@ class PagePool:
             self._last = known.used
             released = self._trim()
             self._ensure_reaper()
+            self._wake.notify_all()  # to map the new file ahead of the next write
         for each in released:
             each.release()
         return True
@@ -319,23 +335,62 @@ class PagePool:
             self._reaper.start()
 
     def _reap(self) -> None:
-        """Give everything back after :attr:`idle` s without activity; end when nothing is kept."""
+        """Run the pool's background thread until nothing is kept.
+
+        It maps newly pooled files ahead of the next write, and gives everything back after
+        :attr:`idle` seconds without activity.
+        """
+        while True:
+            with self._wake:
+                job = None
+                while job is None:
+                    if not self._pooled and not self._live:
+                        self._reaper = None
+                        return
+                    left = self._last + self.idle - time.monotonic()
+                    if left <= 0:
+                        self._reaper = None
+                        pooled, self._pooled = self._pooled, []
+                        live, self._live = self._live, {}
+                        break
+                    job = next((each for each in self._pooled if not each.address), None)
+                    if job is not None:
+                        self._pooled.remove(job)  # out of reach of writes while it is mapped
+                        self._premapping = job
+                        generation = self._generation
+                    else:
+                        self._wake.wait(timeout=left)
+            if job is None:
+                for each in pooled:
+                    each.release()
+                for each in live.values():
+                    each.close()
+                return
+            self._premap(job, generation)
+
+    def _premap(self, job: _File, generation: int) -> None:
+        """Map a pooled file and fill its page table, so its first reuse is a plain copy.
+
+        Mapping and populating change no byte of the file, so readers may still use it.
+        """
+        try:
+            job.address = raw_map(job.fd, job.size, private=False, writable=True)
+            job.mapped = job.size
+            raw_populate(job.address, job.size, _MADV_POPULATE_WRITE)
+        except OSError:
+            with self._wake:
+                self._premapping = None
+                self._wake.notify_all()
+            job.release()
+            return
         with self._wake:
-            while True:
-                if not self._pooled and not self._live:
-                    self._reaper = None
-                    return
-                left = self._last + self.idle - time.monotonic()
-                if left <= 0:
-                    break
-                self._wake.wait(timeout=left)
-            self._reaper = None
-            pooled, self._pooled = self._pooled, []
-            live, self._live = self._live, {}
-        for each in pooled:
-            each.release()
-        for each in live.values():
-            each.close()
+            self._premapping = None
+            self._wake.notify_all()  # a write may be waiting for this file
+            if generation == self._generation:
+                self._pooled.append(job)
+                self._pooled.sort(key=lambda each: each.used)  # oldest first, for _trim
+                return
+        job.release()  # drained meanwhile
 
     def drain(self) -> None:
         """Give back every pooled file and drop every kept mapping now."""
@@ -345,7 +400,8 @@ class PagePool:
         with self._wake:
             pooled, self._pooled = self._pooled, []
             live, self._live = self._live, {}
-            self._wake.notify_all()  # the idle timer's thread ends
+            self._generation += 1
+            self._wake.notify_all()  # the background thread ends
         for each in pooled:
             each.release()
         for each in live.values():
@@ -355,6 +411,7 @@ class PagePool:
         """In a forked child: drop the parent's files without touching them."""
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
+        self._generation += 1
         pooled, self._pooled = self._pooled, []
         live, self._live = self._live, {}
         self._reaper = None
