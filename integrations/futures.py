@@ -18,7 +18,7 @@ import pickle
 import time
 import weakref
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any, Callable, TypeVar
 
 from proxystore.serialize import SerializationError
@@ -72,7 +72,11 @@ class ProxyExecutor(Executor):
         self.executor = executor
         self._in_process = isinstance(executor, ThreadPoolExecutor)
         self.proxier = ArgumentProxier(
-            store, self.policy, owner="ProxyExecutor", in_process=self._in_process
+            store,
+            self.policy,
+            owner="ProxyExecutor",
+            in_process=self._in_process,
+            pickles_arguments=isinstance(executor, ProcessPoolExecutor),
         )
         self.store = self.proxier.store
         self._picklable: weakref.WeakSet[ProxyTask] = weakref.WeakSet()
