@@ -100,6 +100,8 @@ class ProxyClient:
 
     def submit(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> distributed.Future:
         """``Client.submit`` with large arguments sent by proxy (same signature)."""
+        if self.proxier.sends_as_is(args, kwargs):  # Dask options included: scalars too
+            return self.client.submit(func, *args, **kwargs)
         options, task_kwargs = _split(kwargs, _SUBMIT_OPTIONS)
         return self.proxier.submit(
             func,

@@ -13,12 +13,12 @@ has finished, failed or been cancelled, the object is evicted (unless ``policy.e
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import pickle
 import time
-import weakref
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any, Callable, TypeVar
 
 from proxystore.serialize import SerializationError
@@ -26,11 +26,12 @@ from proxystore.store import Store
 
 from .policy import ProxyPolicy, make_policy
 from .proxier import ArgumentProxier
-from .task import ProxyTask
 
 __all__ = ["ProxyExecutor"]
 
 T = TypeVar("T")
+
+_PICKLABLE_KEPT = 256  # functions remembered as picklable
 
 
 def _run_chunk(
@@ -72,24 +73,34 @@ class ProxyExecutor(Executor):
         self.executor = executor
         self._in_process = isinstance(executor, ThreadPoolExecutor)
         self.proxier = ArgumentProxier(
-            store, self.policy, owner="ProxyExecutor", in_process=self._in_process
+            store,
+            self.policy,
+            owner="ProxyExecutor",
+            in_process=self._in_process,
+            pickles_arguments=isinstance(executor, ProcessPoolExecutor),
         )
         self.store = self.proxier.store
-        self._picklable: weakref.WeakSet[ProxyTask] = weakref.WeakSet()
+        self._picklable: set[Callable[..., Any]] = set()  # functions known to pickle
 
-    def _check_picklable(self, task: ProxyTask) -> None:
-        # Once per task wrapper, and the proxier keeps one wrapper per function.
-        if self._in_process or task in self._picklable:
-            return
+    def _check_picklable(self, fn: Callable[..., Any]) -> None:
+        # Once per function (a few hundred are remembered, as the proxier's task wrappers).
         try:
-            pickle.dumps(task.fn)
+            if self._in_process or fn in self._picklable:
+                return
+        except TypeError:  # an unhashable callable: checked every time
+            pass
+        try:
+            pickle.dumps(fn)
         except Exception as exc:
             raise SerializationError(
-                f"ProxyExecutor: the task {getattr(task.fn, '__qualname__', task.fn)!r} cannot "
+                f"ProxyExecutor: the task {getattr(fn, '__qualname__', fn)!r} cannot "
                 f"be pickled, so {type(self.executor).__name__} cannot send it to a worker "
                 f"process: {exc}"
             ) from exc
-        self._picklable.add(task)
+        with contextlib.suppress(TypeError):
+            if len(self._picklable) >= _PICKLABLE_KEPT:
+                self._picklable.clear()
+            self._picklable.add(fn)
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
         """Submit ``fn(*args, **kwargs)``; large arguments travel by proxy.
@@ -98,7 +109,9 @@ class ProxyExecutor(Executor):
             SerializationError: If ``fn`` or an argument cannot be sent to a worker process.
             RuntimeError: If the executor has been shut down.
         """
-        self._check_picklable(self.proxier.task(fn))
+        self._check_picklable(fn)
+        if self.proxier.sends_as_is(args, kwargs):
+            return self.executor.submit(fn, *args, **kwargs)  # only scalars: the plain call
         return self.proxier.submit(fn, self.executor.submit, args, kwargs)
 
     def map(
@@ -129,7 +142,7 @@ class ProxyExecutor(Executor):
         return self._results(futures, deadline, chunked=chunksize > 1)
 
     def _submit_chunk(self, fn: Callable[..., Any], chunk: list[tuple[Any, ...]]) -> Future[Any]:
-        self._check_picklable(self.proxier.task(fn))
+        self._check_picklable(fn)
         (future,) = self.proxier.submit_calls(
             fn,
             [(args, {}) for args in chunk],

@@ -75,6 +75,7 @@ class ProxyApp:
         # set of container arguments the worker must look into (few: argument positions).
         self._apps: dict[frozenset[int | str] | None, PythonApp] = {}
         self.app = self._app_for(proxier.task(self.fn))
+        self._plain_app = self._app_for(self.fn)
         functools.update_wrapper(self, self.fn, updated=())
 
     def _app_for(self, task: Callable[..., Any]) -> PythonApp:
@@ -97,6 +98,8 @@ class ProxyApp:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Future[Any]:
         """Call the app with large arguments sent by proxy; returns its ``AppFuture``."""
+        if self.proxier.sends_as_is(args, kwargs):
+            return self._plain_app(*args, **kwargs)  # type: ignore[no-any-return]
         parsl_kwargs = {k: v for k, v in kwargs.items() if k in _PARSL_KEYWORDS}
         task_kwargs = {k: v for k, v in kwargs.items() if k not in _PARSL_KEYWORDS}
 

@@ -30,6 +30,7 @@ same rule: a result delivered as ``"object"`` comes back by value, as with the p
 
 from __future__ import annotations
 
+import abc
 import array
 import collections
 import concurrent.futures
@@ -55,6 +56,10 @@ DEFAULT_THRESHOLD = 1_000_000
 """Default size (bytes) from which an argument is sent by proxy."""
 
 _SCALARS = (type(None), bool, numbers.Number)
+
+_UNSIZED = frozenset({dict, list, tuple, set, frozenset})  # sized only by pickling them
+
+_VERDICTS_KEPT = 1024  # passes_through() verdicts cached per policy (one per argument type)
 
 Delivery = Literal["proxy", "object", "auto"]
 """What a task body receives for a proxied argument: the proxy, the object, or the default rule."""
@@ -101,6 +106,9 @@ class Measured:
     size: int | None = None
     pickled: Pickled | None = None
     holds_engine_objects: bool = False
+
+
+_BY_VALUE = Measured(False)
 
 
 @dataclass(frozen=True)
@@ -160,6 +168,20 @@ class ProxyPolicy:
         futures = (concurrent.futures.Future, *self.passthrough)
         object.__setattr__(self, "_futures", futures)
         object.__setattr__(self, "_engine_types", (Proxy, *futures))
+        object.__setattr__(self, "_passing", (Proxy, *_SCALARS, *futures))
+        # passes_through() by type, valid while no ABC gains a registered subclass (as in
+        # functools.singledispatch): the checks against ABCs (numbers.Number) run in Python.
+        object.__setattr__(self, "_verdicts", ({}, abc.get_cache_token()))
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The verdict cache stays behind: it may name types another process cannot import.
+        state = dict(self.__dict__)
+        state.pop("_verdicts", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        object.__setattr__(self, "_verdicts", ({}, abc.get_cache_token()))
 
     def with_passthrough(self, types: Iterable[type]) -> ProxyPolicy:
         """Return a copy that also passes ``types`` through untouched."""
@@ -171,11 +193,24 @@ class ProxyPolicy:
         """Return whether ``obj`` is never proxied (scalar, proxy, future or excluded type)."""
         # type(obj), not isinstance(): isinstance() would resolve a proxy to read __class__.
         kind = type(obj)
-        if issubclass(kind, Proxy):
-            return True
-        return issubclass(kind, (*_SCALARS, concurrent.futures.Future, *self.passthrough)) or (
+        verdicts, token = self._verdicts  # type: ignore[attr-defined]
+        verdict = verdicts.get(kind)
+        if verdict is None or token != abc.get_cache_token():
+            verdict = self._passes_through_type(kind)
+        return verdict  # type: ignore[no-any-return]
+
+    def _passes_through_type(self, kind: type) -> bool:
+        verdict = issubclass(kind, self._passing) or (  # type: ignore[attr-defined]
             bool(self.never) and issubclass(kind, self.never)
         )
+        verdicts, token = self._verdicts  # type: ignore[attr-defined]
+        current = abc.get_cache_token()
+        if token != current:
+            verdicts = {}
+            object.__setattr__(self, "_verdicts", (verdicts, current))
+        if len(verdicts) < _VERDICTS_KEPT:
+            verdicts[kind] = verdict
+        return verdict
 
     def measure(self, obj: Any, *, proxies_inside: bool = False) -> Measured:
         """Decide whether ``obj`` (an argument, or an item one level down) goes by proxy.
@@ -186,7 +221,16 @@ class ProxyPolicy:
                 items were just proxied) and do not count as objects the engine must see.
         """
         if self.passes_through(obj):
-            return Measured(False)
+            return _BY_VALUE
+        return self.measure_candidate(obj, proxies_inside=proxies_inside)
+
+    def measure_candidate(self, obj: Any, *, proxies_inside: bool = False) -> Measured:
+        """:meth:`measure` for an object already known not to pass through.
+
+        Args:
+            obj: The object; :meth:`passes_through` returned ``False`` for it.
+            proxies_inside: As for :meth:`measure`.
+        """
         if self.always and issubclass(type(obj), self.always):
             return Measured(True)
         size = known_size(obj)
@@ -248,6 +292,8 @@ def _deliveries(deliver_as: Any) -> tuple[str, dict[type, str]]:
 
 def known_size(obj: Any) -> int | None:
     """Return the size in bytes of objects that know it without serializing, else ``None``."""
+    if type(obj) in _UNSIZED:
+        return None
     if isinstance(obj, (bytes, bytearray)):
         return len(obj)
     if isinstance(obj, str):

@@ -18,7 +18,7 @@ import contextlib
 import logging
 import pickle
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Callable, TypeVar
 
@@ -118,6 +118,10 @@ class ArgumentProxier:
             must be re-creatable in worker processes, which is checked here, up front.
         send_refs: Send :class:`ProxyRef` objects instead of proxies (for engines that inspect
             their arguments).
+        pickles_arguments: The engine always pickles a call's arguments on their way to the
+            worker (a process pool): an argument sent as the bytes pickled to measure it
+            (:class:`PickledArgument`) arrives as the object, so a call holding nothing else
+            runs the plain function, with no worker-side wrapper.
 
     Raises:
         ValueError: If the store cannot be re-created in worker processes.
@@ -131,6 +135,7 @@ class ArgumentProxier:
         owner: str,
         in_process: bool = False,
         send_refs: bool = False,
+        pickles_arguments: bool = False,
     ) -> None:
         self.store = resolve_store(store, owner=owner)
         self.policy = policy
@@ -139,6 +144,8 @@ class ArgumentProxier:
         # Engines that pickle arguments get the bytes pickled while measuring (see
         # PickledArgument); in-process engines get the objects.
         self.ship_pickled = not in_process
+        # What only the worker-side wrapper can hand to the task body.
+        self._wrapped = _WRAPPED - {PickledArgument} if pickles_arguments else _WRAPPED
         self.store_ref = self.store.description
         if not in_process:
             _check_recreatable(self.store, self.store_ref, owner)
@@ -182,22 +189,25 @@ class ArgumentProxier:
         On any error, whatever this call stored is released again before the error propagates.
         """
         lease = Lease()
+        top = self._convert_top
         try:
-            new_args = tuple(self._convert(arg, lease, nested=True) for arg in args)
-            new_kwargs = {
-                name: self._convert(value, lease, nested=True) for name, value in kwargs.items()
-            }
+            new_args = tuple([top(place, arg, lease) for place, arg in enumerate(args)])
+            new_kwargs = {name: top(name, value, lease) for name, value in kwargs.items()}
         except BaseException:
             self.release(lease)
             raise
-        # A container came back as a new container: its items were converted (see
-        # _convert_items), so the worker must look one level into it.
-        for place, old, new in [*zip(range(len(args)), args, new_args)] + [
-            (name, kwargs[name], new_kwargs[name]) for name in kwargs
-        ]:
-            if new is not old and type(new) in CONTAINERS:
-                lease.nested.append(place)
         return new_args, new_kwargs, lease
+
+    def _convert_top(self, place: int | str, obj: Any, lease: Lease) -> Any:
+        """Convert an argument (``place``: its position or name)."""
+        if type(obj) in _ATOMIC:
+            return obj
+        new = self._convert(obj, lease, nested=True)
+        if new is not obj and type(new) in CONTAINERS:
+            # A container came back as a new container: its items were converted (see
+            # _convert_items), so the worker must look one level into it.
+            lease.nested.append(place)
+        return new
 
     def _convert(self, obj: Any, lease: Lease, *, nested: bool) -> Any:
         policy = self.policy
@@ -207,7 +217,7 @@ class ArgumentProxier:
             return obj
         entry = self._existing(obj)
         if entry is None:
-            measured = self._measure(obj)
+            measured = self._measure(obj, checked=True)
             kind = type(obj)
             container = nested and (kind is list or kind is tuple or kind is dict)
             if container and (measured.proxy or measured.holds_engine_objects):
@@ -258,9 +268,15 @@ class ArgumentProxier:
         self.release(items)
         return None
 
-    def _measure(self, obj: Any, *, proxies_inside: bool = False) -> Measured:
+    def _measure(
+        self, obj: Any, *, proxies_inside: bool = False, checked: bool = False
+    ) -> Measured:
+        # checked: policy.passes_through(obj) is known to be False.
+        policy = self.policy
         try:
-            return self.policy.measure(obj, proxies_inside=proxies_inside)
+            if checked:
+                return policy.measure_candidate(obj, proxies_inside=proxies_inside)
+            return policy.measure(obj, proxies_inside=proxies_inside)
         except SerializationError as exc:
             raise SerializationError(
                 f"{self.owner}: a task argument of type {type(obj).__name__} cannot be "
@@ -268,6 +284,10 @@ class ArgumentProxier:
             ) from exc
 
     def _existing(self, obj: Any) -> _Entry | None:
+        # Looked up without the lock first: most arguments are not stored. (Should another
+        # thread be storing the same object right now, _store keeps one copy.)
+        if id(obj) not in self._entries:
+            return None
         with self._lock:
             entry = self._entries.get(id(obj))
             if entry is not None and entry.obj is obj:
@@ -293,6 +313,24 @@ class ArgumentProxier:
             self.store.evict(duplicate)
         return entry
 
+    def sends_as_is(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> bool:
+        """Whether a call goes to the engine untouched: only scalars, no result by proxy.
+
+        Then nothing is measured, stored, leased or wrapped: the plain function runs with the
+        very arguments, and adapters may hand the call straight to the engine.
+        """
+        if self.policy.proxy_results:
+            return False
+        atomic = _ATOMIC
+        for value in args:
+            if type(value) not in atomic:
+                return False
+        if kwargs:
+            for value in kwargs.values():
+                if type(value) not in atomic:
+                    return False
+        return True
+
     def submit(
         self,
         fn: Callable[..., Any],
@@ -308,20 +346,34 @@ class ArgumentProxier:
         is released if ``send`` raises, and when the future is done, whether it succeeded,
         failed or was cancelled.
         """
-        atomic = _ATOMIC
-        if not self.policy.proxy_results and all(
-            type(value) in atomic for value in (*args, *kwargs.values())
-        ):
-            return send(fn, *args, **kwargs)  # only scalars: nothing to store, lease or wrap
-
-        def send_one(
-            task: Callable[..., Any], sent: list[tuple[tuple[Any, ...], dict[str, Any]]]
-        ) -> list[F]:
-            ((call_args, call_kwargs),) = sent
-            return [send(task, *call_args, **call_kwargs)]
-
-        (future,) = self.submit_calls(fn, [(args, kwargs)], send_one)
+        if self.sends_as_is(args, kwargs):
+            return send(fn, *args, **kwargs)  # nothing to store, lease, wrap or measure
+        new_args, new_kwargs, lease = self.proxy_call(args, kwargs)
+        try:
+            future = send(
+                self._runner(fn, lease.nested, [(new_args, new_kwargs)]), *new_args, **new_kwargs
+            )
+        except BaseException:
+            self.release(lease)
+            raise
+        if lease.keys:  # nothing stored: nothing to release, no callback
+            self.release_when_done(future, lease)
         return future
+
+    def _runner(
+        self, fn: Callable[..., Any], nested: Iterable[int | str], sent: list[Sent]
+    ) -> Callable[..., Any]:
+        """What the worker runs: ``fn`` itself, or its wrapper when an argument needs it."""
+        nested = frozenset(nested)
+        if nested or self.policy.proxy_results or not all(map(self._untouched, sent)):
+            return self.task(fn, nested)
+        return fn  # nothing for the worker side to do: the plain call, no wrapper
+
+    def _untouched(self, call: Sent) -> bool:
+        """Whether a call's arguments hold nothing the worker-side wrapper must handle."""
+        args, kwargs = call
+        wrapped = self._wrapped
+        return not any(type(v) in wrapped or is_proxy(v) for v in (*args, *kwargs.values()))
 
     def submit_calls(
         self,
@@ -343,12 +395,8 @@ class ArgumentProxier:
                 new_args, new_kwargs, lease = self.proxy_call(args, kwargs)
                 leases.append(lease)
                 sent.append((new_args, new_kwargs))
-            nested = frozenset(place for lease in leases for place in lease.nested)
-            if nested or self.policy.proxy_results or not all(map(_untouched, sent)):
-                wrapper: Callable[..., Any] = self.task(fn, nested)
-            else:
-                wrapper = fn  # nothing for the worker side to do: the plain call, no wrapper
-            futures = list(send(wrapper, sent))
+            nested = [place for lease in leases for place in lease.nested]
+            futures = list(send(self._runner(fn, nested, sent), sent))
             if len(futures) != len(leases) and len(futures) != 1:
                 raise RuntimeError(
                     f"{self.owner}: the engine returned {len(futures)} futures for "
@@ -422,12 +470,6 @@ class ArgumentProxier:
         """Return the stored keys still in use and how many tasks use each."""
         with self._lock:
             return {key: entry.users for key, entry in self._by_key.items()}
-
-
-def _untouched(call: Sent) -> bool:
-    """Whether a call's arguments hold nothing the worker-side wrapper must handle."""
-    args, kwargs = call
-    return not any(type(v) in _WRAPPED or is_proxy(v) for v in (*args, *kwargs.values()))
 
 
 def _check_recreatable(store: Store, ref: StoreRef, owner: str) -> None:

@@ -23,10 +23,10 @@ list of buffers (``os.writev``, a Redis pipeline) never makes the joined copy at
 
 from __future__ import annotations
 
-import io
 import pickle
 import struct
 from collections.abc import Sequence
+from types import FunctionType
 from typing import Any, Union
 
 import cloudpickle
@@ -67,24 +67,27 @@ def _pickle(
     obj: Any, refuse: tuple[type, ...] = ()
 ) -> tuple[int, bytes, list[pickle.PickleBuffer]]:
     buffers: list[pickle.PickleBuffer] = []
+    # Functions and classes defined in __main__ pickle "by reference" without error, wherever
+    # they sit in the object (an instance of a __main__ class, a list of functions, a
+    # functools.partial), yet another process cannot load them: such objects are shipped by
+    # value with cloudpickle instead. The probing pickler spots them as it goes; after a plain
+    # pickle.dumps the module name is looked for in the stream (a false positive, "__main__"
+    # in the data itself, only costs the cloudpickle detour).
     try:
         if refuse:
-            file = io.BytesIO()
-            _ProbingPickler(file, refuse, buffers).dump(obj)
-            stream = file.getvalue()
+            pickler = _ProbingPickler(refuse, buffers)
+            pickler.dump(obj)
+            stream = pickler.stream()
+            refers_to_main = pickler.refers_to_main
         else:
             stream = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+            refers_to_main = _MAIN in stream
     except _Refused:
         raise
     except Exception as exc:  # lambdas, closures, local classes: pickle refuses them
         first: Exception = exc
     else:
-        # Functions and classes defined in __main__ pickle "by reference" without error,
-        # wherever they sit in the object (an instance of a __main__ class, a list of
-        # functions, a functools.partial), yet another process cannot load them. Their module
-        # name is then in the stream: ship such objects by value with cloudpickle instead. (A
-        # false positive, "__main__" in the data itself, only costs the cloudpickle detour.)
-        if _MAIN not in stream:
+        if not refers_to_main:
             return _PICKLE, stream, buffers
         first = pickle.PicklingError("the object refers to definitions in __main__")
     buffers.clear()
@@ -175,19 +178,45 @@ class _Refused(Exception):
     """Raised inside the pickler when it meets an instance of a refused type."""
 
 
+class _Chunks(list[bytes]):
+    """A pickler's file that keeps what it is given: the pickler's own buffers, not copies."""
+
+    write = list.append
+
+
 class _ProbingPickler(pickle.Pickler):
-    # reducer_override is not called for None, bools and exact int, float, bytes, str, list,
-    # tuple, dict, set and frozenset, so plain data pickles at full C speed; everything else
-    # passes by here once.
-    def __init__(self, file: Any, refuse: tuple[type, ...], buffers: list[Any]) -> None:
-        super().__init__(file, protocol=5, buffer_callback=buffers.append)
+    """Pickles to a list of chunks, refusing some types and noting references to __main__.
+
+    ``reducer_override`` is not called for None, bools and exact int, float, bytes, str, list,
+    tuple, dict, set and frozenset, so plain data pickles at full C speed; every other object
+    passes by here once (memoized objects are not looked at again), in particular every class
+    and function the stream names, and every object whose class it names.
+    """
+
+    def __init__(self, refuse: tuple[type, ...], buffers: list[Any]) -> None:
+        self.chunks = _Chunks()
+        super().__init__(self.chunks, protocol=5, buffer_callback=buffers.append)
         self.refuse = refuse
+        self.refers_to_main = False
 
     def reducer_override(self, obj: Any) -> Any:
         # type(), not isinstance(): isinstance() would resolve a proxy to read __class__.
-        if issubclass(type(obj), self.refuse):
+        kind = type(obj)
+        if issubclass(kind, self.refuse):
             raise _Refused
+        if kind.__module__ == "__main__" or (
+            (kind is FunctionType or issubclass(kind, type))
+            and getattr(obj, "__module__", None) == "__main__"
+        ):
+            self.refers_to_main = True
         return NotImplemented
+
+    def stream(self) -> bytes:
+        """The pickle stream written so far (one chunk needs no copy)."""
+        chunks = self.chunks
+        if len(chunks) == 1 and type(chunks[0]) is bytes:
+            return chunks[0]
+        return b"".join(chunks)
 
 
 def pickle_once(obj: Any, *, refuse: tuple[type, ...] = ()) -> Pickled | None:

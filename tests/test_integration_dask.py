@@ -225,3 +225,20 @@ def test_results_of_builtin_kinds_come_back_as_the_plain_client_returns_them(
             pclient.submit(result_type, future, pure=False).result()
             == type(large_arguments()[kind]).__name__
         )
+
+
+def test_scalar_calls_go_to_the_client_as_they_are(
+    pclient: ProxyClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[tuple[Any, tuple[Any, ...], dict[str, Any]]] = []
+    submit = pclient.client.submit
+
+    def spy(func: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append((func, args, kwargs))
+        return submit(func, *args, **kwargs)
+
+    monkeypatch.setattr(pclient.client, "submit", spy)
+    assert pclient.submit(total, 2.0, 3, pure=False).result() == 5.0
+    assert calls == [(total, (2.0, 3), {"pure": False})]
+    assert pclient.submit(total, BIG, 1, pure=False).result() == total(BIG) + 1
+    assert type(calls[-1][0]).__name__ == "ProxyTask"

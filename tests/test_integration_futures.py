@@ -249,3 +249,25 @@ def test_deliver_as_chooses_per_type(remote_store: Store) -> None:
         assert ex.submit(result_type, big_dict).result() == "Proxy"
         assert ex.submit(result_type, BIG).result() == "ndarray"
         assert ex.submit(result_type, large_arguments()["bytes"]).result() == "bytes"
+
+
+def test_small_arguments_reach_a_process_pool_with_the_plain_function(
+    remote_store: Store,
+) -> None:
+    """Below the threshold a process pool gets what the plain pool would: the function itself
+    (the bytes pickled to measure an argument unpickle into it on the way)."""
+    pool = make_pool("fork")
+    sent: list[Any] = []
+    submit = pool.submit
+
+    def spy(fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        sent.append(fn)
+        return submit(fn, *args, **kwargs)
+
+    pool.submit = spy  # type: ignore[method-assign]
+    with ProxyExecutor(pool, store=remote_store, threshold=THRESHOLD) as ex:
+        assert ex.submit(total, [1.0, 2.0], 1).result() == 4.0
+        assert sent == [total]
+        assert ex.submit(total, BIG, [1.0]).result() == total(BIG) + 1.0
+        assert type(sent[-1]).__name__ == "ProxyTask"
+        wait_until_released(ex)

@@ -207,3 +207,24 @@ def test_results_of_builtin_kinds_come_back_as_the_plain_app_returns_them(
     proxied = app(make_result, remote_store, label, policy=policy)
     for kind in ("dict", "bytes", "list-of-arrays"):
         assert type(proxied(kind).result()) is type(large_arguments()[kind]), kind
+
+
+def test_scalar_calls_run_the_plain_function(
+    dfk: Any, remote_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ran: list[Any] = []
+    submit = dfk.submit
+
+    def spy(func: Any, *args: Any, **kwargs: Any) -> Any:
+        # Parsl may hand the DFK the app's function wrapped once (error wrapping).
+        plain = type(func).__name__ == "ProxyTask"
+        ran.append(func if plain else getattr(func, "__wrapped__", func))
+        return submit(func, *args, **kwargs)
+
+    monkeypatch.setattr(dfk, "submit", spy)
+    proxied = app(total, remote_store, "threads")
+    assert proxied(2.0, 3).result() == 5.0
+    assert ran == [total]
+    assert proxied(BIG, 1).result() == total(BIG) + 1
+    assert type(ran[-1]).__name__ == "ProxyTask"
+    wait_until_released(proxied)

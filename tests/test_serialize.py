@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from proxystore.proxy import Proxy, extract, is_resolved
 from proxystore.serialize import (
     SerializationError,
     deserialize,
+    pickle_once,
     serialize,
     serialize_parts,
     serialized_size,
@@ -253,7 +255,8 @@ def test_local_class_roundtrip() -> None:
 MAIN_SCRIPT = textwrap.dedent(
     """
     import functools, sys
-    from proxystore.serialize import serialize
+    from concurrent.futures import Future
+    from proxystore.serialize import pickle_once, serialize
 
     def double(x):
         return 2 * x
@@ -276,10 +279,14 @@ MAIN_SCRIPT = textwrap.dedent(
         "partial": functools.partial(double, 21),
         "bound_method": Point(4).scaled,
     }
-    out = sys.argv[1]
+    out, how = sys.argv[1], sys.argv[2]
     for name, obj in objects.items():
+        if how == "serialize":
+            data = serialize(obj)
+        else:  # the probing pickler the integrations measure arguments with
+            data = b"".join(pickle_once(obj, refuse=(Future,)).parts())
         with open(f"{out}/{name}.bin", "wb") as f:
-            f.write(serialize(obj))
+            f.write(data)
     """
 )
 
@@ -305,12 +312,13 @@ LOAD_SCRIPT = textwrap.dedent(
 )
 
 
-def test_main_definitions_load_in_another_process(tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", ["serialize", "pickle_once"])
+def test_main_definitions_load_in_another_process(tmp_path: Path, how: str) -> None:
     """Objects defined in a script's ``__main__`` (or referring to such definitions) are
     shipped by value, so a fresh process that never ran the script can load them."""
     script = tmp_path / "script.py"
     script.write_text(MAIN_SCRIPT)
-    subprocess.run([sys.executable, str(script), str(tmp_path)], check=True, timeout=60)
+    subprocess.run([sys.executable, str(script), str(tmp_path), how], check=True, timeout=60)
     result = subprocess.run(
         [sys.executable, "-c", LOAD_SCRIPT, str(tmp_path)],
         capture_output=True,
@@ -326,6 +334,34 @@ def test_data_mentioning_main_still_roundtrips() -> None:
     got = deserialize(serialize(obj))
     assert got["__name__"] == "__main__" and got["module"] == b"__main__"
     assert np.array_equal(got["array"], obj["array"])
+
+
+def test_probing_pickle_tells_main_definitions_from_data_mentioning_main(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The probing pickler looks at what it pickles, not at the bytes: data that merely
+    mentions ``__main__`` stays a plain pickle (shippable as is), definitions do not."""
+    data = {"__name__": "__main__", "module": b"__main__", "values": list(range(50_000))}
+    pickled = pickle_once(data, refuse=(Future,))
+    assert pickled is not None and pickled.plain
+    assert len(pickled.stream) > 64 * 1024  # the pickler wrote it in several frames
+    assert pickle.loads(pickled.stream) == data
+    assert deserialize(b"".join(pickled.parts())) == data
+    # Definitions that plain pickle accepts by reference (they are found in this __main__).
+    main = sys.modules["__main__"]
+    point = type("Point", (), {"__module__": "__main__"})
+
+    def twice(x: int) -> int:
+        return 2 * x
+
+    twice.__module__, twice.__qualname__ = "__main__", "twice"
+    monkeypatch.setattr(main, "Point", point, raising=False)
+    monkeypatch.setattr(main, "twice", twice, raising=False)
+    for obj in (point, [1, point()], {"k": twice}, functools.partial(twice, 2)):
+        pickle.dumps(obj)  # plain pickle takes it, by reference
+        found = pickle_once(obj, refuse=(Future,))
+        assert found is not None and not found.plain, obj
+        assert deserialize(b"".join(found.parts())) is not None
 
 
 # -- proxies inside serialized objects ---------------------------------------------------------

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import numbers
+import pickle
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -14,8 +16,9 @@ import pytest
 from proxystore.exceptions import StoreTimeoutError
 from proxystore.integrations import proxier as proxier_module
 from proxystore.integrations.policy import ProxyPolicy
-from proxystore.integrations.proxier import ArgumentProxier
+from proxystore.integrations.proxier import ArgumentProxier, PickledArgument
 from proxystore.integrations.task import ProxyTask
+from proxystore.proxy import Proxy
 from proxystore.store import Store
 from proxystore.store.file import FileStore
 from tests.integration_helpers import wait_until_released
@@ -159,3 +162,63 @@ def test_calls_the_worker_side_need_not_touch_run_the_plain_function(
     proxier.submit(len, send, (BIG,), {})
     assert isinstance(sent[-1], ProxyTask) and sent[-1].fn is len
     wait_until_released(Owner(proxier))
+
+
+def test_a_pickling_engine_gets_the_plain_function_for_small_arguments(
+    store_factory: Any,
+) -> None:
+    """An engine that always pickles (a process pool) unwraps the bytes pickled to measure a
+    small argument by unpickling them: the plain function goes, and nothing is stored."""
+    store: Store = store_factory("file")
+    sent: list[tuple[Any, tuple[Any, ...], Future[Any]]] = []
+
+    def send(task: Any, *args: Any, **kwargs: Any) -> Future[Any]:
+        sent.append((task, args, Future()))
+        return sent[-1][2]
+
+    small = {f"k{i}": float(i) for i in range(50)}
+    policy = ProxyPolicy(threshold=10_000)
+    pickling = ArgumentProxier(store, policy, owner="t", pickles_arguments=True)
+    pickling.submit(len, send, (small,), {"more": [1.0, "x"]})
+    task, args, _ = sent[-1]
+    assert task is len and type(args[0]) is PickledArgument
+    assert pickle.loads(pickle.dumps(args[0])) == small  # what the pool's pickling delivers
+    assert pickling.in_use() == {}
+    # Large arguments still go by proxy, with the worker-side wrapper.
+    pickling.submit(len, send, (BIG, small), {})
+    task, args, _ = sent[-1]
+    assert isinstance(task, ProxyTask) and task.fn is len and issubclass(type(args[0]), Proxy)
+    assert list(pickling.in_use().values()) == [1]
+    # An engine that may hand the arguments over as they are needs the wrapper to unwrap them.
+    other = ArgumentProxier(store, policy, owner="t")
+    other.submit(len, send, (small,), {})
+    task, args, _ = sent[-1]
+    assert isinstance(task, ProxyTask) and type(args[0]) is PickledArgument
+    assert task(*args) == len(small)
+    for _, _, future in sent:
+        future.set_result(None)
+    assert pickling.in_use() == {} and other.in_use() == {}
+
+
+def test_scalars_only_reach_the_engine_untouched(proxier: ArgumentProxier) -> None:
+    assert proxier.sends_as_is((1, 2.5, None, True), {"n": 3, "c": 1j})
+    assert not proxier.sends_as_is((1, "text"), {})
+    assert not proxier.sends_as_is((1,), {"s": b"x"})
+    results = ArgumentProxier(
+        proxier.store, ProxyPolicy(threshold=1_000, proxy_results=True), owner="t"
+    )
+    assert not results.sends_as_is((1,), {}), "results by proxy need the wrapper"
+
+
+def test_passes_through_follows_abc_registration() -> None:
+    """The policy remembers its verdict per type, but not past a new ABC registration."""
+
+    class Amount:
+        pass
+
+    policy = ProxyPolicy(threshold=10)
+    assert not policy.passes_through(Amount())
+    numbers.Number.register(Amount)
+    assert policy.passes_through(Amount())  # a number now: never proxied
+    # The remembered verdicts stay behind when the policy travels to a worker.
+    assert pickle.loads(pickle.dumps(policy)) == policy
