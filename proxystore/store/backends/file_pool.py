@@ -320,6 +320,8 @@ class PagePool:
     def _trim(self) -> list[_File]:
         released = []
         total = sum(each.size for each in self._pooled)
+        if self._premapping is not None:  # counted: it comes back to the pool
+            total += self._premapping.size
         while self._pooled and total > self.limit:
             oldest = self._pooled.pop(0)
             total -= oldest.size
@@ -414,6 +416,9 @@ class PagePool:
         self._generation += 1
         pooled, self._pooled = self._pooled, []
         live, self._live = self._live, {}
+        if self._premapping is not None:  # the parent's thread was mapping it
+            pooled.append(self._premapping)
+            self._premapping = None
         self._reaper = None
         self._pid = os.getpid()
         for each in [*pooled, *live.values()]:
