@@ -35,6 +35,10 @@ from benchmarks.harness import Case, SkipCase, Target, Trial
 
 THRESHOLD = 1_000_000
 WORKERS = 2
+REPEATS = 21
+"""Repetitions of the short cases (each batch well under a second): the ratios sit within a
+few percent of 1, so the medians need more samples than the default 9 to settle (Dask's
+batches take over a second and keep 9)."""
 DICT_FLOATS = 5_000
 
 
@@ -69,7 +73,7 @@ def pool_cases(ctx: Context) -> list[Case]:
     """The ``ProcessPoolExecutor`` cases (they fork their workers)."""
     tiny = 200 if ctx.quick else 2000
     dicts = 20 if ctx.quick else 200
-    repeats = 3 if ctx.quick else 9
+    repeats = 3 if ctx.quick else REPEATS
     return [
         Case(
             f"overhead/futures/tiny-{tiny}",
@@ -109,7 +113,7 @@ def other_cases(ctx: Context) -> list[Case]:
             _parsl_preparer(ctx, parsl_tasks),
             "plain python_app (Parsl ThreadPoolExecutor, 2 threads)",
             target=Target("<= 1.03x", bound=1.03),
-            repeats=repeats,
+            repeats=3 if ctx.quick else REPEATS,
             throughput=False,
         ),
     ]

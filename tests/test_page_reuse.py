@@ -334,3 +334,81 @@ def test_memory_returns_despite_a_parked_mapping_elsewhere(
         if child.is_alive():
             child.kill()
     assert child.exitcode == 0
+
+
+def test_overwriting_a_key_reuses_the_replaced_pages(directory: str) -> None:
+    store = make(directory, cache_size=0)
+    seen = set()
+    for seed in range(6):
+        data = array(4 * MB, seed)
+        store.set(data, key="same")
+        assert np.array_equal(store.get("same"), data)
+        seen.add(inode(store, "same"))
+    assert len(seen) <= 3  # the replaced files are written again, not new ones each time
+    assert [name for name in os.listdir(directory) if not name.startswith(".")] == ["same"]
+    store.close()
+
+
+def test_overwriting_keeps_a_held_old_version_and_readers_never_see_the_key_missing(
+    directory: str,
+) -> None:
+    store = make(directory, cache_size=0)
+    first = array(4 * MB, 0)
+    store.set(first, key="k")
+    held = store.get("k")
+    stop = threading.Event()
+    missing: list[int] = []
+
+    def read() -> None:
+        for _ in range(2000):
+            if stop.is_set():
+                return
+            got = store.get("k")
+            if got is None:
+                missing.append(1)
+            del got
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    for seed in range(1, 12):
+        store.set(array(4 * MB, seed), key="k")
+    stop.set()
+    reader.join(timeout=60)
+    assert not reader.is_alive()
+    assert missing == []  # replaced atomically: the old or the new object, never neither
+    assert np.array_equal(held, first)  # the held version was never written again
+    store.close()
+
+
+KEEPER = """
+import os, signal, sys
+import numpy as np
+from proxystore.store.file import FileStore
+
+store = FileStore("keeper", store_dir=sys.argv[1])
+store.evict(store.set(np.ones(2**20)))  # 8 MB: kept for reuse, as a .pool- file
+print(sorted(n for n in os.listdir(sys.argv[1]) if n.startswith(".pool-")), flush=True)
+os.kill(os.getpid(), signal.SIGKILL)  # dies without giving the pool back
+"""
+
+
+def test_a_dead_processs_pool_files_are_removed_when_the_next_store_opens(
+    directory: str,
+) -> None:
+    import ast
+    import subprocess
+    import sys
+
+    from proxystore.store.backends.file_dir import DEAD_WRITER_AGE
+
+    result = subprocess.run(
+        [sys.executable, "-c", KEEPER, directory], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == -9, result.stderr
+    kept = ast.literal_eval(result.stdout.strip())  # the list the child printed
+    assert len(kept) == 1 and kept[0] in os.listdir(directory)
+    path = os.path.join(directory, kept[0])
+    then = time.time() - DEAD_WRITER_AGE - 1
+    os.utime(path, (then, then))
+    FileStore("next", store_dir=directory).close()
+    assert not os.path.exists(path)

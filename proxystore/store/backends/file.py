@@ -34,7 +34,10 @@ from proxystore.exceptions import InvalidKeyError, StoreError
 from proxystore.serialize import Buffer
 from proxystore.store.backends.base import BackendBase, Fetched, KeyInfo, Parts, new_key
 from proxystore.store.backends.file_dir import (
+    file_system_type,
     is_dead_temp,
+    is_memory_file_system,
+    mount_of,
     temp_files,
     temp_name,
     unsafe_reason,
@@ -51,42 +54,8 @@ __all__ = [
 ]
 
 _IOV_MAX = min(getattr(os, "sysconf", lambda _: 1024)("SC_IOV_MAX"), 1024)
-_MEMORY_FILE_SYSTEMS = frozenset({"tmpfs", "ramfs"})
 _MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22)  # Linux 5.14+
 _LIBC = ctypes.CDLL(None, use_errno=True)  # ctypes calls release the interpreter lock
-
-
-def mount_of(path: str) -> tuple[str, list[str]] | None:
-    """Return ``(type, options)`` of the mount holding ``path``, e.g. ``("tmpfs", ["rw"])``.
-
-    Read from ``/proc/self/mounts``; ``None`` where that is not available (not Linux).
-    """
-    try:
-        with open("/proc/self/mounts") as mounts:
-            entries = [line.split() for line in mounts]
-    except OSError:
-        return None
-    real = os.path.realpath(path)
-    best, found = "", None
-    for entry in entries:
-        if len(entry) < 4:
-            continue
-        mount_point = entry[1].replace("\\040", " ")
-        inside = real == mount_point or real.startswith(mount_point.rstrip("/") + "/")
-        if inside and len(mount_point) >= len(best):
-            best, found = mount_point, (entry[2], entry[3].split(","))
-    return found
-
-
-def file_system_type(path: str) -> str | None:
-    """Return the type of the file system holding ``path`` (``"tmpfs"``, ``"ext4"``, ...)."""
-    mount = mount_of(path)
-    return None if mount is None else mount[0]
-
-
-def is_memory_file_system(path: str) -> bool:
-    """Return whether ``path`` is on a memory file system (tmpfs or ramfs)."""
-    return file_system_type(path) in _MEMORY_FILE_SYSTEMS
 
 
 def populate(data: Buffer) -> None:
@@ -320,9 +289,28 @@ class FileBackend(BackendBase):
         return self.error(f"{self.where} could not {action} {path!r}: {exc.strerror or exc}.{hint}")
 
     def put(self, key: str | None, parts: Parts) -> str:
-        """Write the pieces with ``writev`` to a temporary file, then rename it into place."""
+        """Write the pieces with ``writev`` to a temporary file, then rename it into place.
+
+        With page reuse, the pieces go into a pooled file instead when one fits, and the file
+        an explicit key replaces joins the pool (linked there first: readers see the old or
+        the new object, never neither).
+        """
         if key is None:
             key = new_key()
+        elif self.pool is not None:
+            replaced = self.pool.keep_replaced(key, self.path(key))
+            try:
+                self._put(key, parts)
+            except BaseException:
+                if replaced is not None:
+                    self.pool.abandon(replaced)
+                raise
+            if replaced is not None:
+                self.pool.admit(replaced)
+            return key
+        return self._put(key, parts)
+
+    def _put(self, key: str, parts: Parts) -> str:
         path = self.path(key)
         # Not derived from the key, so any key the file system accepts as a name works.
         if not self._checked:

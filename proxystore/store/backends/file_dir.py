@@ -6,9 +6,13 @@ owned by the current user, and not writable by group or others (:func:`unsafe_re
 ``shared=True`` (a store shared between users on purpose) a directory of another owner that is
 writable by its group is accepted; a directory every user may write never is.
 
+Where a directory is (:func:`mount_of`, :func:`is_memory_file_system`) decides zero-copy
+mapping and page reuse.
+
 Temporary files (a write in progress) are named ``.tmp-<pid>-<host>-<random>``
-(:func:`temp_name`); those of writers that died are removed when a store opens its directory
-(:func:`is_dead_temp`), never those of a running writer.
+(:func:`temp_name`), and files kept for page reuse ``.pool-<pid>-<host>-<random>``
+(:func:`pool_name`); those of processes that died are removed when a store opens its
+directory (:func:`is_dead_temp`), never those of a running process.
 """
 
 from __future__ import annotations
@@ -23,7 +27,11 @@ import time
 __all__ = [
     "DEAD_WRITER_AGE",
     "FOREIGN_TEMP_AGE",
+    "file_system_type",
     "is_dead_temp",
+    "is_memory_file_system",
+    "mount_of",
+    "pool_name",
     "temp_files",
     "temp_name",
     "unsafe_reason",
@@ -35,13 +43,19 @@ FOREIGN_TEMP_AGE = 3600.0
 """Seconds a temporary file of another host's writer (or of an unknown name) must be
 unmodified to be removed."""
 
+_MEMORY_FILE_SYSTEMS = frozenset({"tmpfs", "ramfs"})
 _HOST = re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname())[:64] or "host"
-_TEMP = re.compile(r"\.tmp-(\d+)-(.+)-[0-9a-f]{16}\Z")
+_TEMP = re.compile(r"\.(?:tmp|pool)-(\d+)-(.+)-[0-9a-f]{16}\Z")
 
 
 def temp_name(random: str) -> str:
     """Return the name of a temporary file of this process (``random``: 16 hex digits)."""
     return f".tmp-{os.getpid()}-{_HOST}-{random}"
+
+
+def pool_name(random: str) -> str:
+    """Return the name of a file kept for page reuse by this process (see ``file_pool``)."""
+    return f".pool-{os.getpid()}-{_HOST}-{random}"
 
 
 def _alive(pid: int) -> bool:
@@ -78,7 +92,7 @@ def temp_files(directory: str, now: float | None = None) -> list[tuple[str, int,
     found = []
     with os.scandir(directory) as entries:
         for entry in entries:
-            if entry.name.startswith(".tmp-"):
+            if entry.name.startswith((".tmp-", ".pool-")):
                 with contextlib.suppress(FileNotFoundError):
                     info = entry.stat(follow_symlinks=False)
                     found.append((entry.name, info.st_size, now - info.st_mtime))
@@ -124,3 +138,36 @@ def unsafe_reason(directory: str, *, shared: bool) -> str | None:
     if mode & 0o020:
         return f"its group may write it (mode {mode:04o}), so others could replace your objects"
     return None
+
+
+def mount_of(path: str) -> tuple[str, list[str]] | None:
+    """Return ``(type, options)`` of the mount holding ``path``, e.g. ``("tmpfs", ["rw"])``.
+
+    Read from ``/proc/self/mounts``; ``None`` where that is not available (not Linux).
+    """
+    try:
+        with open("/proc/self/mounts") as mounts:
+            entries = [line.split() for line in mounts]
+    except OSError:
+        return None
+    real = os.path.realpath(path)
+    best, found = "", None
+    for entry in entries:
+        if len(entry) < 4:
+            continue
+        mount_point = entry[1].replace("\\040", " ")
+        inside = real == mount_point or real.startswith(mount_point.rstrip("/") + "/")
+        if inside and len(mount_point) >= len(best):
+            best, found = mount_point, (entry[2], entry[3].split(","))
+    return found
+
+
+def file_system_type(path: str) -> str | None:
+    """Return the type of the file system holding ``path`` (``"tmpfs"``, ``"ext4"``, ...)."""
+    mount = mount_of(path)
+    return None if mount is None else mount[0]
+
+
+def is_memory_file_system(path: str) -> bool:
+    """Return whether ``path`` is on a memory file system (tmpfs or ramfs)."""
+    return file_system_type(path) in _MEMORY_FILE_SYSTEMS

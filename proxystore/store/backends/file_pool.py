@@ -15,9 +15,8 @@ memory; a :class:`PagePool` does the same for a zero-copy
 * **Bounded**: the pool holds at most ``limit`` bytes (oldest files go first), and when the
   store has been idle for ``idle`` seconds a background thread gives everything back. Files
   leaving the pool are truncated first, so their memory returns even if a parked mapping in
-  another process still refers to them. Pool files are named like temporary files
-  (``.tmp-<pid>-<host>-...``): those of a process that died are removed like its unfinished
-  writes.
+  another process still refers to them. Pool files are named ``.pool-<pid>-<host>-...``:
+  those of a process that died are removed like its unfinished writes.
 
 Each process has its own pool per store directory; a forked child starts with an empty one.
 """
@@ -35,7 +34,7 @@ import weakref
 from collections.abc import Sequence
 
 from proxystore.store.backends.base import new_key
-from proxystore.store.backends.file_dir import temp_name
+from proxystore.store.backends.file_dir import pool_name
 from proxystore.store.backends.file_maps import raw_map, raw_populate, raw_unmap
 
 __all__ = [
@@ -258,29 +257,26 @@ class PagePool:
                     return None
                 self._wake.wait(timeout=left)
 
-    def give(self, key: str, path: str) -> bool:
-        """Move the file of an evicted ``key`` into the pool.
+    def _claim(self, key: str, path: str) -> _File | bool:
+        """Open the file of ``key`` for rewriting (reusing the mapping kept from writing it).
 
-        Returns ``True`` if the key's file is gone (pooled, or already missing), ``False`` if
-        the caller should delete it (too small or too large to keep, or not ours to rewrite).
+        Returns the file, or ``True`` if it is missing, ``False`` if it is not to be pooled
+        (too small or too large, or not ours to rewrite).
         """
-        if self.limit <= 0:
-            return False
-        self._adopt()
         with self._lock:
             known = self._live.pop(key, None)
         try:
-            info = os.stat(path, follow_symlinks=False)
+            info: os.stat_result | None = os.stat(path, follow_symlinks=False)
         except FileNotFoundError:
-            if known is not None:
-                known.close()
-            return True
-        except OSError:
             info = None
-        if info is None or not MIN_POOLED <= info.st_size <= self.limit:
+        except OSError:
             if known is not None:
                 known.close()
             return False
+        if info is None or not MIN_POOLED <= info.st_size <= self.limit:
+            if known is not None:
+                known.close()
+            return info is None
         if known is not None and known.ident != (info.st_dev, info.st_ino):
             known.close()  # rewritten under the key by someone else since
             known = None
@@ -296,26 +292,75 @@ class PagePool:
                 known.close()
                 return False
         known.size = info.st_size
-        pooled = os.path.join(self.directory, temp_name(new_key()[:16]))
+        return known
+
+    def give(self, key: str, path: str) -> bool:
+        """Move the file of an evicted ``key`` into the pool.
+
+        Returns ``True`` if the key's file is gone (pooled, or already missing), ``False`` if
+        the caller should delete it (too small or too large to keep, or not ours to rewrite).
+        """
+        if self.limit <= 0:
+            return False
+        self._adopt()
+        claimed = self._claim(key, path)
+        if isinstance(claimed, bool):
+            return claimed
+        pooled = os.path.join(self.directory, pool_name(new_key()[:16]))
         try:
             os.rename(path, pooled)
-        except FileNotFoundError:
-            known.close()
-            return True
+        except OSError as exc:
+            claimed.close()
+            return isinstance(exc, FileNotFoundError)
+        claimed.path = pooled
+        self.admit(claimed)
+        return True
+
+    def keep_replaced(self, key: str, path: str) -> _File | None:
+        """Before ``key`` is written again: link its current file to a pool name.
+
+        The key still names the old file until the new one is renamed over it; then
+        :meth:`admit` the returned file into the pool (or :meth:`abandon` it if the write
+        failed). ``None`` when there is nothing to keep.
+        """
+        if self.limit <= 0:
+            return None
+        self._adopt()
+        claimed = self._claim(key, path)
+        if isinstance(claimed, bool):
+            return None
+        pooled = os.path.join(self.directory, pool_name(new_key()[:16]))
+        try:
+            os.link(path, pooled, follow_symlinks=False)
+            linked = os.stat(pooled, follow_symlinks=False)
         except OSError:
-            known.close()
-            return False
-        known.path = pooled
-        known.used = time.monotonic()
+            claimed.close()
+            return None
+        if (linked.st_dev, linked.st_ino) != claimed.ident:  # replaced meanwhile
+            with contextlib.suppress(OSError):
+                os.unlink(pooled)
+            claimed.close()
+            return None
+        claimed.path = pooled
+        return claimed
+
+    def admit(self, claimed: _File) -> None:
+        """Add a file, already under its pool name, to the pool."""
+        claimed.used = time.monotonic()
         with self._lock:
-            self._pooled.append(known)
-            self._last = known.used
+            self._pooled.append(claimed)
+            self._last = claimed.used
             released = self._trim()
             self._ensure_reaper()
             self._wake.notify_all()  # to map the new file ahead of the next write
         for each in released:
             each.release()
-        return True
+
+    def abandon(self, claimed: _File) -> None:
+        """Drop a file from :meth:`keep_replaced` whose key was not written (it stays there)."""
+        with contextlib.suppress(OSError):
+            os.unlink(claimed.path)  # the pool name only
+        claimed.close()
 
     def _trim(self) -> list[_File]:
         released = []
