@@ -192,6 +192,8 @@ class PagePool:
                 if found.size > size:
                     os.ftruncate(found.fd, size)
                     found.size = size
+                if found.address and found.mapped < size:  # never expected: sizes only shrink
+                    found.unmap()
                 if not found.address:
                     found.address = raw_map(found.fd, size, private=False, writable=True)
                     found.mapped = size
