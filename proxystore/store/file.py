@@ -112,7 +112,7 @@ class FileStore(Store):
         backend = FileBackend(
             directory, shared=shared, create=create_dir, store_name=name, store_type="FileStore"
         )
-        on_memory = is_memory_file_system(directory)
+        on_memory = backend.on_memory
         if zero_copy and not on_memory:
             kind = file_system_type(directory) or "an unknown file system"
             raise StoreError(

@@ -133,7 +133,8 @@ class FileBackend(BackendBase):
         self._cleared = False  # clear() removed it (reads then find nothing, writes remake it)
         # On a memory file system, readers hold shared flocks and deletions truncate files
         # nobody reads, because a process there may reuse evicted pages (see reuse_pages).
-        self.locking = is_memory_file_system(directory)
+        self.on_memory = is_memory_file_system(directory)
+        self.locking = self.on_memory
         self.pool: PagePool | None = None
         if create:
             self.make_directory()
@@ -368,7 +369,7 @@ class FileBackend(BackendBase):
         if not self._checked and not self._ready("read", key):
             return None
         try:
-            if self.locking:
+            if self.locking or self.zero_copy:  # mappings always lock (see file_maps)
                 opened = open_locked(path)
                 if opened is None:
                     raise FileNotFoundError(path)
@@ -386,8 +387,6 @@ class FileBackend(BackendBase):
         except OSError as exc:
             raise self._error("open", path, exc) from exc
         try:
-            if self.zero_copy and stat.st_size > 0:
-                return self._map(fd, stat.st_size), stat.st_mtime_ns / 1e9
             data = view = alloc_buffer(stat.st_size)
             done = 0
             while done < stat.st_size:
@@ -400,15 +399,6 @@ class FileBackend(BackendBase):
         finally:
             os.close(fd)
         return data, stat.st_mtime_ns / 1e9
-
-    def _map(self, fd: int, size: int) -> memoryview:
-        if self.readonly:
-            mapping = mmap.mmap(fd, size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
-        else:
-            mapping = mmap.mmap(
-                fd, size, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE
-            )
-        return memoryview(mapping)
 
     def timestamp(self, key: str) -> float | None:
         """Return the write time of ``key``'s file, or ``None``."""
