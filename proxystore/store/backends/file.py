@@ -296,12 +296,14 @@ class FileBackend(BackendBase):
         an explicit key replaces joins the pool (linked there first: readers see the old or
         the new object, never neither).
         """
+        explicit = key is not None
         if key is None:
             key = new_key()
-        elif self.pool is not None:
-            replaced = self.pool.keep_replaced(key, self.path(key))
+        path = self.path(key)
+        if explicit and self.pool is not None:
+            replaced = self.pool.keep_replaced(key, path)
             try:
-                self._put(key, parts)
+                self._put(key, path, parts)
             except BaseException:
                 if replaced is not None:
                     self.pool.abandon(replaced)
@@ -309,10 +311,9 @@ class FileBackend(BackendBase):
             if replaced is not None:
                 self.pool.admit(replaced)
             return key
-        return self._put(key, parts)
+        return self._put(key, path, parts)
 
-    def _put(self, key: str, parts: Parts) -> str:
-        path = self.path(key)
+    def _put(self, key: str, path: str, parts: Parts) -> str:
         # Not derived from the key, so any key the file system accepts as a name works.
         if not self._checked:
             if self.create:

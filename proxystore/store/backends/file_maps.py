@@ -15,12 +15,12 @@ one arena mapped:
   without a single page fault. A copy-on-write mapping is parked only if no page of it was
   written (read from ``/proc/self/pagemap``), so a reused mapping always shows the file.
 
-Parked mappings are bounded (:data:`PARKED_MAX` per process) and dropped, at the next map,
-when unused for :data:`PARKED_IDLE` seconds or when their file was deleted. They never keep
-memory the store gave back: a file is deleted (evicted without pooling, or given back by a
-pool) after truncating it to zero whenever nobody holds a lock on it, and a mapping of a
-deleted file is never parked. A child process (``fork``) never parks nor unlocks what it
-inherited: those locks are its parent's.
+Parked mappings are bounded (:data:`PARKED_MAX` per process) and dropped, by a map (at most
+once a second), when unused for :data:`PARKED_IDLE` seconds or when their file was deleted.
+They never keep memory the store gave back: a file is deleted (evicted without pooling, or
+given back by a pool) after truncating it to zero whenever nobody holds a lock on it, and a
+mapping of a deleted file is never parked. A child process (``fork``) never parks nor unlocks
+what it inherited: those locks are its parent's.
 """
 
 from __future__ import annotations
@@ -58,6 +58,7 @@ _PAGE = mmap.PAGESIZE
 _MAP_FAILED = ctypes.c_void_p(-1).value
 _MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22)
 _OPEN_TRIES = 3
+_SWEEP_EVERY = 1.0  # seconds between sweeps of the parked mappings on the read path
 
 _LIBC = ctypes.CDLL(None, use_errno=True)  # ctypes calls release the interpreter lock
 _LIBC.mmap.restype = ctypes.c_void_p
@@ -155,6 +156,7 @@ class _Registry:
         # Reentrant: a garbage collection inside a locked section may park a mapping.
         self.lock = threading.RLock()
         self.parked: dict[tuple[tuple[int, int], bool], _Mapping] = {}
+        self.swept = 0.0  # when sweep() last ran (monotonic)
 
     def take(self, ident: tuple[int, int], private: bool, length: int) -> _Mapping | None:
         with self.lock:
@@ -186,6 +188,17 @@ class _Registry:
                 dropped.append(self.parked.pop(next(iter(self.parked))))
         for each in dropped:
             each.close()
+
+    def sweep_now_and_then(self) -> None:
+        """Run :meth:`sweep` at most once every ``_SWEEP_EVERY`` seconds.
+
+        It is on the read path, and parked mappings of deleted files hold no memory (see the
+        module), so they need not go at once.
+        """
+        now = time.monotonic()
+        if now - self.swept >= _SWEEP_EVERY:
+            self.swept = now
+            self.sweep()
 
     def sweep(self, *, everything: bool = False) -> None:
         """Drop parked mappings unused for :data:`PARKED_IDLE` s or whose file is deleted."""
@@ -297,7 +310,7 @@ def map_file(fd: int, info: os.stat_result, *, private: bool) -> memoryview:
         except BaseException:
             os.close(fd)
             raise
-    _REGISTRY.sweep()
+    _REGISTRY.sweep_now_and_then()
     return export_mapping(mapping, size)
 
 

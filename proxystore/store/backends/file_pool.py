@@ -296,6 +296,10 @@ class PagePool:
         known.size = info.st_size
         return known
 
+    def _new_pool_path(self) -> str:
+        """A fresh pool name in the store directory (see ``file_dir.pool_name``)."""
+        return os.path.join(self.directory, pool_name(new_key()[:16]))
+
     def give(self, key: str, path: str) -> bool:
         """Move the file of an evicted ``key`` into the pool.
 
@@ -308,7 +312,7 @@ class PagePool:
         claimed = self._claim(key, path)
         if isinstance(claimed, bool):
             return claimed
-        pooled = os.path.join(self.directory, pool_name(new_key()[:16]))
+        pooled = self._new_pool_path()
         try:
             os.rename(path, pooled)
         except OSError as exc:
@@ -331,7 +335,7 @@ class PagePool:
         claimed = self._claim(key, path)
         if isinstance(claimed, bool):
             return None
-        pooled = os.path.join(self.directory, pool_name(new_key()[:16]))
+        pooled = self._new_pool_path()
         try:
             os.link(path, pooled, follow_symlinks=False)
             linked = os.stat(pooled, follow_symlinks=False)
