@@ -147,15 +147,17 @@ CHILD_TEMP = textwrap.dedent(
     """
     import fcntl, os, sys, time
     from proxystore.store.backends.memory import MemoryBackend
+    from proxystore.store.layers import _host_files
     from proxystore.store.layers.host_cache import HostCacheLayer
 
     root, mode = sys.argv[1], sys.argv[2]
     layer = HostCacheLayer(MemoryBackend(), root, namespace="n", store_type="RedisStore")
     layer.prepare()
     if mode == "linked":  # the writer's own protocol, killed between naming and renaming
-        fd, _ = layer._open_temp()
+        fd = _host_files.open_unnamed(layer.directory)
+        assert fd is not None
         os.write(fd, b"x" * 2**20)
-        name = layer._name(fd)
+        name = _host_files.name_unnamed(layer.directory, fd)
     else:  # a named file: an older version's (never locked), or locked (a live writer)
         name = os.path.join(layer.directory, f".tmp-{os.getpid()}-{mode}")
         fd = os.open(name, os.O_WRONLY | os.O_CREAT, 0o600)

@@ -55,6 +55,7 @@ from proxystore.serialize import Buffer
 from proxystore.store.backends.base import Backend, Fetched, Parts
 from proxystore.store.backends.file import is_memory_file_system, populate
 from proxystore.store.backends.file_dir import unsafe_reason
+from proxystore.store.layers import _host_files as tier_files
 from proxystore.store.layers.base import Layer
 
 __all__ = [
@@ -72,15 +73,9 @@ MAX_WAIT = 86_400.0
 """Largest ``host_cache_wait`` accepted (a day)."""
 _MAX_BYTES = 2**62  # largest host_cache_bytes accepted
 
-_TEMP = ".tmp-"  # a named temporary file: an older version's, or where O_TMPFILE is missing
-_LINKED = ".tmpl-"  # an O_TMPFILE given a name: locked before it got the name
-_STALE = 10.0  # seconds after which an unlocked named temporary file is a dead writer's
-_NO_TMPFILE = (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL)
-_NO_LINK = (errno.ENOENT, errno.EXDEV, errno.EPERM, errno.EACCES, errno.EOPNOTSUPP, errno.EINVAL)
 
 logger = logging.getLogger(__name__)
 
-_POLL = (0.001, 0.05)  # first and largest pause between attempts to take a lock
 _SAME_TIME = 1e-6  # write times are compared to the microsecond (files keep nanoseconds)
 
 
@@ -130,11 +125,6 @@ def check_host_cache_options(
             )
     if not isinstance(readonly, bool):
         raise TypeError(f"{prefix}readonly must be True or False, got {readonly!r}")
-
-
-def _remove(path: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
 
 
 class HostCacheLayer(Layer):
@@ -264,7 +254,7 @@ class HostCacheLayer(Layer):
                 return found
             fetched = self.inner.get(key)
             if fetched is None:
-                _remove(path)
+                tier_files.remove(path)
                 return None
             data, timestamp = fetched
             size = memoryview(data).nbytes
@@ -284,7 +274,7 @@ class HostCacheLayer(Layer):
         self.inner.evict(key)
         path = self._path(key)
         if path is not None:
-            _remove(path)
+            tier_files.remove(path)
 
     def clear(self) -> None:
         """Clear the remote backend (where it may be cleared) and this store's host cache."""
@@ -293,7 +283,7 @@ class HostCacheLayer(Layer):
             return
         for entry in os.scandir(self.directory):
             if entry.is_file(follow_symlinks=False):
-                _remove(entry.path)
+                tier_files.remove(entry.path)
 
     def put_batch(self, items: Sequence[tuple[str | None, Parts]]) -> list[str]:
         """Write through to the remote backend (this host does not keep what it writes)."""
@@ -318,7 +308,7 @@ class HostCacheLayer(Layer):
         if current is not None and abs(current - mapped[1]) < _SAME_TIME:
             return mapped
         if current is None:  # evicted at the origin: gone here too
-            _remove(path)
+            tier_files.remove(path)
         return None
 
     def _map(self, path: str) -> Fetched:
@@ -328,7 +318,7 @@ class HostCacheLayer(Layer):
             return None
         try:
             # Held for as long as the mapping lives: eviction skips files that are mapped.
-            if not self._flock(fd, fcntl.LOCK_SH):
+            if not tier_files.poll_flock(fd, fcntl.LOCK_SH, self.wait):
                 os.close(fd)  # held exclusively all this time (a stopped process): refetch
                 return None
             info = os.fstat(fd)
@@ -352,47 +342,11 @@ class HostCacheLayer(Layer):
             populate(view)
         return view, info.st_mtime_ns / 1e9
 
-    def _open_temp(self) -> tuple[int, str | None]:
-        """An exclusively locked file to write a cache file into, and its name if it has one.
-
-        An unnamed ``O_TMPFILE`` where the file system has them: a writer killed before it
-        names the file leaves nothing. Elsewhere a named file, locked right after it is made.
-        """
-        if self._unnamed:
-            try:
-                fd = os.open(self.directory, os.O_TMPFILE | os.O_WRONLY, 0o600)
-            except OSError as exc:
-                if exc.errno not in _NO_TMPFILE:
-                    raise
-                self._unnamed = False
-            else:
-                fcntl.flock(fd, fcntl.LOCK_EX)  # a new inode: nobody else can hold it
-                return fd, None
-        temp = os.path.join(self.directory, f"{_TEMP}{os.getpid()}-{os.urandom(8).hex()}")
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        except BaseException:
-            os.close(fd)
-            _remove(temp)
-            raise
-        return fd, temp
-
-    def _name(self, fd: int) -> str:
-        """Give the unnamed file ``fd`` a temporary name in the directory (it stays locked)."""
-        name = f"{_LINKED}{os.urandom(8).hex()}"
-        directory = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
-        try:  # linkat(AT_SYMLINK_FOLLOW) of /proc/self/fd/N (a directory fd forces linkat)
-            os.link(f"/proc/self/fd/{fd}", name, dst_dir_fd=directory, follow_symlinks=True)
-        finally:
-            os.close(directory)
-        return os.path.join(self.directory, name)
-
     def _write(self, key: str, path: str, data: Buffer, timestamp: float) -> bool:
         """Write the cache file of ``key``; ``False`` (said once in the log) if it cannot be.
 
         The temporary file stays locked until it has been renamed into place, which is what
-        tells a live writer's file from a dead one's (see :meth:`reclaim`).
+        tells a live writer's file from a dead one's (see :mod:`._host_files`).
         """
         while True:
             unnamed = self._unnamed
@@ -400,27 +354,27 @@ class HostCacheLayer(Layer):
                 self._write_once(path, data, timestamp)
                 return True
             except OSError as exc:
-                if unnamed and exc.errno in _NO_LINK:  # no /proc to name it by: named files
+                if unnamed and exc.errno in tier_files.NO_LINK:  # no /proc to name it: named files
                     self._unnamed = False
                     continue
                 self._not_kept(key, exc)
                 return False
 
     def _write_once(self, path: str, data: Buffer, timestamp: float) -> None:
-        fd, temp = self._open_temp()
+        fd = tier_files.open_unnamed(self.directory) if self._unnamed else None
+        temp = None
+        if fd is None:
+            self._unnamed = False
+            fd, temp = tier_files.open_named(self.directory)
         try:
-            view = memoryview(data).cast("B")
-            while view.nbytes:
-                view = view[os.write(fd, view) :]
-            stamp = int(timestamp * 1e9)  # the origin's write time: what hits compare
-            os.utime(fd, ns=(time.time_ns(), stamp))
+            tier_files.write_all(fd, data, timestamp)
             if temp is None:
-                temp = self._name(fd)
+                temp = tier_files.name_unnamed(self.directory, fd)
             os.replace(temp, path)
             temp = None
         finally:
             if temp is not None:
-                _remove(temp)
+                tier_files.remove(temp)
             os.close(fd)
 
     def _not_kept(self, key: str, exc: OSError) -> None:
@@ -447,52 +401,8 @@ class HostCacheLayer(Layer):
         )
 
     def reclaim(self) -> int:
-        """Remove the temporary files of dead fetchers in the whole host cache; their count.
-
-        A temporary file whose exclusive ``flock`` is free has no live writer: a writer holds
-        it from before the file has a name until it is renamed into place. (A named file of an
-        older version or of a file system without ``O_TMPFILE`` also needs its writer's
-        process gone, or to be older than 10 s, since it was made before it was locked.)
-        """
-        removed = 0
-        try:
-            subs = [sub.path for sub in os.scandir(self.root) if sub.is_dir(follow_symlinks=False)]
-        except OSError:
-            return 0
-        for sub in subs:
-            try:
-                entries = [e for e in os.scandir(sub) if e.name.startswith((_TEMP, _LINKED))]
-            except OSError:
-                continue
-            for entry in entries:
-                if self._remove_dead_temp(entry.path, entry.name):
-                    removed += 1
-        return removed
-
-    @staticmethod
-    def _remove_dead_temp(path: str, name: str) -> bool:
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-        except OSError:
-            return False
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                return False  # a live writer holds it
-            info = os.fstat(fd)
-            try:
-                named = os.lstat(path)
-            except FileNotFoundError:
-                return False  # renamed into place meanwhile
-            if (named.st_dev, named.st_ino) != (info.st_dev, info.st_ino):
-                return False
-            if name.startswith(_TEMP) and not _writer_gone(name, info):
-                return False
-            _remove(path)
-            return True
-        finally:
-            os.close(fd)
+        """Remove the temporary files of dead fetchers in the whole host cache; their count."""
+        return tier_files.reclaim(self.root)
 
     def _shrink(self, *, keep: str) -> None:
         """Evict least recently used, unmapped files until the directory fits its bound."""
@@ -503,8 +413,8 @@ class HostCacheLayer(Layer):
             for entry in os.scandir(sub.path):
                 if not entry.is_file(follow_symlinks=False):
                     continue
-                if entry.name.startswith((_TEMP, _LINKED)):
-                    self._remove_dead_temp(entry.path, entry.name)
+                if tier_files.is_temp(entry.name):
+                    tier_files.remove_dead(entry.path)
                 elif not entry.name.startswith("."):
                     info = entry.stat(follow_symlinks=False)
                     files.append((info.st_atime_ns, info.st_size, entry.path))
@@ -526,7 +436,7 @@ class HostCacheLayer(Layer):
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 return False  # a process maps it: its memory is in use anyway
-            _remove(path)
+            tier_files.remove(path)
             return True
         finally:
             os.close(fd)
@@ -542,7 +452,7 @@ class HostCacheLayer(Layer):
         path = os.path.join(self.locks, key)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         try:
-            if self._flock(fd, fcntl.LOCK_EX):
+            if tier_files.poll_flock(fd, fcntl.LOCK_EX, self.wait):
                 return fd
         except BaseException:
             os.close(fd)
@@ -560,43 +470,8 @@ class HostCacheLayer(Layer):
         )
         return None
 
-    def _flock(self, fd: int, kind: int) -> bool:
-        """Take ``flock`` ``kind`` on ``fd``, polling for at most :attr:`wait`; whether taken."""
-        deadline = time.monotonic() + self.wait
-        pause = _POLL[0]
-        while True:
-            try:
-                fcntl.flock(fd, kind | fcntl.LOCK_NB)
-                return True
-            except BlockingIOError:
-                pass
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            time.sleep(min(pause, left))
-            pause = min(pause * 2, _POLL[1])
-
     def __repr__(self) -> str:
         return (
             f"HostCacheLayer({self.inner!r}, {self.directory!r}, max_bytes={self.max_bytes}, "
             f"wait={self.wait:g})"
         )
-
-
-def _writer_gone(name: str, info: os.stat_result) -> bool:
-    """Whether the process named in a ``.tmp-<pid>-...`` file is gone, or the file is stale."""
-    if time.time() - info.st_ctime > _STALE:
-        return True
-    try:
-        pid = int(name[len(_TEMP) :].split("-", 1)[0])
-    except ValueError:
-        return False
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False  # alive, another user's
-    return False
