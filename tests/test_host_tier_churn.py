@@ -139,6 +139,7 @@ def test_a_fetcher_killed_while_writing_leaves_nothing_behind(
         finally:
             again.close()
             unregister_store(name + "-next")
+        store.evict(key)
     finally:
         store.close()
 
@@ -220,15 +221,17 @@ def test_dead_writers_temp_files_are_reclaimed_live_ones_kept(
 # -- a full memory file system ----------------------------------------------------------------
 
 
+@pytest.mark.parametrize("readonly", [False, True])
 def test_a_full_tmpfs_serves_the_fetched_object(
     redis_address: tuple[str, int],
     private_tmpfs: Any,
     name: str,
     caplog: pytest.LogCaptureFixture,
+    readonly: bool,
 ) -> None:
     mount = private_tmpfs("16m")
     root = os.path.join(mount, "cache")
-    store = tier_store(redis_address, root, name, cache_size=0)
+    store = tier_store(redis_address, root, name, cache_size=0, readonly=readonly)
     try:
         arrays = [np.full(500_000, float(i)) for i in range(2)]  # 4 MB each
         keys = [store.set(array) for array in arrays]
@@ -246,7 +249,9 @@ def test_a_full_tmpfs_serves_the_fetched_object(
         with caplog.at_level(logging.WARNING, logger=LOGGER):
             for _ in range(2):
                 for key, array in zip(keys, arrays):
-                    assert np.array_equal(store.get(key), array)
+                    got = store.get(key)
+                    assert np.array_equal(got, array)
+                    assert got.flags.writeable is not readonly  # as from the cache
         said = [r.getMessage() for r in caplog.records if r.name == LOGGER]
         assert len(said) == 1, said  # once, not per resolve
         assert "full" in said[0] and root in said[0] and "serving the bytes" in said[0]

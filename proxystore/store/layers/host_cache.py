@@ -260,8 +260,9 @@ class HostCacheLayer(Layer):
             size = memoryview(data).nbytes
             if size == 0 or size > self.max_bytes:
                 return fetched  # empty, or larger than the whole cache: not kept
-            if not self._write(key, path, data, timestamp):
-                return fetched  # not kept (the file system is full): served as fetched
+            if not self._write(key, path, data, timestamp):  # the file system is full
+                # Served as fetched; read-only as a mapping would be, if the store asks so.
+                return (memoryview(data).toreadonly(), timestamp) if self.readonly else fetched
             self._shrink(keep=path)
             mapped = self._map(path)
         finally:
