@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from proxystore.exceptions import IntegrityError
+from proxystore.exceptions import IntegrityError, StoreError
 from proxystore.proxy import extract
 from proxystore.store import init_store, unregister_store
 from proxystore.store.base import Store
@@ -232,3 +232,35 @@ def test_globus_objects_moved_to_a_custom_key_are_refused(store_factory: Any) ->
         with pytest.raises(IntegrityError, match="moved from another key"):
             store.get(other)
     assert store.get(made) == {"made": True} and store.get(custom) == {"custom": True}
+
+
+class Evil:
+    """Unpickling this creates a marker directory: what an attacker's object would do."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (os.mkdir, (self.marker,))
+
+
+def test_a_raw_redis_value_on_a_signed_store_runs_nothing(
+    store_factory: Any, tmp_path: Path
+) -> None:
+    import pickle
+
+    store = store_factory("redis", signing_key=KEY)
+    key = store.set("the real object", key=f"raw-{uuid.uuid4().hex[:8]}")
+    marker = tmp_path / "ran"
+    client = redis_client(store)
+    try:
+        client.set(key, pickle.dumps(Evil(str(marker))))  # no ProxyStore header at all
+    finally:
+        client.close()
+    store.cache.clear()
+    # The backend refuses the value before the signature is looked at (a StoreError naming
+    # the key; see docs/security.rst); either way nothing of it is deserialized.
+    with pytest.raises(StoreError) as caught:
+        store.get(key)
+    assert key in str(caught.value)
+    assert not marker.exists()
