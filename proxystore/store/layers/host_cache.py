@@ -164,9 +164,8 @@ class HostCacheLayer(Layer):
         super().__init__(inner)
         self.store_name = store_name
         self.store_type = store_type
-        check_host_cache_options(
-            max_bytes=max_bytes, wait=wait, readonly=readonly, where=self.where
-        )
+        where = self.where if store_type or store_name else ""
+        check_host_cache_options(max_bytes=max_bytes, wait=wait, readonly=readonly, where=where)
         self.root = os.path.abspath(directory)
         self.readonly = readonly
         self.wait = float(wait)
