@@ -73,6 +73,8 @@ class FileStore(Store):
             file system shared by the processes of this host, where each object is copied
             once per host and mapped from (see :mod:`proxystore.store.layering`).
         host_cache_bytes: Bound of the host cache (default: half of its file system).
+        host_cache_wait: Seconds a resolver waits for another process of the host that is
+            fetching the same key, before fetching it itself (default: 60 s).
         page_pool_bytes: On a memory file system, the pages of evicted objects of at least
             1 MiB are kept, up to this many bytes, and new objects are written into them: a
             put then costs a copy, not a page fault per 4 KiB (as Ray's object store keeps
@@ -103,6 +105,7 @@ class FileStore(Store):
         create_dir: bool = True,
         host_cache: str | os.PathLike[str] | None = None,
         host_cache_bytes: int | None = None,
+        host_cache_wait: float | None = None,
         page_pool_bytes: int | None = None,
         page_pool_idle: float = DEFAULT_IDLE,
     ) -> None:
@@ -161,6 +164,7 @@ class FileStore(Store):
             backend,
             host_cache=host_cache,
             host_cache_bytes=host_cache_bytes,
+            host_cache_wait=host_cache_wait,
             readonly=readonly and not mapped,
             signing_key=signing_key,
             store_name=name,

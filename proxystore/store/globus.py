@@ -112,6 +112,8 @@ class GlobusStore(Store):
             (see :mod:`proxystore.store.layering`): each object is read from the local
             endpoint once per host and mapped from there.
         host_cache_bytes: Bound of the host cache (default: half of its file system).
+        host_cache_wait: Seconds a resolver waits for another process of the host that is
+            fetching the same key, before fetching it itself (default: ``timeout``).
         readonly: With ``host_cache``, read-only arrays shared by the host.
 
     Raises:
@@ -135,6 +137,7 @@ class GlobusStore(Store):
         signing_key: bytes | None = None,
         host_cache: str | os.PathLike[str] | None = None,
         host_cache_bytes: int | None = None,
+        host_cache_wait: float | None = None,
         readonly: bool = False,
     ) -> None:
         self.endpoints = as_endpoints(endpoints)
@@ -179,6 +182,8 @@ class GlobusStore(Store):
             backend,
             host_cache=host_cache,
             host_cache_bytes=host_cache_bytes,
+            host_cache_wait=host_cache_wait,
+            store_timeout=timeout,
             readonly=readonly,
             signing_key=signing_key,
             store_name=name,

@@ -83,6 +83,8 @@ class RedisStore(Store):
             the processes of this host: each object is fetched once per host into it and
             mapped from there by every process (see :mod:`proxystore.store.layering`).
         host_cache_bytes: Bound of the host cache (default: half of its file system).
+        host_cache_wait: Seconds a resolver waits for another process of the host that is
+            fetching the same key, before fetching it itself (default: ``socket_timeout``).
         readonly: With ``host_cache``, read-only arrays shared by the whole host instead of
             copy-on-write ones.
         redis_kwargs: Connection settings, as for :class:`redis.Redis`: ``password``,
@@ -115,6 +117,7 @@ class RedisStore(Store):
         created_on: str | None = None,
         host_cache: str | os.PathLike[str] | None = None,
         host_cache_bytes: int | None = None,
+        host_cache_wait: float | None = None,
         readonly: bool = False,
         **redis_kwargs: Any,
     ) -> None:
@@ -151,6 +154,8 @@ class RedisStore(Store):
             backend,
             host_cache=host_cache,
             host_cache_bytes=host_cache_bytes,
+            host_cache_wait=host_cache_wait,
+            store_timeout=backend.timeout,
             readonly=readonly,
             signing_key=signing_key,
             store_name=name,

@@ -37,6 +37,9 @@ class GlobusBackend(BackendBase):
         StoreError: If ``local_dir`` cannot be created.
     """
 
+    names_new_keys = True
+    """Store-made keys carry transfer task ids: only this backend can name them (signing)."""
+
     def __init__(
         self,
         tasks: TransferTasks,
