@@ -194,7 +194,9 @@ def test_out_of_memory_is_a_prompt_clear_error(client: str) -> None:
                         store.set(np.ones(size // 8))
                 elapsed = time.monotonic() - start
                 print(f"out of memory, {client}, {size} B values: surfaced after {elapsed:.2f} s")
-                assert elapsed < 3
+                # redis-py joins and sends the whole 10 MB first (about 2 s on a loaded
+                # 2-core machine): prompt means far below the 60 s socket timeout.
+                assert elapsed < (3 if client == "wire" else 10)
                 message = str(info.value)
                 assert "out of memory" in message and "maxmemory" in message
                 assert f"{server.host}:{server.port}" in message
