@@ -211,9 +211,18 @@ def _b(key: str) -> bytes:
     return key.encode("utf-8", "surrogateescape")
 
 
-# What redis-py's own reply parser lets escape on a malformed or hostile reply (deeply nested
-# arrays: RecursionError; a reply of the wrong shape: TypeError, IndexError, ValueError).
-_PARSER_FAILURES = (RecursionError, TypeError, IndexError, ValueError, UnicodeError, MemoryError)
+# What redis-py lets escape on a malformed or hostile reply (deeply nested arrays:
+# RecursionError; a reply of the wrong shape, in its parser, its response callbacks or its
+# handshake: TypeError, LookupError, ValueError, AttributeError, OverflowError).
+_PARSER_FAILURES = (
+    RecursionError,
+    TypeError,
+    LookupError,
+    ValueError,
+    AttributeError,
+    MemoryError,
+    OverflowError,
+)
 
 
 class _RedisPyClient:
