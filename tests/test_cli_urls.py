@@ -87,7 +87,7 @@ def test_a_bad_store_name_is_a_one_line_usage_error(target: str) -> None:
 
 
 def test_no_traceback_and_the_password_is_masked() -> None:
-    for target in ("redis://user:hunter2@[::1", "redis://:hunter2@127.0.0.1:0"):
+    for target in ("redis://user:hunter2@[::1", f"redis://:hunter2@127.0.0.1:{PORT}/x"):
         result = run("stats", target)
         assert result.returncode == 2, result.stderr
         assert "Traceback" not in result.stderr and "hunter2" not in result.stderr

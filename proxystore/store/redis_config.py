@@ -207,8 +207,7 @@ def parse_url(url: str) -> dict[str, Any]:
         raise TypeError(f"a Redis URL must be a str, got {type(url).__name__}")
     try:
         parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:  # "Invalid IPv6 URL", a port out of range or not a number
+    except ValueError as exc:  # "Invalid IPv6 URL"
         raise ValueError(f"malformed Redis URL ({exc})") from None
     scheme = parts.scheme.lower()
     if scheme not in ("redis", "rediss", "unix") or not url[len(scheme) :].startswith("://"):
@@ -216,10 +215,14 @@ def parse_url(url: str) -> dict[str, Any]:
             "a Redis URL must start with redis://, rediss:// or unix://, got "
             f"{(scheme + '://') if scheme else 'no scheme'}"
         )
-    if parts.fragment or url.endswith("#"):
+    if "#" in url:
         raise ValueError(
             "malformed Redis URL: it has a '#' fragment (a '#' in a password must be written %23)"
         )
+    try:
+        port = parts.port
+    except ValueError as exc:  # a port out of range or not a number
+        raise ValueError(f"malformed Redis URL ({exc})") from None
     settings: dict[str, Any] = {}
     if parts.username:
         settings["username"] = unquote(parts.username)
@@ -230,7 +233,7 @@ def parse_url(url: str) -> dict[str, Any]:
         if name != "db":
             raise ValueError(
                 f"malformed Redis URL: unknown query setting {name!r} (only db= is understood; "
-                "pass other settings as keywords)"
+                "give other settings as RedisStore keywords)"
             )
         db = value
     if scheme == "unix":
