@@ -65,6 +65,7 @@ __all__ = [
     "Argument",
     "Connection",
     "MalformedReply",
+    "Overflow",
     "Reply",
     "Stalled",
     "encode",
