@@ -583,14 +583,7 @@ def test_resolve_async_fetches_in_background_thread(store: RedisStore) -> None:
     fetches: list[str] = []
 
     def profile(frame: FrameType, event: str, arg: Any) -> None:
-        code = (
-            frame.f_code
-        )  # Store's own fetch (RedisStore's override checks the key, then calls it)
-        if (
-            event == "call"
-            and code.co_name == "get_bytes_with_timestamp"
-            and code.co_filename.endswith("base.py")
-        ):
+        if event == "call" and frame.f_code.co_name == "get_bytes_with_timestamp":
             fetches.append(threading.current_thread().name)
 
     threading.setprofile(profile)  # threads started from now on

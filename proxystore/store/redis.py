@@ -21,7 +21,6 @@ from typing import Any, TypeVar
 from proxystore.exceptions import ProxyResolveMissingKey
 from proxystore.proxy import Proxy
 from proxystore.secret import wrap
-from proxystore.store.backends.base import Fetched
 from proxystore.store.backends.redis import (
     DEFAULT_CHUNK_SIZE,
     WIRE_OPTIONS,
@@ -233,10 +232,6 @@ class RedisStore(Store):
         return super().get(
             self._check(key), deserialize=deserialize, strict=strict, default=default
         )
-
-    def get_bytes_with_timestamp(self, key: str) -> Fetched:
-        """See :meth:`Store.get_bytes_with_timestamp` (``key`` is checked first)."""
-        return super().get_bytes_with_timestamp(self._check(key))
 
     def prefetch(self, key: str, *, strict: bool = False) -> Any:
         """See :meth:`Store.prefetch` (``key`` is checked first)."""
