@@ -31,6 +31,7 @@ standard error.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 import shutil
@@ -75,7 +76,9 @@ def parse_age(text: str) -> float:
 
 
 def format_age(seconds: float) -> str:
-    """Return a short human age (``"45s"``, ``"3m"``, ``"2h05m"``, ``"4d03h"``)."""
+    """Return a short human age (``"45s"``, ``"3m"``, ``"2h05m"``, ``"4d03h"``; ``"?"``: none)."""
+    if not math.isfinite(seconds):
+        return "?"
     seconds = max(seconds, 0.0)
     if seconds < 60:
         return f"{seconds:.0f}s"

@@ -337,3 +337,27 @@ def test_client_memory_does_not_grow_with_the_reply(
     assert report["outcome"].startswith("error: ") and server.address in report["outcome"], report
     assert report["grew_kib"] < 16 * 1024, report  # the line alone is 200 MiB
     assert report["elapsed"] < TIMEOUT, report
+
+
+# -- the command-line tool against such a server ---------------------------------------------
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    "case", ["100k nested arrays", "wrong type: integer for GET", "bad type byte", "empty line"]
+)
+def test_the_cli_reports_a_malformed_scan_reply_in_one_line(
+    fake: Callable[[Reply], FakeRedis], case: str
+) -> None:
+    import io
+
+    from proxystore.cli import main
+
+    server = fake(HOSTILE[case])
+    out, err = io.StringIO(), io.StringIO()
+    status = main(["ls", f"redis://127.0.0.1:{server.port}"], stdout=out, stderr=err)
+    assert status == 1, err.getvalue()
+    lines = err.getvalue().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("proxystore: error: "), lines
+    assert server.address in lines[0] and "malformed reply" in lines[0]
+    assert any(command[:1] == [b"SCAN"] for command in server.commands)

@@ -632,3 +632,22 @@ def test_arrays_come_back_aligned_as_they_were_laid_out(store: RedisStore, count
     if got.nbytes >= 100_000:  # read straight into a buffer: as the serializer laid it out
         assert got.ctypes.data % 64 == 0
     assert np.sum(got) == np.sum(original)
+
+
+def test_a_header_without_a_valid_write_time_is_refused(
+    store_factory: Any, raw: redis.Redis[bytes]
+) -> None:
+    import struct
+
+    store = store_factory("redis", cache_size=0)
+    key = store.set(b"payload")
+    value = bytearray(raw.get(key) or b"")
+    struct.pack_into("<d", value, 4, float("nan"))  # the write time, after the magic
+    raw.set(key, bytes(value))
+    try:
+        for call in (store.get, store.get_timestamp):
+            with pytest.raises(StoreError, match="no valid write time") as info:
+                call(key)
+            assert repr(key) in str(info.value) and store.address in str(info.value)
+    finally:
+        store.evict(key)

@@ -31,6 +31,7 @@ traceback's locals.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -272,6 +273,11 @@ class RedisBackend(BackendBase):
                 "one if it is stale."
             )
         _, timestamp, size, count = HEADER.unpack_from(view)
+        if not math.isfinite(timestamp):
+            raise self.error(
+                f"{self.where}: the header of key {key!r} at {self.address} has no valid write "
+                f"time ({timestamp!r}): the value was damaged or written by another program"
+            )
         return timestamp, size, count
 
     def _inconsistent(self, key: str) -> StoreError:
