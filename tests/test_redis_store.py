@@ -366,6 +366,7 @@ BAD_OPTIONS: list[tuple[dict[str, Any], type[Exception], str]] = [
     ({"max_connections": 2.5}, TypeError, "max_connections"),
     ({"health_check_interval": float("nan")}, ValueError, "health_check_interval"),
     ({"socket_keepalive": "yes"}, TypeError, "socket_keepalive"),
+    ({"decode_responses": True}, ValueError, "decode_responses"),
 ]
 
 

@@ -162,7 +162,8 @@ def check_options(options: dict[str, Any], where: str) -> None:
     ``(0, MAX_TIMEOUT]``; ``db``: an ``int >= 0`` (the server's ``databases`` setting bounds it
     from above; the error for a database it lacks says so); ``max_connections`` (redis-py):
     an ``int >= 1``; ``health_check_interval`` (redis-py): a finite number ``>= 0``;
-    ``socket_keepalive`` and ``ssl``: ``bool``.
+    ``socket_keepalive`` and ``ssl``: ``bool``. ``decode_responses=True`` is refused (values
+    are bytes).
 
     Raises:
         TypeError: If a setting has the wrong type (the message names it and ``where``).
@@ -186,6 +187,10 @@ def check_options(options: dict[str, Any], where: str) -> None:
     for name in ("socket_keepalive", "ssl"):
         if name in options and not isinstance(options[name], bool):
             raise TypeError(f"{where}: {name} must be True or False, got {options[name]!r}")
+    if options.get("decode_responses"):
+        raise ValueError(
+            f"{where}: decode_responses=True cannot be used: the store reads values as bytes"
+        )
 
 
 def parse_url(url: str) -> dict[str, Any]:
