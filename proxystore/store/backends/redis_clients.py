@@ -112,8 +112,7 @@ class _WireClient:
         self.pool.command("PING")
 
     def client_id(self) -> int:
-        with self.pool.connection() as conn:
-            return _integer(conn, conn.command("CLIENT", "ID"), "CLIENT ID")
+        return self.pool.client_id()
 
     def get(self, key: str) -> Buffer | None:
         with self.pool.connection() as conn:
