@@ -1,4 +1,4 @@
-"""``proxystore``: list, measure and clean up a store's objects from the command line.
+r"""``proxystore``: list, measure and clean up a store's objects from the command line.
 
 For the cases where objects leak (a client that died before evicting, proxies never
 resolved)::
@@ -7,12 +7,21 @@ resolved)::
     proxystore stats redis://:PASSWORD@host:6379/0  # count, total size, oldest, ...
     proxystore rm --older-than 1h /dev/shm/ps       # asks first; --yes to skip the question
 
-A store is named as for ``init_store``: a ``FileStore`` directory, or a Redis URL
-(``redis://[[user]:password@]host[:port][/db]``; ``rediss://`` for TLS; the password may
-instead come from the ``REDISCLI_AUTH`` environment variable, which keeps it out of the
-process list). A directory is checked as a ``FileStore`` checks it (``--shared`` for a store
-shared between users on purpose), and opening it removes the temporary files of writers that
-died, as opening any ``FileStore`` does.
+A store is named as for ``init_store``: a ``FileStore`` directory (or ``file:///path``), or a
+Redis URL: ``redis://[[user]:password@]host[:port][/db]``, ``rediss://`` for TLS, or
+``unix:///path/to/redis.sock[?db=N]`` for a unix socket. The password may instead come from
+the ``REDISCLI_AUTH`` environment variable, which keeps it out of the process list. URLs are
+read strictly: a URL with no host (``redis://``), a bad port or database, ``unix://`` with a
+relative path, an unknown ``scheme://`` or an empty name is refused with a one-line error and
+exit status 2, never read as a default (the password is masked in the message). A directory is
+checked as a ``FileStore`` checks it (``--shared`` for a store shared between users on
+purpose), and opening it removes the temporary files of writers that died, as opening any
+``FileStore`` does.
+
+Keys are printed escaped, so that no key can forge a line of output or send a terminal
+escape: control characters, backslashes and other unprintable characters appear as Python
+writes them in a string (``\n``, ``\t``, ``\x1b``, ``\\``, ``\u200b``), and the bytes of a
+Redis key that are not UTF-8 as ``\xNN``. A printable key is printed as it is.
 
 ``rm`` never removes anything without a confirmation: it asks on a terminal, and refuses when
 standard input is not one, unless ``--yes`` is given. Long operations show their progress on
@@ -22,6 +31,7 @@ standard error.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 import shutil
@@ -36,7 +46,15 @@ from proxystore.exceptions import ProxyStoreError, StoreError
 from proxystore.store.backends.base import Backend, KeyInfo
 from proxystore.store.backends.file import FileBackend
 
-__all__ = ["format_age", "format_size", "main", "open_backend", "parse_age"]
+__all__ = [
+    "BadTarget",
+    "escape_key",
+    "format_age",
+    "format_size",
+    "main",
+    "open_backend",
+    "parse_age",
+]
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _AGE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*\Z")
@@ -58,7 +76,9 @@ def parse_age(text: str) -> float:
 
 
 def format_age(seconds: float) -> str:
-    """Return a short human age (``"45s"``, ``"3m"``, ``"2h05m"``, ``"4d03h"``)."""
+    """Return a short human age (``"45s"``, ``"3m"``, ``"2h05m"``, ``"4d03h"``; ``"?"``: none)."""
+    if not math.isfinite(seconds):
+        return "?"
     seconds = max(seconds, 0.0)
     if seconds < 60:
         return f"{seconds:.0f}s"
@@ -78,19 +98,60 @@ def format_size(size: float) -> str:
     raise AssertionError("unreachable")
 
 
+class BadTarget(ValueError):
+    """The store named on the command line is not a valid directory name or URL."""
+
+
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
+_REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def _masked(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (and escaped), for a message."""
+    scheme, sep, rest = url.partition("://")
+    if sep and "@" in rest:
+        userinfo, _, host = rest.rpartition("@")
+        if ":" in userinfo:
+            userinfo = userinfo.split(":", 1)[0] + ":***"
+        url = f"{scheme}://{userinfo}@{host}"
+    return escape_key(url)
+
+
 def open_backend(target: str, *, shared: bool = False) -> Backend:
     """Return the backend of the store named by ``target`` (a directory or a Redis URL).
 
-    Never creates a directory.
+    Never creates a directory, and never reads a malformed or empty name as a default.
 
     Raises:
+        BadTarget: If ``target`` is empty, a malformed Redis URL, or has an unknown scheme.
         StoreError: If the directory is not safe to use, or the server does not answer.
         MissingExtraError: For a Redis URL when ``redis`` is not installed.
     """
-    if target.startswith(("redis://", "rediss://")):
+    if not target.strip():
+        raise BadTarget(
+            "no store given: name a FileStore directory (use '.' for the current one) or a "
+            "Redis URL (redis://host:port/db, rediss://..., unix:///path/to/redis.sock)"
+        )
+    match = _SCHEME.match(target)
+    scheme = match.group(1).lower() if match else ""
+    if scheme in _REDIS_SCHEMES:
         return _open_redis(target)
-    if target.startswith("file://"):
-        target = unquote(urlsplit(target).path)
+    if scheme == "file":
+        try:
+            parts = urlsplit(target)
+        except ValueError:
+            parts = None
+        if parts is None or parts.netloc not in ("", "localhost") or not parts.path:
+            raise BadTarget(
+                f"invalid store {_masked(target)!r}: a file URL is file:///absolute/path"
+            )
+        target = unquote(parts.path)
+    elif scheme:
+        raise BadTarget(
+            f"invalid store {_masked(target)!r}: unknown scheme {scheme}:// (a store is a "
+            "directory, file:///path, redis://, rediss:// or unix://; write ./NAME for a "
+            "directory whose name has '://' in it)"
+        )
     directory = os.path.abspath(target)
     return FileBackend(directory, shared=shared, create=False, store_name=directory)
 
@@ -100,29 +161,56 @@ def _open_redis(url: str) -> Backend:
 
     resolve_store_class("redis")  # MissingExtraError when redis is not installed
     from proxystore.store.backends.redis import RedisBackend
+    from proxystore.store.redis_config import parse_url
 
-    parts = urlsplit(url)
-    options: dict[str, object] = {}
-    password = unquote(parts.password) if parts.password else os.environ.get("REDISCLI_AUTH")
-    if password:
-        options["password"] = password
-    if parts.username:
-        options["username"] = unquote(parts.username)
-    database = parts.path.strip("/")
-    if database:
-        if not database.isdigit():
-            raise StoreError(f"invalid Redis URL: the database must be a number, got {database!r}")
-        options["db"] = int(database)
-    if parts.scheme == "rediss":
-        options["ssl"] = True
-    host = parts.hostname or "localhost"
     try:
-        port = parts.port or 6379
+        settings = parse_url(url)
     except ValueError as exc:
-        raise StoreError(f"invalid Redis URL: {exc}") from exc
-    backend = RedisBackend(host, port, options=options, store_name=f"{host}:{port}")
-    backend.ping()
+        raise BadTarget(f"invalid store {_masked(url)!r}: {exc}") from None
+    host = settings.pop("hostname", "")
+    port = settings.pop("port", 0)
+    password = settings.pop("password", None) or os.environ.get("REDISCLI_AUTH")
+    if password:
+        settings["password"] = password
+    where = f"unix:{settings['unix_socket_path']}" if not host else f"{host}:{port}"
+    try:
+        backend = RedisBackend(host, port, options=settings, store_name=where)
+    except (TypeError, ValueError) as exc:
+        raise BadTarget(f"invalid store {_masked(url)!r}: {exc}") from None
+    try:
+        backend.ping()
+    except BaseException:
+        backend.close()
+        raise
     return backend
+
+
+def escape_key(key: str) -> str:
+    r"""Return ``key`` as it is safe to print: one line, no terminal escapes, unambiguous.
+
+    A printable key is returned as it is; otherwise backslashes are doubled, control
+    characters and other unprintable ones are written as in a Python string (``\n``, ``\x1b``,
+    ``\u200b``), and the lone surrogates that stand for the bytes of a Redis key that are not
+    UTF-8 as the bytes they stand for (``\xff``).
+    """
+    if key.isprintable() and "\\" not in key:
+        return key
+    out = []
+    for char in key:
+        if char == "\\":
+            out.append("\\\\")
+        elif char.isprintable():
+            out.append(char)
+        elif "\udc80" <= char <= "\udcff":
+            out.append(f"\\x{ord(char) - 0xDC00:02x}")
+        else:
+            out.append(repr(char)[1:-1])
+    return "".join(out)
+
+
+def _one_line(message: str) -> str:
+    """``message`` with no control character (messages quote keys and paths with ``repr``)."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
 
 
 def _scan(backend: Backend, pattern: str) -> Iterator[KeyInfo]:
@@ -192,11 +280,12 @@ def _ls(backend: Backend, args: argparse.Namespace, out: TextIO, err: TextIO) ->
     ]
     order = {"age": lambda i: i.written, "size": lambda i: -i.size, "key": lambda i: i.key}
     found.sort(key=order[args.sort])
-    width = max([len(info.key) for info in found] + [3])
+    shown = [escape_key(info.key) for info in found]
+    width = max([len(key) for key in shown] + [3])
     out.write(f"{'KEY':<{width}}  {'SIZE':>10}  {'AGE':>7}\n")
-    for info in found:
+    for info, key in zip(found, shown):
         size = str(info.size) if args.bytes else format_size(info.size)
-        out.write(f"{info.key:<{width}}  {size:>10}  {format_age(now - info.written):>7}\n")
+        out.write(f"{key:<{width}}  {size:>10}  {format_age(now - info.written):>7}\n")
     total = sum(info.size for info in found)
     out.write(f"{len(found)} objects, {format_size(total)}\n")
     return 0
@@ -212,9 +301,9 @@ def _stats(backend: Backend, args: argparse.Namespace, out: TextIO, err: TextIO)
         largest = max(found, key=lambda i: i.size)
         oldest = min(found, key=lambda i: i.written)
         newest = max(found, key=lambda i: i.written)
-        rows.append(("largest", f"{format_size(largest.size)} ({largest.key})"))
-        rows.append(("oldest", f"{format_age(now - oldest.written)} ({oldest.key})"))
-        rows.append(("newest", f"{format_age(now - newest.written)} ({newest.key})"))
+        rows.append(("largest", f"{format_size(largest.size)} ({escape_key(largest.key)})"))
+        rows.append(("oldest", f"{format_age(now - oldest.written)} ({escape_key(oldest.key)})"))
+        rows.append(("newest", f"{format_age(now - newest.written)} ({escape_key(newest.key)})"))
     if isinstance(backend, FileBackend):
         temps = backend.temp_files()
         size = sum(size for _, size, _ in temps)
@@ -261,7 +350,7 @@ def _rm(backend: Backend, args: argparse.Namespace, out: TextIO, err: TextIO, st
             backend.evict(info.key)
         except StoreError as exc:
             failed += 1
-            err.write(f"proxystore: {exc}\n")
+            err.write(f"proxystore: {_one_line(str(exc))}\n")
         progress.step()
     progress.done()
     out.write(f"removed {len(doomed) - failed} objects ({format_size(size)}) from {what}\n")
@@ -274,7 +363,10 @@ def _parser() -> argparse.ArgumentParser:
         description="List, measure and clean up the objects of a ProxyStore store.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    target_help = "a FileStore directory, or a Redis URL redis://[[user]:password@]host[:port][/db]"
+    target_help = (
+        "a FileStore directory, or a Redis URL: redis://[[user]:password@]host[:port][/db], "
+        "rediss://... (TLS) or unix:///path/to/redis.sock[?db=N]"
+    )
 
     def common(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("store", help=target_help)
@@ -304,11 +396,19 @@ def main(
     stdout: TextIO | None = None,
     stderr: TextIO | None = None,
 ) -> int:
-    """Run the command line; return the exit status (0 done, 1 failed, 2 not confirmed)."""
+    """Run the command line; return the exit status.
+
+    0: done; 1: the store failed (unreachable, refused, unsafe directory, ...); 2: a usage
+    error (bad arguments, a malformed store URL) or a removal not confirmed.
+    """
     out, err, inp = stdout or sys.stdout, stderr or sys.stderr, stdin or sys.stdin
     args = _parser().parse_args(argv)
     try:
-        backend = open_backend(args.store, shared=args.shared)
+        try:
+            backend = open_backend(args.store, shared=args.shared)
+        except BadTarget as exc:
+            err.write(f"proxystore: error: {_one_line(str(exc))}\n")
+            return 2
         try:
             if args.command == "ls":
                 return _ls(backend, args, out, err)
@@ -318,7 +418,7 @@ def main(
         finally:
             backend.close()
     except ProxyStoreError as exc:
-        err.write(f"proxystore: error: {exc}\n")
+        err.write(f"proxystore: error: {_one_line(str(exc))}\n")
         return 1
     except KeyboardInterrupt:
         err.write("\nproxystore: interrupted\n")

@@ -20,7 +20,12 @@ import numpy as np
 import pytest
 import redis
 
-from proxystore.exceptions import StoreAuthError, StoreConnectionError, StoreError
+from proxystore.exceptions import (
+    InvalidKeyError,
+    StoreAuthError,
+    StoreConnectionError,
+    StoreError,
+)
 from proxystore.proxy import Proxy, get_factory, get_key, is_resolved, resolve_async
 from proxystore.store import get_store, init_store, unregister_store
 from proxystore.store.redis import RedisStore
@@ -209,16 +214,204 @@ def test_redis_kwargs_db_travels_to_subprocess(
 # -- values written by other programs -----------------------------------------------------------
 
 
-def test_foreign_value_is_a_clear_error(store: RedisStore, raw: redis.Redis[bytes]) -> None:
+@pytest.mark.parametrize("client", ["wire", "redis-py"])
+@pytest.mark.parametrize("value", [b"not written by proxystore", b"PSR1 but too short"])
+def test_foreign_value_is_a_clear_error(
+    store_factory: Any, raw: redis.Redis[bytes], client: str, value: bytes
+) -> None:
+    extra: dict[str, Any] = {"max_connections": 4} if client == "redis-py" else {}
+    store = store_factory("redis", cache_size=0, **extra)
     key = f"foreign-{uuid.uuid4().hex}"
-    raw.set(key, b"not written by proxystore")
+    raw.set(key, value)
     try:
-        with pytest.raises(StoreError, match="does not hold a ProxyStore value"):
-            store.get(key)
-        with pytest.raises(StoreError, match="does not hold a ProxyStore value"):
-            store.get_timestamp(key)
+        for call in (store.get, store.get_timestamp):
+            with pytest.raises(StoreError, match="does not hold a ProxyStore value") as info:
+                call(key)
+            assert type(info.value) is StoreError  # the backend's one error for bad framing
+            message = str(info.value)
+            assert repr(key) in message and store.address in message and store.name in message
     finally:
         raw.delete(key)
+
+
+@pytest.mark.parametrize("client", ["wire", "redis-py"])
+def test_a_key_of_another_redis_type_is_a_clear_error(
+    store_factory: Any, raw: redis.Redis[bytes], client: str
+) -> None:
+    extra: dict[str, Any] = {"max_connections": 4} if client == "redis-py" else {}
+    store = store_factory("redis", cache_size=0, **extra)
+    key = f"foreign-list-{uuid.uuid4().hex}"
+    raw.rpush(key, b"a", b"b")
+    try:
+        for call in (store.get, store.get_timestamp, store.exists):
+            with pytest.raises(StoreError, match="another kind of Redis value") as info:
+                call(key)
+            assert repr(key) in str(info.value) and store.address in str(info.value)
+    finally:
+        raw.delete(key)
+
+
+# -- keys: checked at every call ----------------------------------------------------------------
+
+
+def _operations(store: RedisStore) -> dict[str, Any]:
+    return {
+        "set": lambda key: store.set("v", key=key),
+        "set_batch": lambda key: store.set_batch(["v"], keys=[key]),
+        "get": store.get,
+        "exists": store.exists,
+        "evict": store.evict,
+        "get_timestamp": store.get_timestamp,
+        "is_cached": store.is_cached,
+        "proxy": lambda key: store.proxy(key=key),
+        "proxy with an object": lambda key: store.proxy("v", key=key),
+        "proxy_batch": lambda key: store.proxy_batch(keys=[key]),
+    }
+
+
+@pytest.fixture(params=["plain", "wire signed, host tier", "redis-py"])
+def keyed(request: pytest.FixtureRequest, store_factory: Any) -> Iterator[RedisStore]:
+    """A store of each shape: the key check comes before the host tier and signing."""
+    if request.param == "plain":
+        yield store_factory("redis", chunk_size=1000)
+        return
+    if request.param == "redis-py":
+        yield store_factory("redis", chunk_size=1000, max_connections=4)
+        return
+    cache = f"/dev/shm/proxystore-test-keys-{uuid.uuid4().hex[:8]}"
+    try:
+        yield store_factory("redis", chunk_size=1000, signing_key=os.urandom(32), host_cache=cache)
+    finally:
+        import shutil
+
+        shutil.rmtree(cache, ignore_errors=True)
+
+
+@pytest.mark.parametrize("bad", [5, b"k", 1.5, ("t",), None], ids=repr)
+def test_a_key_that_is_not_a_str_is_refused_at_every_call(keyed: RedisStore, bad: Any) -> None:
+    for operation, call in _operations(keyed).items():
+        if bad is None and operation.startswith(("set", "proxy")):
+            continue  # no key: a new one is made
+        with pytest.raises(InvalidKeyError) as info:
+            call(bad)
+        message = str(info.value)
+        assert type(bad).__name__ in message and keyed.name in message, (operation, message)
+        assert "must be str" in message, (operation, message)
+
+
+def test_a_key_with_the_reserved_suffix_is_refused_at_every_call(
+    keyed: RedisStore, raw: redis.Redis[bytes]
+) -> None:
+    victim = f"victim-{uuid.uuid4().hex}"
+    keyed.set(b"c" * 5000, key=victim)  # chunked: its chunks are in victim:ps-chunks
+    try:
+        for operation, call in _operations(keyed).items():
+            with pytest.raises(InvalidKeyError, match="reserved") as info:
+                call(victim + CHUNKS)
+            message = str(info.value)
+            assert repr(victim + CHUNKS) in message and repr(victim) in message, operation
+            assert info.value.key == victim + CHUNKS
+        assert raw.llen(victim + CHUNKS) > 1  # untouched
+        assert keyed.get(victim) == b"c" * 5000
+    finally:
+        keyed.evict(victim)
+
+
+def test_a_key_that_cannot_be_encoded_is_refused(store: RedisStore) -> None:
+    with pytest.raises(InvalidKeyError, match="UTF-8"):
+        store.set("v", key="lone \ud800 surrogate")
+
+
+@pytest.mark.parametrize("client", ["wire", "redis-py"])
+def test_keys_with_bytes_that_are_not_utf8_round_trip(
+    store_factory: Any, raw: redis.Redis[bytes], client: str
+) -> None:
+    extra: dict[str, Any] = {"max_connections": 4} if client == "redis-py" else {}
+    store = store_factory("redis", chunk_size=1000, **extra)
+    key = f"bin-{uuid.uuid4().hex}-\udcff\udc80"  # the bytes 0xff 0x80, as os.fsdecode has them
+    data = os.urandom(3000)
+    store.set(data, key=key)
+    name = key.encode("utf-8", "surrogateescape")
+    assert raw.exists(name) and raw.llen(name + CHUNKS.encode()) == 4
+    assert store.get(key) == data and store.exists(key)
+    store.evict(key)
+    assert not raw.exists(name) and not raw.exists(name + CHUNKS.encode())
+
+
+# -- numeric options: validated at construction -------------------------------------------------
+
+BAD_OPTIONS: list[tuple[dict[str, Any], type[Exception], str]] = [
+    ({"socket_timeout": float("nan")}, ValueError, "socket_timeout"),
+    ({"socket_timeout": float("inf")}, ValueError, "socket_timeout"),
+    ({"socket_timeout": 1e300}, ValueError, "socket_timeout"),
+    ({"socket_timeout": 0}, ValueError, "socket_timeout"),
+    ({"socket_timeout": -1}, ValueError, "socket_timeout"),
+    ({"socket_timeout": "5"}, TypeError, "socket_timeout"),
+    ({"socket_connect_timeout": float("inf")}, ValueError, "socket_connect_timeout"),
+    ({"socket_connect_timeout": -0.5}, ValueError, "socket_connect_timeout"),
+    ({"chunk_size": 0.5}, TypeError, "chunk_size"),
+    ({"chunk_size": 1000.0}, TypeError, "chunk_size"),
+    ({"chunk_size": True}, TypeError, "chunk_size"),
+    ({"chunk_size": 0}, ValueError, "chunk_size"),
+    ({"port": 0}, ValueError, "port"),
+    ({"port": 70000}, ValueError, "port"),
+    ({"port": -1}, ValueError, "port"),
+    ({"port": True}, TypeError, "port"),
+    ({"port": "6379"}, TypeError, "port"),
+    ({"db": -1}, ValueError, "db"),
+    ({"db": 2**40}, ValueError, "db"),
+    ({"db": "1"}, TypeError, "db"),
+    ({"db": 1.0}, TypeError, "db"),
+    ({"max_connections": 0}, ValueError, "max_connections"),
+    ({"max_connections": 2.5}, TypeError, "max_connections"),
+    ({"health_check_interval": float("nan")}, ValueError, "health_check_interval"),
+    ({"socket_keepalive": "yes"}, TypeError, "socket_keepalive"),
+    ({"decode_responses": True}, ValueError, "decode_responses"),
+]
+
+
+@pytest.mark.parametrize(("options", "error", "option"), BAD_OPTIONS, ids=repr)
+def test_numeric_options_are_checked_at_construction(
+    options: dict[str, Any], error: type[Exception], option: str
+) -> None:
+    # Nothing listens on this port: an option let through would fail to connect instead.
+    settings = {"hostname": "127.0.0.1", "port": free_port(), **options}
+    with pytest.raises(error, match=option) as info:
+        RedisStore("bad-options", **settings)
+    assert "'bad-options'" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("redis://[::1", "Invalid IPv6 URL"),
+        ("redis://", "needs a host"),
+        ("redis://:hunter2@127.0.0.1:0", "port must be in 1..65535"),
+        ("redis://:hunter2@127.0.0.1:{port}/x1", "database must be a number"),
+        ("redis://127.0.0.1:{port}/ 1", "database must be a number"),
+        ("unix://relative/redis.sock", "absolute socket path"),
+        ("redis://127.0.0.1:{port}/0?socket_timeout=1", "unknown query setting"),
+        ("redis://:pass#word@127.0.0.1:{port}", "%23"),
+        ("http://127.0.0.1:{port}", "must start with redis://"),
+    ],
+)
+def test_a_malformed_url_is_refused(url: str, problem: str) -> None:
+    # Nothing listens on the port: a URL let through fails to connect instead (and never
+    # reaches a Redis that may answer on this machine's 6379).
+    with pytest.raises(ValueError, match=problem) as info:
+        RedisStore("bad-url", url=url.format(port=free_port()))
+    message = str(info.value)
+    assert "'bad-url'" in message and "hunter2" not in message and "pass#word" not in message
+
+
+def test_a_database_the_server_lacks_is_reported_as_such(redis_address: tuple[str, int]) -> None:
+    host, port = redis_address
+    for client in ({}, {"max_connections": 4}):
+        with pytest.raises(StoreError, match="db=99") as info:
+            RedisStore("far-db", hostname=host, port=port, db=99, **client)
+        message = str(info.value)
+        assert f"{host}:{port}" in message and "databases" in message
+        assert not isinstance(info.value, StoreAuthError) and "credentials" not in message
 
 
 # -- chunking -----------------------------------------------------------------------------------
@@ -440,3 +633,22 @@ def test_arrays_come_back_aligned_as_they_were_laid_out(store: RedisStore, count
     if got.nbytes >= 100_000:  # read straight into a buffer: as the serializer laid it out
         assert got.ctypes.data % 64 == 0
     assert np.sum(got) == np.sum(original)
+
+
+def test_a_header_without_a_valid_write_time_is_refused(
+    store_factory: Any, raw: redis.Redis[bytes]
+) -> None:
+    import struct
+
+    store = store_factory("redis", cache_size=0)
+    key = store.set(b"payload")
+    value = bytearray(raw.get(key) or b"")
+    struct.pack_into("<d", value, 4, float("nan"))  # the write time, after the magic
+    raw.set(key, bytes(value))
+    try:
+        for call in (store.get, store.get_timestamp):
+            with pytest.raises(StoreError, match="no valid write time") as info:
+                call(key)
+            assert repr(key) in str(info.value) and store.address in str(info.value)
+    finally:
+        store.evict(key)

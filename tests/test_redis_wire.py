@@ -25,6 +25,7 @@ from proxystore.store.redis_wire import (
     LARGE_REPLY,
     SMALL_ARGUMENT,
     Connection,
+    Overflow,
     encode,
 )
 from tests.redis_server import free_port
@@ -182,7 +183,7 @@ def test_streaming_reads(conn: Connection) -> None:
     assert conn.read_bulk_into(target) == -1
     conn.send([("LRANGE", key, 0, 0)])
     assert conn.read_array_length() == 1
-    with pytest.raises(ValueError, match="does not fit"):
+    with pytest.raises(Overflow, match="does not fit"):
         conn.read_bulk_into(target[:5])
 
 

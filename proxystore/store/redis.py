@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
 from proxystore.exceptions import ProxyResolveMissingKey
+from proxystore.proxy import Proxy
 from proxystore.secret import wrap
 from proxystore.store.backends.redis import (
     DEFAULT_CHUNK_SIZE,
@@ -28,7 +30,7 @@ from proxystore.store.backends.redis import (
 from proxystore.store.base import Store, StoreFactory
 from proxystore.store.codec import Codec
 from proxystore.store.layering import compose_layers
-from proxystore.store.redis_config import parse_url
+from proxystore.store.redis_config import check_port, parse_url
 from proxystore.store.store_factory import MISSING
 
 __all__ = ["WIRE_OPTIONS", "RedisFactory", "RedisStore", "uses_wire"]
@@ -93,9 +95,19 @@ class RedisStore(Store):
             default to 5 s and 60 s so that no call waits forever. Settings outside
             :data:`WIRE_OPTIONS` make the store use redis-py.
 
+    Keys are ``str`` and must not end in ``:ps-chunks`` (the store keeps a large object's
+    chunks under ``<key>:ps-chunks``): any other key is an
+    :class:`~proxystore.exceptions.InvalidKeyError` at the call that passes it (``set``,
+    ``get``, ``exists``, ``evict``, ``proxy(key=...)``, ...), before the host tier or signing
+    see it.
+
     Raises:
-        ValueError: If no server is named, the URL is malformed, ``ttl`` is not positive, or
-            an ``ssl_*`` keyword is unknown.
+        ValueError: If no server is named, the URL is malformed, ``ttl`` is not a finite
+            number of seconds in ``(0, 10**12]``, a numeric setting (``chunk_size``, ``port``,
+            ``db``, ``socket_timeout``, ``socket_connect_timeout``, ``max_connections``) is not
+            finite or out of range, or an ``ssl_*`` keyword is unknown. Each message names the
+            setting and the store.
+        TypeError: If a numeric setting is not a number (``ttl`` excepted: ``ValueError``).
         StoreConnectionError: If the server does not answer.
         StoreTimeoutError: If it does not answer in time.
         StoreAuthError: If the server refuses the credentials.
@@ -122,7 +134,11 @@ class RedisStore(Store):
         **redis_kwargs: Any,
     ) -> None:
         if url is not None:
-            parsed = parse_url(url)
+            try:
+                parsed = parse_url(url)
+            except (TypeError, ValueError) as exc:
+                url = "<refused>"  # a traceback's locals would show it: it may hold the password
+                raise type(exc)(f"RedisStore {name!r}: url= is refused: {exc}") from None
             url = "<parsed>"  # a traceback's locals would show it: it may hold the password
             hostname = hostname if hostname is not None else parsed.pop("hostname", None)
             port = port if port is not None else parsed.pop("port", None)
@@ -137,8 +153,8 @@ class RedisStore(Store):
             raise ValueError(
                 "RedisStore needs the server: hostname= and port=, unix_socket_path=, or url="
             )
-        if port is not None and (not isinstance(port, int) or isinstance(port, bool)):
-            raise TypeError(f"RedisStore port must be an int, got {type(port).__name__}")
+        if not unix:
+            check_port(port, f"RedisStore {name!r}")
         created_on = created_on or socket.gethostname()
         backend = RedisBackend(
             hostname or "",
@@ -181,6 +197,81 @@ class RedisStore(Store):
         self.ttl = ttl
         self._redis = backend
         backend.ping()
+
+    # -- every call that takes a key checks it first (before the host tier or signing) ----------
+
+    def _check(self, key: object) -> str:
+        return self._redis.check_key(key)
+
+    def set(self, obj: Any, *, key: str | None = None, serialize: bool = True) -> str:
+        """See :meth:`Store.set <proxystore.store.base.Store.set>` (``key`` is checked first)."""
+        return super().set(obj, key=None if key is None else self._check(key), serialize=serialize)
+
+    def set_batch(
+        self,
+        objs: Sequence[Any],
+        *,
+        keys: Sequence[str | None] | None = None,
+        serialize: bool = True,
+    ) -> list[str]:
+        """See :meth:`Store.set_batch <proxystore.store.base.Store.set_batch>` (keys checked)."""
+        for key in keys or ():
+            if key is not None:
+                self._check(key)
+        return super().set_batch(objs, keys=keys, serialize=serialize)
+
+    def get(
+        self,
+        key: str,
+        *,
+        deserialize: bool = True,
+        strict: bool = False,
+        default: Any = None,
+    ) -> Any:
+        """See :meth:`Store.get <proxystore.store.base.Store.get>` (``key`` is checked first)."""
+        return super().get(
+            self._check(key), deserialize=deserialize, strict=strict, default=default
+        )
+
+    def prefetch(self, key: str, *, strict: bool = False) -> Any:
+        """See :meth:`Store.prefetch` (``key`` is checked first)."""
+        return super().prefetch(self._check(key), strict=strict)
+
+    def get_timestamp(self, key: str) -> float:
+        """See :meth:`Store.get_timestamp` (``key`` is checked first)."""
+        return super().get_timestamp(self._check(key))
+
+    def exists(self, key: str) -> bool:
+        """See :meth:`Store.exists` (``key`` is checked first)."""
+        return super().exists(self._check(key))
+
+    def is_cached(self, key: str, *, strict: bool = False) -> bool:
+        """See :meth:`Store.is_cached` (``key`` is checked first)."""
+        return super().is_cached(self._check(key), strict=strict)
+
+    def evict(self, key: str) -> None:
+        """See :meth:`Store.evict` (``key`` is checked first)."""
+        super().evict(self._check(key))
+
+    def proxy(self, obj: Any = None, *, key: str | None = None, **kwargs: Any) -> Proxy:
+        """See :meth:`Store.proxy <proxystore.store.base.Store.proxy>` (``key`` checked first).
+
+        Raises:
+            InvalidKeyError: If ``key`` is not a key this store can hold.
+        """
+        return super().proxy(obj, key=None if key is None else self._check(key), **kwargs)
+
+    def proxy_batch(
+        self, objs: Sequence[Any] | None = None, *, keys: Sequence[str] | None = None, **kwargs: Any
+    ) -> list[Proxy]:
+        """See :meth:`Store.proxy_batch <proxystore.store.base.Store.proxy_batch>` (keys checked).
+
+        Raises:
+            InvalidKeyError: If a key is not a key this store can hold.
+        """
+        for key in keys or ():
+            self._check(key)
+        return super().proxy_batch(objs, keys=keys, **kwargs)
 
     @property
     def address(self) -> str:

@@ -11,7 +11,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any, Callable
 
-from proxystore.store.redis_wire import Argument, Connection, Reply
+from proxystore.store.redis_wire import Argument, Connection, MalformedReply, Reply
 
 __all__ = ["ConnectionPool"]
 
@@ -80,8 +80,12 @@ class ConnectionPool:
 
     def client_id(self) -> int:
         """Return the server's ``CLIENT ID`` of the connection this thread would use next."""
-        reply = self.command("CLIENT", "ID")
-        assert isinstance(reply, int)
+        with self.connection() as conn:
+            reply = conn.command("CLIENT", "ID")
+            if not isinstance(reply, int):
+                raise MalformedReply(
+                    conn.address, f"CLIENT ID answered with a {type(reply).__name__}"
+                )
         return reply
 
     def close(self) -> None:

@@ -19,8 +19,9 @@ from proxystore.serialize import Buffer
 __all__ = ["CRLF", "SMALL_ARGUMENT", "Argument", "Encoded", "encode", "server_error"]
 
 Argument = Union[bytes, bytearray, memoryview, str, int, Sequence[Buffer]]
-"""A command argument: a buffer, a ``str`` (UTF-8), an ``int``, or a list of buffers that make
-up one value together."""
+"""A command argument: a buffer, a ``str`` (UTF-8; lone surrogates ``\udc80``-``\udcff`` stand
+for the non-UTF-8 bytes they escape, as ``os.fsencode`` does), an ``int``, or a list of buffers
+that make up one value together."""
 
 SMALL_ARGUMENT = 16 * 1024
 """Argument pieces shorter than this are copied into the command buffer; longer ones are sent
@@ -71,7 +72,7 @@ def encode(commands: Sequence[Sequence[Argument | Secret]]) -> list[Buffer]:
         current += b"*%d\r\n" % len(command)
         for arg in command:
             if isinstance(arg, str):
-                arg = arg.encode("utf-8")
+                arg = arg.encode("utf-8", "surrogateescape")
             elif isinstance(arg, int) and not isinstance(arg, bool):
                 arg = b"%d" % arg
             elif isinstance(arg, Secret):

@@ -24,7 +24,15 @@ reads of array replies (:meth:`Connection.read_array_length`,
 RESP3 and Sentinel/Cluster are out of scope: ``RedisStore`` falls back to redis-py for them.
 
 Every socket wait is bounded by the connection's timeouts, with no retry multiplying them. A
-timeout in the middle of a value is :class:`Stalled` (how many bytes arrived). Errors are
+timeout in the middle of a value is :class:`Stalled` (how many bytes arrived).
+
+A reply is trusted for nothing: a line (simple string, error, integer, or the header of a bulk
+string or array) longer than :data:`MAX_LINE` bytes, a declared length that is not a plain
+decimal number, negative other than the nil ``-1``, or beyond :data:`MAX_BULK` (Redis'
+``proto-max-bulk-len``), arrays nested deeper than :data:`MAX_DEPTH`, an unknown type byte or a
+reply of the wrong type for the command are all :class:`MalformedReply` naming the server,
+raised before any memory is set aside for them; memory grows only with the bytes that actually
+arrive, and every wait for them is bounded by the socket timeout. Errors are
 redis-py's exception classes (``redis.exceptions.ConnectionError``, ``TimeoutError``,
 ``AuthenticationError``, ``ResponseError``), so a caller translates one family of errors
 whichever client it uses. Passwords are :class:`~proxystore.secret.Secret` until the ``AUTH``
@@ -50,9 +58,14 @@ from proxystore.store.redis_resp import CRLF, SMALL_ARGUMENT, Argument, encode, 
 
 __all__ = [
     "LARGE_REPLY",
+    "MAX_BULK",
+    "MAX_DEPTH",
+    "MAX_LINE",
     "SMALL_ARGUMENT",
     "Argument",
     "Connection",
+    "MalformedReply",
+    "Overflow",
     "Reply",
     "Stalled",
     "encode",
@@ -67,7 +80,20 @@ LARGE_REPLY = LARGE_BUFFER
 """Bulk replies of at least this many bytes are read into a buffer from
 :func:`~proxystore.buffers.alloc_buffer`."""
 
-_READ_BUFFER = 64 * 1024  # replies up to about this size are read through the connection buffer
+MAX_LINE = 64 * 1024
+"""Longest line a reply may have, CRLF included (Redis' own lines are a few hundred bytes)."""
+
+MAX_BULK = 512 * 2**20
+"""Largest bulk string accepted: Redis' default ``proto-max-bulk-len`` (512 MB), which is also
+the most the store writes as one value."""
+
+MAX_DEPTH = 8
+"""Deepest nesting of arrays accepted (the store's replies nest two deep)."""
+
+_MAX_ARRAY = 2**32
+"""Most elements an array may declare (a Redis list holds at most 2**32 - 1)."""
+
+_READ_BUFFER = MAX_LINE  # replies up to about this size are read through the connection buffer
 _ALIGN = 64
 _IOV_MAX = min(getattr(os, "sysconf", lambda _: 1024)("SC_IOV_MAX"), 1024)
 
@@ -86,6 +112,36 @@ class Stalled(exceptions.TimeoutError):
         self.address = address
         self.received = received
         self.expected = expected
+
+
+class MalformedReply(exceptions.InvalidResponse):
+    """The server sent something that is not a valid reply (or not one the command can have).
+
+    The connection is then out of step with the server and must be closed (the pool does).
+
+    Attributes:
+        address: The server's address.
+    """
+
+    def __init__(self, address: str, problem: str) -> None:
+        super().__init__(f"malformed reply from {address}: {problem}")
+        self.address = address
+
+
+def _number(text: bytes) -> bool:
+    """Whether ``text`` is a plain decimal integer (``-`` allowed), at most 20 characters."""
+    digits = text[1:] if text[:1] == b"-" else text
+    return 0 < len(digits) <= 19 and digits.isdigit()
+
+
+class Overflow(MalformedReply):
+    """A bulk string longer than the room its reader has for it (see ``read_bulk_into``)."""
+
+
+def _show(data: bytes) -> str:
+    """A short, escaped rendering of reply bytes for a message."""
+    text = repr(data[:40])
+    return text + ("..." if len(data) > 40 else "")
 
 
 class Connection:
@@ -244,10 +300,8 @@ class Connection:
                 pending = self._end - self._start
                 self._buffer[:pending] = self._view[self._start : self._end]
                 self._start, self._end = 0, pending
-            else:  # a line longer than the buffer: grow it
-                self._view.release()
-                self._buffer.extend(bytes(len(self._buffer)))
-                self._view = memoryview(self._buffer)
+            else:  # a line as long as the buffer with no end: refuse, never grow
+                raise self._malformed(f"a line longer than {MAX_LINE} bytes without CRLF")
         try:
             count = self._sock.recv_into(self._view[self._end :])
         except OSError as exc:
@@ -256,14 +310,21 @@ class Connection:
             raise exceptions.ConnectionError(f"Connection closed by server at {self.address}")
         self._end += count
 
+    def _malformed(self, problem: str) -> MalformedReply:
+        return MalformedReply(self.address, problem)
+
     def _readline(self) -> bytes:
+        searched = self._start
         while True:
-            index = self._buffer.find(CRLF, self._start, self._end)
+            index = self._buffer.find(CRLF, searched, self._end)
             if index >= 0:
                 line = bytes(self._view[self._start : index])
                 self._start = index + 2
                 return line
-            self._fill()
+            searched = max(self._start, self._end - 1)  # CR may be the last byte so far
+            offset = searched - self._start
+            self._fill()  # compacts the buffer: the line starts at self._start again
+            searched = self._start + offset
 
     def _read_small(self, count: int) -> bytes:
         while self._end - self._start < count:
@@ -299,15 +360,13 @@ class Connection:
 
     def _skip_crlf(self) -> None:
         if self._read_small(2) != CRLF:
-            raise exceptions.InvalidResponse(f"Protocol error from {self.address}: missing CRLF")
+            raise self._malformed("a bulk string not followed by CRLF")
 
     def _read_bulk(self, length: int, prefix: int) -> Buffer:
         if length + 2 <= _READ_BUFFER:
             data = self._read_small(length + 2)
             if data[-2:] != CRLF:
-                raise exceptions.InvalidResponse(
-                    f"Protocol error from {self.address}: missing CRLF"
-                )
+                raise self._malformed("a bulk string not followed by CRLF")
             return data[:-2]
         # Byte ``prefix`` of the value on a 64-byte boundary, so that a payload behind a
         # ``prefix``-byte header is aligned as the serializer laid it out.
@@ -319,8 +378,24 @@ class Connection:
     def _header(self) -> tuple[int, bytes]:
         line = self._readline()
         if not line:
-            raise exceptions.InvalidResponse(f"Protocol error from {self.address}: empty line")
+            raise self._malformed("an empty line")
         return line[0], line[1:]
+
+    def _length(self, kind: int, rest: bytes, limit: int) -> int:
+        """The declared length of a bulk string or array: ``-1`` (nil) or ``0..limit``."""
+        what = "bulk string" if kind == 0x24 else "array"
+        if not _number(rest):
+            raise self._malformed(f"{what} length {_show(rest)} is not a number")
+        length = int(rest)
+        if length < -1:
+            raise self._malformed(f"{what} length {length} is negative")
+        if length > limit:
+            unit = "bytes" if kind == 0x24 else "elements"
+            raise self._malformed(f"{what} of {length} {unit} declared, more than {limit}")
+        return length
+
+    def _unexpected(self, kind: int, expected: str) -> MalformedReply:
+        return self._malformed(f"expected {expected}, got a reply of type {_show(bytes([kind]))}")
 
     def read_reply(self, *, prefix: int = 0) -> Reply:
         """Read one reply. Large bulk strings come back as writable buffers, not copies.
@@ -338,40 +413,42 @@ class Connection:
             raise reply
         return reply
 
-    def _read_value(self, prefix: int) -> Reply:
+    def _read_value(self, prefix: int, depth: int = 0) -> Reply:
         kind, rest = self._header()
         if kind == 0x24:  # $ bulk string
-            length = int(rest)
+            length = self._length(kind, rest, MAX_BULK)
             return None if length < 0 else self._read_bulk(length, prefix)
         if kind == 0x2B:  # + simple string
             return rest
         if kind == 0x3A:  # : integer
+            if not _number(rest):
+                raise self._malformed(f"integer {_show(rest)} is not a number")
             return int(rest)
         if kind == 0x2A:  # * array
-            count = int(rest)
-            return None if count < 0 else [self._read_value(prefix) for _ in range(count)]
+            count = self._length(kind, rest, _MAX_ARRAY)
+            if count > 0 and depth >= MAX_DEPTH:
+                raise self._malformed(f"arrays nested more than {MAX_DEPTH} deep")
+            if count < 0:
+                return None
+            return [self._read_value(prefix, depth + 1) for _ in range(count)]
         if kind == 0x2D:  # - error
             return server_error(rest.decode("utf-8", "replace"))
-        raise exceptions.InvalidResponse(
-            f"Protocol error from {self.address}: unexpected reply type {chr(kind)!r}"
-        )
+        raise self._malformed(f"unknown reply type {_show(bytes([kind]))}")
 
     def read_array_length(self) -> int | None:
         """Read the start of an array reply; return its length (``None`` for a nil array).
 
         Raises:
             redis.exceptions.ResponseError: If the reply is an error.
-            redis.exceptions.InvalidResponse: If the reply is not an array.
+            MalformedReply: If the reply is not an array (or is malformed).
         """
         kind, rest = self._header()
         if kind == 0x2A:
-            count = int(rest)
+            count = self._length(kind, rest, _MAX_ARRAY)
             return None if count < 0 else count
         if kind == 0x2D:
             raise server_error(rest.decode("utf-8", "replace"))
-        raise exceptions.InvalidResponse(
-            f"Protocol error from {self.address}: expected an array, got {chr(kind)!r}"
-        )
+        raise self._unexpected(kind, "an array")
 
     def read_bulk_into(self, view: memoryview) -> int:
         """Read a bulk string reply into the start of ``view``; return its length.
@@ -379,22 +456,24 @@ class Connection:
         Returns ``-1`` for a nil reply.
 
         Raises:
-            ValueError: If the string is longer than ``view`` (the connection is then out of
+            Overflow: If the string is longer than ``view`` (the connection is then out of
                 step with the server and must be closed).
+            MalformedReply: If the reply is not a bulk string (or is malformed).
             redis.exceptions.ResponseError: If the reply is an error.
         """
         kind, rest = self._header()
         if kind == 0x2D:
             raise server_error(rest.decode("utf-8", "replace"))
         if kind != 0x24:
-            raise exceptions.InvalidResponse(
-                f"Protocol error from {self.address}: expected a bulk string, got {chr(kind)!r}"
-            )
-        length = int(rest)
+            raise self._unexpected(kind, "a bulk string")
+        length = self._length(kind, rest, MAX_BULK)
         if length < 0:
             return -1
         if length > view.nbytes:
-            raise ValueError(f"bulk reply of {length} bytes does not fit in {view.nbytes}")
+            raise Overflow(
+                self.address,
+                f"a bulk string of {length} bytes does not fit in the {view.nbytes} left",
+            )
         self._read_into(view[:length])
         self._skip_crlf()
         return length

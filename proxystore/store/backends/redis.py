@@ -3,7 +3,8 @@
 Layout of a value under key ``k``: a fixed header (magic, write time, total size, chunk count)
 followed by the payload. Payloads larger than ``chunk_size`` (Redis' bulk-string limit is
 512 MB) are split: ``k`` then holds only the header and the chunks live in the Redis list
-``k:ps-chunks``. Both are written in one ``MULTI``/``EXEC`` transaction and read in one, so a
+``k:ps-chunks`` (a user key ending in ``:ps-chunks`` is refused: see :func:`check_key`).
+Both are written in one ``MULTI``/``EXEC`` transaction and read in one, so a
 reader never mixes two versions; any stale chunk list is deleted by the same transaction. With
 ``ttl``, every key a value uses gets the same expiry, in that transaction. A chunked value
 whose chunk list is gone (evicted by Redis' ``maxmemory`` policy) is missing: ``exists`` is
@@ -30,12 +31,13 @@ traceback's locals.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 from proxystore.buffers import byte_view
-from proxystore.exceptions import StoreError
+from proxystore.exceptions import InvalidKeyError, StoreError
 from proxystore.serialize import Buffer
 from proxystore.store.backends.base import BackendBase, Fetched, Parts, new_key
 from proxystore.store.backends.redis_clients import (
@@ -47,16 +49,72 @@ from proxystore.store.backends.redis_clients import (
     make_client,
 )
 from proxystore.store.backends.redis_errors import loopback_hint, translate
-from proxystore.store.redis_config import WIRE_OPTIONS, check_ssl_options, uses_wire
+from proxystore.store.redis_config import (
+    WIRE_OPTIONS,
+    check_options,
+    check_port,
+    check_ssl_options,
+    check_ttl,
+    uses_wire,
+)
 from proxystore.store.redis_resp import SMALL_ARGUMENT, Argument
 
-__all__ = ["DEFAULT_CHUNK_SIZE", "REDIS_BULK_LIMIT", "WIRE_OPTIONS", "RedisBackend", "uses_wire"]
+__all__ = [
+    "CHUNKS_SUFFIX",
+    "DEFAULT_CHUNK_SIZE",
+    "REDIS_BULK_LIMIT",
+    "WIRE_OPTIONS",
+    "RedisBackend",
+    "check_key",
+    "uses_wire",
+]
 
 REDIS_BULK_LIMIT = 512 * 2**20
 DEFAULT_CHUNK_SIZE = 256 * 2**20
 
 # Bounded waits unless the user chooses otherwise: no call can hang on a dead server.
 _DEFAULT_TIMEOUTS = {"socket_connect_timeout": 5.0, "socket_timeout": 60.0}
+
+
+def check_key(key: object, where: str, *, store_name: str = "", store_type: str = "") -> str:
+    r"""Return ``key`` if a Redis store can use it as a key, else raise.
+
+    A key is a ``str`` (sent as UTF-8; lone surrogates ``\udc80``-``\udcff`` stand for the
+    bytes ``0x80``-``0xff`` that are not UTF-8, as in file names) that does not end in
+    :data:`CHUNKS_SUFFIX`: ``k:ps-chunks`` holds the chunks of key ``k``, so a user key of that
+    name would overwrite (or read) another object's chunks.
+
+    Raises:
+        InvalidKeyError: If ``key`` is not a ``str``, ends in the reserved suffix, or cannot
+            be encoded (the message names the key, its type and the store).
+    """
+    names = {"store_name": store_name, "store_type": store_type}
+    if not isinstance(key, str):
+        raise InvalidKeyError(
+            f"{where} cannot use key {key!r}: Redis store keys must be str, got "
+            f"{type(key).__name__}",
+            key=repr(key),
+            **names,
+        )
+    if key.endswith(CHUNKS_SUFFIX):
+        raise InvalidKeyError(
+            f"{where} cannot use key {key!r}: keys ending in {CHUNKS_SUFFIX!r} are reserved "
+            f"(the store keeps the chunks of key {key[: -len(CHUNKS_SUFFIX)]!r} there); choose "
+            "another key",
+            key=key,
+            **names,
+        )
+    if not key.isascii():
+        try:
+            key.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError as exc:
+            raise InvalidKeyError(
+                f"{where} cannot use key {key!r}: it cannot be encoded as UTF-8 ({exc.reason} "
+                f"at position {exc.start})",
+                key=key,
+                **names,
+            ) from None
+    return key
 
 
 def _split(views: Sequence[memoryview], size: int) -> Iterator[list[memoryview]]:
@@ -91,8 +149,10 @@ class RedisBackend(BackendBase):
         store_type: Class name of the store, for messages.
 
     Raises:
-        ValueError: If ``chunk_size`` or ``ttl`` is out of range, or an ``ssl_*`` option is
-            unknown.
+        TypeError: If ``chunk_size``, ``port`` or a numeric option has the wrong type.
+        ValueError: If ``chunk_size``, ``ttl``, ``port`` or a numeric option (timeouts,
+            ``db``, ``max_connections``) is not finite or out of range, or an ``ssl_*`` option
+            is unknown. Every message names the setting and the store.
     """
 
     def __init__(
@@ -108,26 +168,43 @@ class RedisBackend(BackendBase):
         store_type: str = "RedisStore",
     ) -> None:
         super().__init__(store_name=store_name, store_type=store_type)
+        where = self.where
+        if not isinstance(chunk_size, int) or isinstance(chunk_size, bool):
+            raise TypeError(f"{where}: chunk_size must be an int, got {type(chunk_size).__name__}")
         if not 0 < chunk_size <= REDIS_BULK_LIMIT - HEADER.size:
             raise ValueError(
-                f"chunk_size must be in (0, {REDIS_BULK_LIMIT - HEADER.size}], got {chunk_size}"
+                f"{where}: chunk_size must be in (0, {REDIS_BULK_LIMIT - HEADER.size}], got "
+                f"{chunk_size}"
             )
-        if ttl is not None and not (isinstance(ttl, (int, float)) and ttl > 0):
-            raise ValueError(f"ttl must be a positive number of seconds or None, got {ttl!r}")
+        check_ttl(ttl, where)
+        settings = dict(options or {})
+        if not settings.get("unix_socket_path"):
+            check_port(port, where)
+        check_options(settings, where)
+        check_ssl_options(settings)
         self.host = host
         self.port = port
         self.chunk_size = chunk_size
         self.ttl = ttl
         self._expiry = max(1, round(ttl * 1000)) if ttl is not None else 0  # milliseconds
         self.created_on = created_on
-        settings = dict(options or {})
-        check_ssl_options(settings)
+        self.db = int(settings.get("db") or 0)
         merged = {**_DEFAULT_TIMEOUTS, **settings}
         self.timeout = merged["socket_timeout"]
         path = settings.get("unix_socket_path")
         self.address = f"unix:{path}" if path else f"{host}:{port}"
         """Where the server is: ``host:port`` or ``unix:/path``."""
         self.client = make_client(host, port, merged, wire=uses_wire(settings))
+
+    def check_key(self, key: object) -> str:
+        """Return ``key`` if this store can use it (see :func:`check_key`), else raise.
+
+        Raises:
+            InvalidKeyError: If it is not a ``str`` or ends in the reserved suffix.
+        """
+        if type(key) is str and not key.endswith(CHUNKS_SUFFIX) and key.isascii():
+            return key  # the common case, kept short
+        return check_key(key, self.where, store_name=self.store_name, store_type=self.store_type)
 
     def translate(self, key: str | None = None) -> Any:
         """Context manager: translate redis-py errors into ProxyStore errors about ``key``."""
@@ -153,8 +230,7 @@ class RedisBackend(BackendBase):
 
         The pieces are sent as they are (no joined copy); chunks are views into them.
         """
-        if key is None:
-            key = new_key()
+        key = new_key() if key is None else self.check_key(key)
         views = [byte_view(part) for part in parts]
         size = sum(view.nbytes for view in views)
         chunks_key = key + CHUNKS_SUFFIX
@@ -181,13 +257,27 @@ class RedisBackend(BackendBase):
         return key
 
     def _parse(self, key: str, value: Buffer) -> Parsed:
+        """The header of ``key``'s value.
+
+        Raises:
+            StoreError: If the value is not framed as this store writes values (a value of
+                another program). Always exactly ``StoreError`` (the backend's error for bad
+                framing; a signing layer above may turn it into ``IntegrityError``).
+        """
         view = memoryview(value)
         if view.nbytes < HEADER.size or view[:4] != MAGIC:
             raise self.error(
-                f"Redis key {key!r} at {self.address} does not hold a ProxyStore value "
-                "(written by another program?)"
+                f"{self.where}: Redis key {key!r} at {self.address} does not hold a ProxyStore "
+                f"value: its {view.nbytes} bytes do not start with the store's header (written "
+                "by another program, or not by a RedisStore). Use another key, or delete that "
+                "one if it is stale."
             )
         _, timestamp, size, count = HEADER.unpack_from(view)
+        if not math.isfinite(timestamp):
+            raise self.error(
+                f"{self.where}: the header of key {key!r} at {self.address} has no valid write "
+                f"time ({timestamp!r}): the value was damaged or written by another program"
+            )
         return timestamp, size, count
 
     def _inconsistent(self, key: str) -> StoreError:
@@ -202,6 +292,7 @@ class RedisBackend(BackendBase):
         A small value is one ``GET``. A large one arrives in one fresh buffer, which the
         deserializer shares with the arrays it rebuilds.
         """
+        key = self.check_key(key)
         with self.translate(key):
             value = self.client.get(key)
             if value is None:
@@ -217,9 +308,15 @@ class RedisBackend(BackendBase):
                 return self.client.get_chunked(key, lambda v: self._parse(key, v))
             except Inconsistent:
                 raise self._inconsistent(key) from None
+            except (MemoryError, OverflowError):
+                raise self.error(
+                    f"{self.where}: the value of key {key!r} at {self.address} is "
+                    f"{size} bytes by its header, more than this process can allocate"
+                ) from None
 
     def timestamp(self, key: str) -> float | None:
         """Return the write time of ``key`` (reads only the header), or ``None``."""
+        key = self.check_key(key)
         with self.translate(key):
             value = self.client.get_header(key)
         if not value:
@@ -228,6 +325,7 @@ class RedisBackend(BackendBase):
 
     def exists(self, key: str) -> bool:
         """Return whether ``key`` is in Redis, with all of its chunks if it is chunked."""
+        key = self.check_key(key)
         with self.translate(key):
             header, length = self.client.probe(key)
         if not header:
@@ -238,6 +336,7 @@ class RedisBackend(BackendBase):
 
     def evict(self, key: str) -> None:
         """Delete ``key`` and its chunks (a missing key is not an error)."""
+        key = self.check_key(key)
         with self.translate(key):
             self.client.unlink(key, key + CHUNKS_SUFFIX)
 

@@ -12,10 +12,11 @@ Both raise redis-py's exception classes; the backend translates them. Passwords 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Callable, Protocol
 
 import redis
@@ -28,7 +29,7 @@ from proxystore.serialize import Buffer
 from proxystore.store.redis_config import ssl_context
 from proxystore.store.redis_pool import ConnectionPool
 from proxystore.store.redis_resp import Argument
-from proxystore.store.redis_wire import Stalled
+from proxystore.store.redis_wire import MAX_BULK, Connection, MalformedReply, Overflow, Stalled
 
 __all__ = ["CHUNKS_SUFFIX", "HEADER", "MAGIC", "Inconsistent", "Parsed", "make_client"]
 
@@ -60,6 +61,8 @@ class _Client(Protocol):
 
     def probe(self, key: str) -> tuple[bytes, int]: ...
 
+    def scan(self, cursor: int, pattern: str, count: int) -> tuple[int, list[bytes]]: ...
+
     def write(self, commands: Sequence[Sequence[Argument]]) -> None: ...
 
     def unlink(self, *keys: str) -> None: ...
@@ -67,8 +70,28 @@ class _Client(Protocol):
     def close(self) -> None: ...
 
 
+_BULK = (bytes, bytearray, memoryview)
+
+
+def _bulk(conn: Connection, reply: Any, command: str) -> Any:
+    """``reply`` if it is a string (or nil), the reply ``command`` can have; else raise."""
+    if reply is None or isinstance(reply, _BULK):
+        return reply
+    raise MalformedReply(conn.address, f"{command} answered with a {type(reply).__name__}")
+
+
+def _integer(conn: Connection, reply: Any, command: str) -> int:
+    if isinstance(reply, int):
+        return reply
+    raise MalformedReply(conn.address, f"{command} answered with a {type(reply).__name__}")
+
+
 class _WireClient:
-    """The backend's operations over :mod:`proxystore.store.redis_wire` connections."""
+    """The backend's operations over :mod:`proxystore.store.redis_wire` connections.
+
+    Every reply is checked to be of the kind its command has (a string for ``GET``, an
+    integer for ``LLEN``, ...): anything else is :class:`MalformedReply`.
+    """
 
     def __init__(self, host: str, port: int, options: dict[str, Any]) -> None:
         self.pool = ConnectionPool(
@@ -93,7 +116,7 @@ class _WireClient:
 
     def get(self, key: str) -> Buffer | None:
         with self.pool.connection() as conn:
-            value: Buffer | None = conn.command("GET", key, prefix=HEADER.size)
+            value: Buffer | None = _bulk(conn, conn.command("GET", key, prefix=HEADER.size), "GET")
             return value
 
     def get_chunked(
@@ -106,7 +129,7 @@ class _WireClient:
                 conn.read_reply()
             if conn.read_array_length() != 2:
                 raise redis.exceptions.ResponseError("transaction was aborted")
-            value = conn.read_reply(prefix=HEADER.size)
+            value = _bulk(conn, conn.read_reply(prefix=HEADER.size), "GET")
             count = conn.read_array_length() or 0
             if value is None:  # evicted since the header was read
                 for _ in range(count):
@@ -119,12 +142,14 @@ class _WireClient:
                 return memoryview(value)[HEADER.size :], timestamp
             if count == 0:  # the chunk list is gone (evicted by Redis' maxmemory policy)
                 return None
+            if count != expected or size > count * MAX_BULK:  # before any memory is set aside
+                raise Inconsistent()
             data = alloc_buffer(size)
             offset = 0
             for _ in range(count):
                 try:
                     offset += max(conn.read_bulk_into(data[offset:]), 0)
-                except ValueError as exc:  # more bytes than the header announced
+                except Overflow as exc:  # more bytes than the header announced
                     raise Inconsistent() from exc
                 except Stalled as exc:  # count the bytes of the whole value
                     raise Stalled(exc.address, offset + exc.received, size) from exc
@@ -133,7 +158,8 @@ class _WireClient:
             return data, timestamp
 
     def get_header(self, key: str) -> bytes:
-        value = self.pool.command("GETRANGE", key, 0, HEADER.size - 1)
+        with self.pool.connection() as conn:
+            value = _bulk(conn, conn.command("GETRANGE", key, 0, HEADER.size - 1), "GETRANGE")
         return bytes(value or b"")
 
     def probe(self, key: str) -> tuple[bytes, int]:
@@ -141,7 +167,27 @@ class _WireClient:
             header, length = conn.pipeline(
                 [("GETRANGE", key, 0, HEADER.size - 1), ("LLEN", key + CHUNKS_SUFFIX)]
             )
-        return bytes(header or b""), int(length)
+            header = _bulk(conn, header, "GETRANGE")
+            length = _integer(conn, length, "LLEN")
+        return bytes(header or b""), length
+
+    def scan(self, cursor: int, pattern: str, count: int) -> tuple[int, list[bytes]]:
+        """One ``SCAN cursor MATCH pattern COUNT count``: the next cursor and key names."""
+        with self.pool.connection() as conn:
+            reply = conn.command("SCAN", cursor, "MATCH", pattern, "COUNT", count)
+            if (
+                not isinstance(reply, list)
+                or len(reply) != 2
+                or not isinstance(reply[0], _BULK)
+                or not bytes(reply[0]).isdigit()
+                or not isinstance(reply[1], list)
+                or not all(isinstance(name, _BULK) for name in reply[1])
+            ):
+                raise MalformedReply(
+                    conn.address,
+                    "SCAN answered with something else than a cursor and a list of keys",
+                )
+            return int(bytes(reply[0])), [bytes(name) for name in reply[1]]
 
     def write(self, commands: Sequence[Sequence[Argument]]) -> None:
         with self.pool.connection() as conn:
@@ -155,7 +201,27 @@ class _WireClient:
 
 
 def _joined(arg: Argument) -> Any:
+    if isinstance(arg, str):
+        return arg.encode("utf-8", "surrogateescape")  # as the wire client sends it
     return b"".join(arg) if isinstance(arg, (list, tuple)) else arg
+
+
+def _b(key: str) -> bytes:
+    return key.encode("utf-8", "surrogateescape")
+
+
+# What redis-py lets escape on a malformed or hostile reply (deeply nested arrays:
+# RecursionError; a reply of the wrong shape, in its parser, its response callbacks or its
+# handshake: TypeError, LookupError, ValueError, AttributeError, OverflowError).
+_PARSER_FAILURES = (
+    RecursionError,
+    TypeError,
+    LookupError,
+    ValueError,
+    AttributeError,
+    MemoryError,
+    OverflowError,
+)
 
 
 class _RedisPyClient:
@@ -165,6 +231,8 @@ class _RedisPyClient:
         self.host = host
         self.port = port
         self.options = options
+        path = options.get("unix_socket_path")
+        self.address = f"unix:{path}" if path else f"{host}:{port}"
         self._lock = threading.Lock()
         self._pid = -1
         self._client: redis.Redis[bytes] | None = None
@@ -187,22 +255,58 @@ class _RedisPyClient:
                 options[name] = reveal(options[name])
         return redis.Redis(host=self.host, port=self.port, **options)
 
+    @contextlib.contextmanager
+    def _guard(self, command: str) -> Iterator[None]:
+        """Turn what redis-py's parser lets escape on a malformed reply into ``MalformedReply``.
+
+        redis-py closes the connection of any failed read itself.
+        """
+        try:
+            yield
+        except _PARSER_FAILURES as exc:
+            raise MalformedReply(
+                self.address, f"{command}: redis-py could not parse it ({type(exc).__name__})"
+            ) from exc
+
+    def _expect(self, reply: Any, kinds: tuple[type, ...], command: str) -> Any:
+        if reply is None or isinstance(reply, kinds):
+            return reply
+        raise MalformedReply(self.address, f"{command} answered with a {type(reply).__name__}")
+
     def ping(self) -> None:
-        self.client().ping()
+        client = self.client()
+        with self._guard("PING"):
+            client.ping()
 
     def client_id(self) -> int:
-        return int(self.client().client_id())
+        client = self.client()
+        with self._guard("CLIENT ID"):
+            reply = client.client_id()
+        if isinstance(reply, int) and not isinstance(reply, bool):
+            return reply
+        raise MalformedReply(self.address, f"CLIENT ID answered with a {type(reply).__name__}")
 
     def get(self, key: str) -> Buffer | None:
-        return self.client().get(key)
+        client = self.client()
+        with self._guard("GET"):
+            reply = client.get(_b(key))
+        return self._expect(reply, _BULK, "GET")  # type: ignore[no-any-return]
 
     def get_chunked(
         self, key: str, parse: Callable[[Buffer], Parsed]
     ) -> tuple[Buffer, float] | None:
-        pipe = self.client().pipeline(transaction=True)
-        pipe.get(key)
-        pipe.lrange(key + CHUNKS_SUFFIX, 0, -1)
-        value, chunks = pipe.execute()
+        client = self.client()
+        with self._guard("MULTI/GET/LRANGE/EXEC"):
+            pipe = client.pipeline(transaction=True)
+            pipe.get(_b(key))
+            pipe.lrange(_b(key + CHUNKS_SUFFIX), 0, -1)
+            replies = pipe.execute()
+        if not isinstance(replies, list) or len(replies) != 2:
+            raise MalformedReply(self.address, "EXEC answered with something else than 2 replies")
+        value, chunks = replies
+        self._expect(value, _BULK, "GET")
+        if not isinstance(chunks, list) or not all(isinstance(c, _BULK) for c in chunks):
+            raise MalformedReply(self.address, "LRANGE answered with something else than strings")
         if value is None:
             return None
         timestamp, size, count = parse(value)
@@ -222,23 +326,44 @@ class _RedisPyClient:
         return data, timestamp
 
     def get_header(self, key: str) -> bytes:
-        return bytes(self.client().getrange(key, 0, HEADER.size - 1))  # type: ignore[no-untyped-call]
+        client = self.client()
+        with self._guard("GETRANGE"):
+            reply = client.getrange(_b(key), 0, HEADER.size - 1)  # type: ignore[no-untyped-call]
+        return bytes(self._expect(reply, _BULK, "GETRANGE") or b"")
 
     def probe(self, key: str) -> tuple[bytes, int]:
-        pipe = self.client().pipeline(transaction=False)
-        pipe.getrange(key, 0, HEADER.size - 1)
-        pipe.llen(key + CHUNKS_SUFFIX)
-        header, length = pipe.execute()
-        return bytes(header or b""), int(length)
+        client = self.client()
+        with self._guard("GETRANGE/LLEN"):
+            pipe = client.pipeline(transaction=False)
+            pipe.getrange(_b(key), 0, HEADER.size - 1)
+            pipe.llen(_b(key + CHUNKS_SUFFIX))
+            header, length = pipe.execute()
+        header = self._expect(header, _BULK, "GETRANGE")
+        if not isinstance(length, int):
+            raise MalformedReply(self.address, f"LLEN answered with a {type(length).__name__}")
+        return bytes(header or b""), length
+
+    def scan(self, cursor: int, pattern: str, count: int) -> tuple[int, list[bytes]]:
+        """One ``SCAN cursor MATCH pattern COUNT count``: the next cursor and key names."""
+        client = self.client()
+        with self._guard("SCAN"):
+            cursor, names = client.scan(cursor, match=_b(pattern), count=count)
+        if not isinstance(cursor, int) or not all(isinstance(n, _BULK) for n in names):
+            raise MalformedReply(self.address, "SCAN answered with something else than keys")
+        return cursor, [bytes(name) for name in names]
 
     def write(self, commands: Sequence[Sequence[Argument]]) -> None:
-        pipe = self.client().pipeline(transaction=True)
-        for command in commands:
-            pipe.execute_command(*(_joined(arg) for arg in command))  # type: ignore[no-untyped-call]
-        pipe.execute()
+        client = self.client()
+        with self._guard("MULTI/EXEC"):
+            pipe = client.pipeline(transaction=True)
+            for command in commands:
+                pipe.execute_command(*(_joined(arg) for arg in command))  # type: ignore[no-untyped-call]
+            pipe.execute()
 
     def unlink(self, *keys: str) -> None:
-        self.client().unlink(*keys)
+        client = self.client()
+        with self._guard("UNLINK"):
+            client.unlink(*(_b(key) for key in keys))
 
     def close(self) -> None:
         with self._lock:

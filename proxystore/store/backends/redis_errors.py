@@ -101,9 +101,31 @@ def _translated(backend: Any, key: str | None, exc: redis.exceptions.RedisError)
             address=address,
             **names,
         )
+    if isinstance(exc, redis.exceptions.InvalidResponse):
+        reason = str(exc).replace(f"malformed reply from {address}: ", "")
+        return StoreError(
+            f"{who} got a malformed reply from Redis at {address}: {reason}. Is that a Redis "
+            "server (and the right port), or is something between them altering the traffic? "
+            "The connection was closed.",
+            **names,
+        )
     if isinstance(exc, redis.exceptions.ResponseError):
         # redis-py's pipelines prefix the command, arguments (values) included: drop them.
         message = str(exc).rpartition("caused error: ")[2]
+        if "DB index is out of range" in message:
+            return StoreError(
+                f"Redis at {address} has no database db={getattr(backend, 'db', '?')} "
+                f"({message.rstrip('.')}), asked for by {who}: a server has the databases "
+                "0..N-1 of its 'databases' setting (16 by default). Choose a database in range.",
+                **names,
+            )
+        if message.startswith("WRONGTYPE"):
+            return StoreError(
+                f"{who}: the key (or its chunk list) at {address} holds another kind of Redis "
+                "value (a list, hash or set where a string belongs), so it is not a ProxyStore "
+                "value: written by another program? Use another key.",
+                **names,
+            )
         if message.startswith("OOM") or "command not allowed when used memory" in message:
             return StoreError(
                 f"Redis at {address} is out of memory and refused a write of {who}: "

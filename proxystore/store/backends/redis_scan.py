@@ -13,23 +13,19 @@ import redis
 
 from proxystore.store.backends.base import KeyInfo
 from proxystore.store.backends.redis import RedisBackend
-from proxystore.store.backends.redis_clients import (
-    CHUNKS_SUFFIX,
-    HEADER,
-    MAGIC,
-    _RedisPyClient,
-    _WireClient,
-)
+from proxystore.store.backends.redis_clients import CHUNKS_SUFFIX, HEADER, MAGIC
 
 __all__ = ["scan_keys"]
 
 
 def scan_keys(backend: RedisBackend, pattern: str = "*", *, count: int = 500) -> Iterator[KeyInfo]:
-    """List the ProxyStore values in ``backend``'s database: key, payload size, write time.
+    r"""List the ProxyStore values in ``backend``'s database: key, payload size, write time.
 
     Walks the keyspace with ``SCAN ... MATCH pattern`` (never ``KEYS``, which blocks the
     server) and reads the header of each value (``GETRANGE``). Chunk lists and values that are
-    not ProxyStore values (another program's keys) are skipped.
+    not ProxyStore values (another program's keys) are skipped. A key name that is not UTF-8
+    comes back with its other bytes as lone surrogates (``"\udcff"`` for ``0xff``), which the
+    backend sends back as those bytes.
 
     Args:
         backend: The backend (its connection settings).
@@ -44,14 +40,11 @@ def scan_keys(backend: RedisBackend, pattern: str = "*", *, count: int = 500) ->
     cursor = 0
     while True:
         with backend.translate():
-            if isinstance(client, _WireClient):
-                reply = client.pool.command("SCAN", cursor, "MATCH", pattern, "COUNT", count)
-                cursor, names = int(reply[0]), list(reply[1])
-            else:
-                assert isinstance(client, _RedisPyClient)
-                cursor, names = client.client().scan(cursor, match=pattern, count=count)
+            cursor, names = client.scan(cursor, pattern, count)
             for raw in names:
-                name = bytes(raw).decode("utf-8", "replace")
+                # Not UTF-8: the bytes come back as lone surrogates, which the clients send
+                # back as the same bytes (so ``rm`` removes exactly the key it listed).
+                name = raw.decode("utf-8", "surrogateescape")
                 if name.endswith(CHUNKS_SUFFIX):
                     continue
                 try:
