@@ -13,19 +13,26 @@ Never proxied, whatever their size: ``None``, booleans and numbers, existing pro
 ``passthrough``), and any type the user lists in ``never``.
 
 A proxied argument still has to reach the task body in a form that computes exactly what the
-object would. ``deliver_as`` decides, per type, what the body receives:
+object would. What the body receives is decided per type:
 
 - ``"object"``: the worker hands the body the object itself, resolved after the background
   fetch of *every* proxied argument of the task has started (so transfers still overlap with
   each other, but not with the body). The body sees exact types: ``type(x) is dict``,
-  ``json.dumps``, ``memoryview``, C extensions that check types.
+  ``json.dumps``, ``memoryview``, C extensions that check types (Arrow, torch, pandas, SciPy).
 - ``"proxy"``: the body receives the proxy, which fetches lazily and overlaps with the body.
+- a *resolver*, a callable: the body receives ``resolver(obj)`` (delivered as for
+  ``"object"``; the callable travels with the task, so it must pickle: a module-level
+  function).
 
-The default rule (:data:`EXACT_TYPES`) delivers the *objects* of built-in containers, strings,
-bytes, ranges and numbers, which a proxy cannot fully pass for (C code checks their exact
-type), and *proxies* of everything else: numpy arrays and other classes, where a proxy passes
-for the object in practice. Results that ``proxy_results`` would return as proxies follow the
-same rule: a result delivered as ``"object"`` comes back by value, as with the plain engine.
+The default rule (``deliver_as="auto"``) hands a proxy only for the types registered
+proxy-safe, the types whose common operations the test suite proves give on a proxy what they
+give on the object (:data:`PROXY_SAFE`: numpy arrays, polars and xarray objects), and the
+object for everything else: built-in kinds, torch tensors, Arrow, pandas and SciPy objects,
+user classes. A library or a user changes the rule for a type with :func:`register_delivery`
+(by the type, or by its dotted name so that the library need not be imported);
+``ProxyPolicy(deliver_as=...)`` overrides the registry for one adapter. Results that
+``proxy_results`` would return as proxies follow the same rule: a result delivered as an
+object comes back by value, as with the plain engine.
 """
 
 from __future__ import annotations
@@ -35,9 +42,12 @@ import array
 import collections
 import concurrent.futures
 import numbers
+import sys
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Union
+from types import MappingProxyType
+from typing import Any, Callable, Literal, Union
 
 from proxystore.proxy import Proxy
 from proxystore.serialize import Pickled, pickle_once
@@ -46,10 +56,16 @@ __all__ = [
     "DEFAULT_THRESHOLD",
     "DELIVERIES",
     "EXACT_TYPES",
+    "PROXY_SAFE",
     "Delivery",
+    "DeliveryRule",
     "Measured",
     "ProxyPolicy",
+    "delivery_for",
     "make_policy",
+    "register_delivery",
+    "registered_deliveries",
+    "unregister_delivery",
 ]
 
 DEFAULT_THRESHOLD = 1_000_000
@@ -66,6 +82,10 @@ Delivery = Literal["proxy", "object", "auto"]
 
 DELIVERIES: tuple[str, ...] = ("proxy", "object", "auto")
 
+DeliveryRule = Union[Literal["proxy", "object"], Callable[[Any], Any]]
+"""A registered delivery: ``"proxy"``, ``"object"`` or a resolver (``resolver(obj)`` is what the
+task body receives)."""
+
 EXACT_TYPES: tuple[type, ...] = (
     list,
     tuple,
@@ -81,12 +101,207 @@ EXACT_TYPES: tuple[type, ...] = (
     collections.deque,
     array.array,
 )
-"""Types (and their subclasses) whose objects the default rule delivers as the object itself.
+"""Types (and their subclasses) whose objects the default rule always delivers as the objects.
 
-Everything defined in the ``builtins`` module is delivered as the object too.
+Everything defined in the ``builtins`` module is delivered as the object too; only a
+registration of the very type (or of a subclass) changes that, not one of ``object``.
 """
 
-DeliverAs = Union[str, Mapping[type, str]]
+PROXY_SAFE: tuple[str, ...] = (
+    "numpy.ndarray",
+    "polars.DataFrame",
+    "polars.Series",
+    "polars.LazyFrame",
+    "xarray.DataArray",
+    "xarray.Dataset",
+)
+"""The types registered proxy-safe when this module is imported, by dotted name.
+
+Each is on the list because ``tests/test_transparency.py`` and
+``tests/test_transparency_libraries.py`` prove that its common operations give on a proxy what
+they give on the object. Everything else is delivered as the object by default.
+"""
+
+DeliverAs = Union[str, Mapping[type, Any]]
+
+
+class _DeliveryRegistry:
+    """Types (or dotted names of types) -> delivery rule; a lock, a read-only view, a cache.
+
+    Names are resolved lazily, from modules already in ``sys.modules`` only: an object of a
+    library's type exists only once that library is imported, so nothing is imported here.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_type: dict[type, DeliveryRule] = {}
+        self._by_name: dict[str, DeliveryRule] = {}  # every registration, by its dotted name
+        self._pending: dict[str, DeliveryRule] = {}  # names not resolved to a type yet
+        self._verdicts: dict[type, DeliveryRule | None] = {}
+
+    def register(self, kind: type | str, how: DeliveryRule) -> None:
+        name = _check_registration(kind, how)
+        with self._lock:
+            self._forget(name, kind)
+            self._by_name[name] = how
+            if isinstance(kind, type):
+                self._by_type[kind] = how
+            else:
+                self._pending[name] = how
+            self._verdicts = {}
+
+    def unregister(self, kind: type | str) -> None:
+        name = _check_registration(kind, "object")
+        with self._lock:
+            if name not in self._by_name:
+                raise KeyError(
+                    f"no delivery is registered for {name!r}; registered: "
+                    f"{', '.join(sorted(self._by_name)) or 'none'}"
+                )
+            self._forget(name, kind)
+            self._verdicts = {}
+
+    def _forget(self, name: str, kind: type | str) -> None:
+        self._by_name.pop(name, None)
+        self._pending.pop(name, None)
+        for known in list(self._by_type):
+            if known is kind or _dotted_name(known) == name or _resolved_name(name) is known:
+                del self._by_type[known]
+
+    def view(self) -> Mapping[str, DeliveryRule]:
+        with self._lock:
+            return MappingProxyType(dict(self._by_name))
+
+    def rule(self, kind: type) -> DeliveryRule | None:
+        """The registered rule for ``kind`` (the most specific class in its MRO), or ``None``."""
+        verdicts = self._verdicts
+        if kind in verdicts:
+            return verdicts[kind]
+        with self._lock:
+            if self._pending:
+                for name in list(self._pending):
+                    resolved = _resolved_name(name)
+                    if resolved is not None:
+                        self._by_type[resolved] = self._pending.pop(name)
+            rule = self._walk(kind)
+            if len(self._verdicts) < _VERDICTS_KEPT:
+                self._verdicts[kind] = rule
+        return rule
+
+    def _walk(self, kind: type) -> DeliveryRule | None:
+        by_type, by_name = self._by_type, self._by_name
+        for base in kind.__mro__:
+            how = by_type.get(base)
+            if how is None:
+                how = by_name.get(_dotted_name(base))
+            if how is not None:
+                return how
+            if base is object:
+                break
+            if base.__module__ == "builtins" or base in EXACT_TYPES:
+                return "object"  # built-in kinds: only a registration of their own counts
+        if issubclass(kind, EXACT_TYPES):  # virtual subclasses (numbers.Number)
+            return "object"
+        return None
+
+
+def _dotted_name(kind: type) -> str:
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
+def _resolved_name(name: str) -> type | None:
+    """The type a dotted name stands for, looked up only in modules already imported."""
+    parts = name.split(".")
+    for split in range(len(parts) - 1, 0, -1):
+        module = sys.modules.get(".".join(parts[:split]))
+        if module is None:
+            continue
+        value: Any = module
+        for attribute in parts[split:]:
+            value = getattr(value, attribute, None)
+        return value if isinstance(value, type) else None
+    return None
+
+
+def _check_registration(kind: Any, how: Any) -> str:
+    """Check a registration's arguments; return the dotted name of ``kind``."""
+    if isinstance(kind, type):
+        name = _dotted_name(kind)
+    elif isinstance(kind, str) and "." in kind.strip(".") and " " not in kind:
+        name = kind
+    else:
+        raise TypeError(
+            "register_delivery needs a type or the dotted name of one (for example "
+            f"'torch.Tensor'), got {kind!r}"
+        )
+    if not (how in ("proxy", "object") or (callable(how) and not isinstance(how, str))):
+        raise ValueError(
+            f"register_delivery({name!r}, ...) needs 'proxy', 'object' or a resolver (a "
+            f"callable that turns the object into what the task receives), got {how!r}"
+        )
+    return name
+
+
+_REGISTRY = _DeliveryRegistry()
+
+
+def register_delivery(kind: type | str, how: DeliveryRule) -> None:
+    """Declare what a task body receives, under the default rule, for objects of ``kind``.
+
+    Applies to ``kind`` and its subclasses (the most specific registered class wins), in every
+    adapter whose policy uses ``deliver_as="auto"`` (the default); ``ProxyPolicy(deliver_as=...)``
+    entries win over it. Registering a type again replaces its rule.
+
+    Args:
+        kind: The type, or its dotted name (``"torch.Tensor"``, ``"pyarrow.Table"``,
+            ``"mylib.frames.Frame"``): a name is resolved only once its module is imported, so
+            a library can register its types without importing anything.
+        how: ``"proxy"`` (proxy-safe: the body gets the lazy proxy), ``"object"`` (the body gets
+            the object, fetched once every argument's prefetch has started) or a resolver, a
+            callable (module-level, so that it pickles) whose result the body gets instead of
+            the object, for example ``functools.partial(torch.Tensor.to, device="cuda")``.
+
+    Raises:
+        TypeError: If ``kind`` is neither a type nor a dotted name.
+        ValueError: If ``how`` is none of the three.
+
+    Example::
+
+        from proxystore.integrations.policy import register_delivery
+
+        register_delivery("mylib.Frame", "proxy")  # its operations are proven on proxies
+        register_delivery(MyModel, "object")
+    """
+    _REGISTRY.register(kind, how)
+
+
+def unregister_delivery(kind: type | str) -> None:
+    """Remove the registration of ``kind`` (as given to :func:`register_delivery`).
+
+    Raises:
+        KeyError: If nothing is registered for ``kind``; the message lists what is.
+    """
+    _REGISTRY.unregister(kind)
+
+
+def registered_deliveries() -> Mapping[str, DeliveryRule]:
+    """A read-only snapshot of the registry: dotted type name -> delivery rule."""
+    return _REGISTRY.view()
+
+
+def delivery_for(obj: Any) -> DeliveryRule:
+    """What the default rule hands a task body for ``obj``: ``"proxy"``, ``"object"`` or a resolver.
+
+    The registry's entry for the most specific class of ``obj`` that has one; ``"object"`` for
+    every type nobody registered.
+    """
+    rule = _REGISTRY.rule(type(obj))
+    return "object" if rule is None else rule
+
+
+for _name in PROXY_SAFE:
+    register_delivery(_name, "proxy")
+del _name
 
 
 @dataclass(frozen=True)
@@ -128,10 +343,12 @@ class ProxyPolicy:
             from the same store.
         result_threshold: Size from which a result is proxied; defaults to ``threshold``.
         deliver_as: What the task body receives for a proxied argument (and what comes back
-            for a proxied result): ``"auto"`` (the default rule: objects of built-in types, see
-            :data:`EXACT_TYPES`, proxies of the rest), ``"proxy"`` or ``"object"`` for every
-            type, or a mapping from types to one of the three, which overrides the rule for those
-            types and their subclasses (the most specific entry wins).
+            for a proxied result): ``"auto"`` (the default rule: proxies of the types registered
+            proxy-safe, see :func:`register_delivery` and :data:`PROXY_SAFE`, objects of the
+            rest), ``"proxy"`` or ``"object"`` for every type, or a mapping from types to one
+            of the three or a resolver (a callable; the body receives ``resolver(obj)``), which
+            overrides the rule and the registry for those types and their subclasses (the most
+            specific entry wins).
         passthrough: Extra types never proxied (adapters add their engine's future types).
 
     Raises:
@@ -243,17 +460,21 @@ class ProxyPolicy:
         return Measured(pickled.size >= self.threshold, pickled.size, pickled)
 
     def delivers_object(self, obj: Any) -> bool:
-        """Return whether the task body receives ``obj`` itself rather than a proxy of it."""
+        """Return whether the task body receives ``obj`` itself (or a resolver's result of it)."""
+        return self.delivery(obj) != "proxy"
+
+    def delivery(self, obj: Any) -> DeliveryRule:
+        """What the task body receives for ``obj``: ``"proxy"``, ``"object"`` or a resolver."""
         default, table = self._deliveries  # type: ignore[attr-defined]
         kind = type(obj)
         if table:
             for base in kind.__mro__:
                 how = table.get(base)
                 if how is not None and how != "auto":
-                    return bool(how == "object")
+                    return how  # type: ignore[no-any-return]
         if default != "auto":
-            return bool(default == "object")
-        return kind.__module__ == "builtins" or issubclass(kind, EXACT_TYPES)
+            return default  # type: ignore[no-any-return]
+        return delivery_for(obj)
 
     def measure_result(self, obj: Any) -> Measured:
         """Decide whether a task's result goes back by proxy.
@@ -277,15 +498,21 @@ def _deliveries(deliver_as: Any) -> tuple[str, dict[type, str]]:
     else:
         raise TypeError(
             "ProxyPolicy.deliver_as must be 'auto', 'proxy', 'object' or a mapping from types "
-            f"to those, got {deliver_as!r}"
+            f"to those (or to resolvers), got {deliver_as!r}"
         )
     for kind, how in [(None, default), *entries.items()]:
         if kind is not None and not isinstance(kind, type):
-            raise TypeError(f"ProxyPolicy.deliver_as keys must be types, got {kind!r}")
+            raise TypeError(
+                f"ProxyPolicy.deliver_as keys must be types, got {kind!r} (register a type by "
+                "its dotted name with register_delivery)"
+            )
+        if kind is not None and callable(how) and not isinstance(how, str):
+            continue  # a resolver
         if how not in DELIVERIES:
             where = "" if kind is None else f" for {kind.__name__}"
             raise ValueError(
-                f"ProxyPolicy.deliver_as{where} must be one of {', '.join(DELIVERIES)}, got {how!r}"
+                f"ProxyPolicy.deliver_as{where} must be one of {', '.join(DELIVERIES)}"
+                f"{'' if kind is None else ' or a resolver (a callable)'}, got {how!r}"
             )
     return default, entries
 
