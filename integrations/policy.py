@@ -111,7 +111,6 @@ PROXY_SAFE: tuple[str, ...] = (
     "numpy.ndarray",
     "polars.DataFrame",
     "polars.Series",
-    "polars.LazyFrame",
     "xarray.DataArray",
     "xarray.Dataset",
 )
