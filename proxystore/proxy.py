@@ -12,6 +12,7 @@ nothing clashes with the wrapped object's own attributes.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import sys
@@ -190,13 +191,17 @@ _struct_checked_verdicts: dict[type, bool] = {}
 
 def _struct_checked(kind: Any) -> bool:
     """Whether a proxy must not claim ``kind`` (see "the class a proxy claims" in Proxy)."""
-    verdict = _struct_checked_verdicts.get(kind)
+    try:
+        verdict = _struct_checked_verdicts.get(kind)
+    except TypeError:  # a class whose metaclass makes it unhashable: not cached
+        verdict = None
     if verdict is None:
         verdict = isinstance(kind, type) and any(
             issubclass(kind, checked) for checked in _loaded_classes(_STRUCT_CHECKED)
         )
         if len(_struct_checked_verdicts) < 4096:
-            _struct_checked_verdicts[kind] = verdict
+            with contextlib.suppress(TypeError):
+                _struct_checked_verdicts[kind] = verdict
     return verdict
 
 
