@@ -22,6 +22,7 @@ from typing import Any, Callable, Literal, Union
 
 __all__ = [
     "EXACT_TYPES",
+    "OBJECT_ONLY",
     "PROXY_SAFE",
     "DeliveryRule",
     "delivery_for",
@@ -69,6 +70,27 @@ PROXY_SAFE: tuple[str, ...] = (
 Each is on the list because ``tests/test_transparency.py`` and
 ``tests/test_transparency_libraries.py`` prove that its common operations give on a proxy what
 they give on the object. Everything else is delivered as the object by default.
+"""
+
+OBJECT_ONLY: tuple[str, ...] = (
+    "torch.Tensor",
+    "pyarrow.Table",
+    "pyarrow.RecordBatch",
+    "pyarrow.Array",
+    "pyarrow.ChunkedArray",
+    "pandas.DataFrame",
+    "pandas.Series",
+    "pandas.Index",
+    "scipy.sparse.spmatrix",
+    "scipy.sparse.sparray",
+)
+"""The types registered object-only when this module is imported, by dotted name.
+
+They are delivered as objects anyway (nothing unregistered is a proxy); registering them keeps
+them objects under a broad ``register_delivery(object, "proxy")``, because the probe
+(``tests/test_transparency_libraries.py``) shows operations that differ on their proxies: C
+exact-type checks (Arrow, a pandas ``Series`` as an argument), a proxy that must not claim
+``torch.Tensor``, numpy's ``@`` with a sparse operand.
 """
 
 
@@ -248,4 +270,6 @@ def delivery_for(obj: Any) -> DeliveryRule:
 
 for _name in PROXY_SAFE:
     register_delivery(_name, "proxy")
+for _name in OBJECT_ONLY:
+    register_delivery(_name, "object")
 del _name

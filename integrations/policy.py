@@ -49,6 +49,7 @@ from proxystore.serialize import Pickled, pickle_once
 
 from .delivery import (
     EXACT_TYPES,
+    OBJECT_ONLY,
     PROXY_SAFE,
     DeliveryRule,
     delivery_for,
@@ -61,6 +62,7 @@ __all__ = [
     "DEFAULT_THRESHOLD",
     "DELIVERIES",
     "EXACT_TYPES",
+    "OBJECT_ONLY",
     "PROXY_SAFE",
     "Delivery",
     "DeliveryRule",

@@ -31,7 +31,13 @@ import numpy as np
 import pytest
 
 from proxystore.factory import SimpleFactory
-from proxystore.integrations.policy import PROXY_SAFE, delivery_for
+from proxystore.integrations.policy import (
+    OBJECT_ONLY,
+    PROXY_SAFE,
+    delivery_for,
+    register_delivery,
+    unregister_delivery,
+)
 from proxystore.proxy import Proxy, extract
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -551,6 +557,25 @@ def test_proxy_safe_types_are_exactly_the_kinds_with_no_difference() -> None:
             continue
         expected = "proxy" if kind in PROXY_SAFE_KINDS else "object"
         assert delivery_for(make()) == expected, kind
+
+
+def test_object_only_names_resolve_and_survive_a_broad_proxy_registration() -> None:
+    from proxystore.integrations.delivery import _resolved_name
+
+    for name in OBJECT_ONLY:
+        library = name.split(".")[0]
+        if _importable(library):
+            __import__(name.rpartition(".")[0])
+            assert _resolved_name(name) is not None, f"{name} names no class"
+    register_delivery(object, "proxy")  # proxies of every type nobody registered
+    try:
+        for kind in OP_NAMES:
+            library, make, _ = KINDS[kind]
+            if _importable(library):
+                expected = "proxy" if kind in PROXY_SAFE_KINDS else "object"
+                assert delivery_for(make()) == expected, kind
+    finally:
+        unregister_delivery(object)
 
 
 def test_a_proxy_never_claims_a_class_whose_c_code_casts_it() -> None:
