@@ -122,20 +122,30 @@ class _DeliveryRegistry:
     def unregister(self, kind: type | str) -> None:
         name = _check_registration(kind, "object")
         with self._lock:
-            if name not in self._by_name:
+            if not self._forget(name, kind):
                 raise KeyError(
                     f"no delivery is registered for {name!r}; registered: "
                     f"{', '.join(sorted(self._by_name)) or 'none'}"
                 )
-            self._forget(name, kind)
             self._verdicts = {}
 
-    def _forget(self, name: str, kind: type | str) -> None:
-        self._by_name.pop(name, None)
-        self._pending.pop(name, None)
-        for known in list(self._by_type):
-            if known is kind or _dotted_name(known) == name or _resolved_name(name) is known:
-                del self._by_type[known]
+    def _forget(self, name: str, kind: type | str) -> bool:
+        """Drop every registration of ``kind`` (under any alias); whether there was one."""
+        target = kind if isinstance(kind, type) else _resolved_name(name)
+        aliases = {name} if target is None else {name, _dotted_name(target)}
+        names = [
+            known
+            for known in self._by_name
+            if known in aliases or (target is not None and _resolved_name(known) is target)
+        ]
+        for known in names:
+            del self._by_name[known]
+            self._pending.pop(known, None)
+        aliases.update(names)
+        types = [t for t in self._by_type if t is target or _dotted_name(t) in aliases]
+        for t in types:
+            del self._by_type[t]
+        return bool(names or types)
 
     def view(self) -> Mapping[str, DeliveryRule]:
         with self._lock:

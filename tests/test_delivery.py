@@ -145,6 +145,24 @@ def test_a_name_whose_module_is_not_imported_imports_nothing(registry_entries: A
         del sys.modules["not_imported_library_xyz"]
 
 
+def test_a_type_and_its_alias_are_one_registration(registry_entries: Any) -> None:
+    module = types.ModuleType("alias_library_xyz")
+    impl = type("Frame", (), {"__module__": "alias_library_xyz._impl"})
+    module.Frame = impl  # type: ignore[attr-defined]
+    sys.modules["alias_library_xyz"] = module
+    try:
+        registry_entries("alias_library_xyz.Frame", "object")  # the public alias, by name
+        registry_entries(impl, "proxy")  # then the class itself: replaces the alias's entry
+        assert delivery_for(impl()) == "proxy"
+        assert "alias_library_xyz.Frame" not in registered_deliveries()
+        unregister_delivery("alias_library_xyz.Frame")  # by the alias: the class's entry goes
+        assert delivery_for(impl()) == "object" and not any(
+            "alias_library_xyz" in name for name in registered_deliveries()
+        )
+    finally:
+        del sys.modules["alias_library_xyz"]
+
+
 def test_builtin_kinds_stay_objects_unless_registered_themselves(registry_entries: Any) -> None:
     registry_entries(object, "proxy")  # the rule before issue 17: proxies of everything else
     assert delivery_for(Table()) == "proxy"
