@@ -151,6 +151,10 @@ def _torch_ops() -> dict[str, Op]:
         "torch.is_tensor": lambda x, w: torch.is_tensor(x),
         "generator-proxy": rand_generator,
         "torch.save": lambda x, w: _torch_round_trip(x),
+        "torch.Tensor(x)": lambda x, w: torch.Tensor(x),
+        "torch.tensor(proxied int)": lambda x, w: torch.tensor(w(3)),
+        "torch.tensor([proxied floats])": lambda x, w: torch.tensor([w(1.0), w(2.0)]),
+        "x[proxied index tensor]": lambda x, w: x[w(torch.tensor([0, 2]))],
     }
 
 
@@ -332,7 +336,8 @@ OP_NAMES: dict[str, list[str]] = {
         "x@ones", "x[0]", "F.relu", "F.softmax", "nn.Linear", "torch.cat", "torch.stack",
         "torch.where", "torch.equal", "torch.allclose-plain", "torch.as_tensor", "torch.tensor",
         "torch.from_numpy", "np.asarray", "x.numpy()", "nn.Parameter", "isinstance-Tensor",
-        "torch.is_tensor", "generator-proxy", "torch.save",
+        "torch.is_tensor", "generator-proxy", "torch.save", "torch.Tensor(x)",
+        "torch.tensor(proxied int)", "torch.tensor([proxied floats])", "x[proxied index tensor]",
     ],
     "pyarrow": [
         "pa.concat_tables", "x.equals(x)", "plain.equals(x)", "num_rows", "pc.sum", "slice",
@@ -376,6 +381,13 @@ KNOWN_DIFFERENCES: dict[tuple[str, str], str] = {
     ("torch", "torch.is_tensor"): "a proxy does not claim torch.Tensor (C struct casts)",
     ("torch", "nn.Parameter"): "Parameter() needs type(data).detach() to return that type",
     ("torch", "torch.save"): "torch.save pickles the proxy (a reference); torch.load refuses it",
+    # torch's C argument parsing looks for __torch_function__ on tensor arguments only: where it
+    # takes "any object" (data of the constructors, an index) it checks exact C types, and a
+    # proxy is a sequence to C code, so a proxied scalar is read as a sequence.
+    ("torch", "torch.Tensor(x)"): "the legacy constructor checks exact types, no dispatch",
+    ("torch", "torch.tensor(proxied int)"): "a proxy is a sequence to C code, not a scalar",
+    ("torch", "torch.tensor([proxied floats])"): "a proxy is a sequence to C code, not a scalar",
+    ("torch", "x[proxied index tensor]"): "indexing checks exact index types, no dispatch",
     # Arrow's Cython code checks exact types: "Cannot convert Proxy to pyarrow.lib.Table".
     ("pyarrow", "pa.concat_tables"): "Cython checks the exact type of each table",
     ("pyarrow", "x.equals(x)"): "Cython checks the exact type of the argument",
