@@ -3,8 +3,8 @@
 It turns arguments that travelled as :class:`~proxystore.integrations.transit.ProxyRef` back
 into proxies, starts resolving every proxied argument in the background (several large
 arguments download in parallel and overlap with the start of the body), hands the body the
-objects of the kinds the policy delivers as objects, runs the body, and returns a large result
-as a proxy when the policy asks for it.
+objects of the kinds the policy delivers as objects (or what their resolver makes of them),
+runs the body, and returns a large result as a proxy when the policy asks for it.
 """
 
 from __future__ import annotations

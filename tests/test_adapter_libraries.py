@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from proxystore.integrations.futures import ProxyExecutor
-from proxystore.integrations.policy import ProxyPolicy
+from proxystore.integrations.policy import ProxyPolicy, register_delivery
 from proxystore.proxy import Proxy, extract
 from proxystore.store import Store
 from tests.integration_helpers import wait_until_released
@@ -410,6 +410,32 @@ def test_a_resolver_in_deliver_as_runs_on_the_worker(
     with ThreadPoolExecutor(1) as pool:
         plain, proxied = run_futures(pool, store, torch_sum, (x,), deliver_as="proxy")
     assert same(proxied, plain)
+
+
+def test_a_registered_resolver_reaches_dask_and_parsl_tasks(
+    dask_client: Any, parsl_threads: Any, store_factory: Any
+) -> None:
+    pytest.importorskip("torch")
+    from parsl import python_app
+
+    from proxystore.integrations.dask import ProxyClient
+    from proxystore.integrations.parsl import proxy_app
+
+    x = tensor()
+    store = store_factory("file")
+    register_delivery("torch.Tensor", to_numpy)
+    try:
+        pclient = ProxyClient(dask_client, store=store, threshold=THRESHOLD)
+        got = pclient.submit(numpy_type_and_sum, x, pure=False).result(timeout=120)
+        assert got == ("ndarray", pytest.approx(float(x.sum()), rel=1e-5))
+        wait_until_released(pclient)
+        app = proxy_app(store=store, threshold=THRESHOLD)(
+            python_app(numpy_type_and_sum, executors=["threads"])
+        )
+        assert app(x).result(timeout=120)[0] == "ndarray"
+        wait_until_released(app)
+    finally:
+        register_delivery("torch.Tensor", "object")  # back to OBJECT_ONLY's entry
 
 
 def test_a_worker_process_survives_every_torch_body_on_a_proxy(
