@@ -2,9 +2,11 @@
 
 Part 1 shows the proxy itself under numpy and the standard library: a proxy of a list of arrays,
 of a scalar or of a dict gives what the plain object gives. Part 2 shows what a task body
-receives from ``ProxyExecutor``: the object itself for built-in kinds (dicts, lists, bytes,
-strings, ...), where C code checks exact types, and a lazy proxy for numpy arrays; and how
-``ProxyPolicy(deliver_as=...)`` changes that per type.
+receives from ``ProxyExecutor``: a lazy proxy only for types registered proxy-safe (numpy
+arrays, polars and xarray objects), the object itself for everything else (built-in kinds,
+where C code checks exact types, torch, Arrow, pandas, user classes); how
+``ProxyPolicy(deliver_as=...)`` changes that per type; and how ``register_delivery`` declares a
+type proxy-safe or gives it a resolver, for every adapter at once.
 
 Run from the repository root: ``python examples/transparency_example.py`` (needs numpy).
 """
@@ -21,7 +23,7 @@ import numpy as np
 
 from proxystore.factory import SimpleFactory
 from proxystore.integrations.futures import ProxyExecutor
-from proxystore.integrations.policy import ProxyPolicy
+from proxystore.integrations.policy import ProxyPolicy, register_delivery, unregister_delivery
 from proxystore.proxy import Proxy
 from proxystore.store import init_store, unregister_store
 
@@ -40,6 +42,27 @@ def body(config: dict[str, Any], rows: list[np.ndarray], table: np.ndarray) -> d
 def kinds(config: dict[str, Any], table: np.ndarray) -> tuple[str, bool, str]:
     """What a body sees of its arguments' types."""
     return type(config).__name__, isinstance(config, dict), type(table).__name__
+
+
+class Grid:
+    """A user class: delivered as the object unless someone registers it."""
+
+    def __init__(self, n: int) -> None:
+        self.cells = np.arange(float(n))
+
+    def total(self) -> float:
+        return float(self.cells.sum())
+
+
+def grid_cells(grid: Grid) -> np.ndarray:
+    """A resolver: the task body receives the grid's cells instead of the grid."""
+    return grid.cells
+
+
+def received(grid: Any) -> tuple[str, float]:
+    """The type a body received and what it computes from it."""
+    value = grid.total() if hasattr(grid, "total") else float(grid.sum())
+    return type(grid).__name__, value
 
 
 def main() -> None:
@@ -77,6 +100,17 @@ def main() -> None:
         with ProxyExecutor(ProcessPoolExecutor(2), store=store, policy=policy) as ex:
             assert ex.submit(kinds, config, table).result() == ("Proxy", True, "ndarray")
         print("deliver_as: arrays as objects, dicts as proxies")
+
+        # -- 3. the registry: declare a type proxy-safe, or give it a resolver ------------------
+        grid = Grid(200_000)
+        with ProxyExecutor(ProcessPoolExecutor(2), store=store, threshold=100_000) as ex:
+            assert ex.submit(received, grid).result() == ("Grid", grid.total())
+            register_delivery(Grid, "proxy")  # only once its operations are proven on proxies
+            assert ex.submit(received, grid).result() == ("Proxy", grid.total())
+            register_delivery(Grid, grid_cells)  # by type or f"{Grid.__module__}.Grid"
+            assert ex.submit(received, grid).result() == ("ndarray", grid.total())
+            unregister_delivery(Grid)
+        print("register_delivery: a user class as the object, as a proxy, through a resolver")
     finally:
         store.cleanup()
         unregister_store("transparency-example")

@@ -13,26 +13,31 @@ Never proxied, whatever their size: ``None``, booleans and numbers, existing pro
 ``passthrough``), and any type the user lists in ``never``.
 
 A proxied argument still has to reach the task body in a form that computes exactly what the
-object would. ``deliver_as`` decides, per type, what the body receives:
+object would. What the body receives is decided per type:
 
 - ``"object"``: the worker hands the body the object itself, resolved after the background
   fetch of *every* proxied argument of the task has started (so transfers still overlap with
   each other, but not with the body). The body sees exact types: ``type(x) is dict``,
-  ``json.dumps``, ``memoryview``, C extensions that check types.
+  ``json.dumps``, ``memoryview``, C extensions that check types (Arrow, torch, pandas, SciPy).
 - ``"proxy"``: the body receives the proxy, which fetches lazily and overlaps with the body.
+- a *resolver*, a callable: the body receives ``resolver(obj)`` (delivered as for
+  ``"object"``; the callable travels with the task, so it must pickle: a module-level
+  function).
 
-The default rule (:data:`EXACT_TYPES`) delivers the *objects* of built-in containers, strings,
-bytes, ranges and numbers, which a proxy cannot fully pass for (C code checks their exact
-type), and *proxies* of everything else: numpy arrays and other classes, where a proxy passes
-for the object in practice. Results that ``proxy_results`` would return as proxies follow the
-same rule: a result delivered as ``"object"`` comes back by value, as with the plain engine.
+The default rule (``deliver_as="auto"``) hands a proxy only for the types registered
+proxy-safe, the types whose common operations the test suite proves give on a proxy what they
+give on the object (:data:`PROXY_SAFE`: numpy arrays, polars and xarray objects), and the
+object for everything else: built-in kinds, torch tensors, Arrow, pandas and SciPy objects,
+user classes. A library or a user changes the rule for a type with :func:`register_delivery`
+(by the type, or by its dotted name so that the library need not be imported);
+``ProxyPolicy(deliver_as=...)`` overrides the registry for one adapter. Results that
+``proxy_results`` would return as proxies follow the same rule: a result delivered as an
+object comes back by value, as with the plain engine.
 """
 
 from __future__ import annotations
 
 import abc
-import array
-import collections
 import concurrent.futures
 import numbers
 from collections.abc import Iterable, Mapping
@@ -42,14 +47,32 @@ from typing import Any, Literal, Union
 from proxystore.proxy import Proxy
 from proxystore.serialize import Pickled, pickle_once
 
+from .delivery import (
+    EXACT_TYPES,
+    OBJECT_ONLY,
+    PROXY_SAFE,
+    DeliveryRule,
+    delivery_for,
+    register_delivery,
+    registered_deliveries,
+    unregister_delivery,
+)
+
 __all__ = [
     "DEFAULT_THRESHOLD",
     "DELIVERIES",
     "EXACT_TYPES",
+    "OBJECT_ONLY",
+    "PROXY_SAFE",
     "Delivery",
+    "DeliveryRule",
     "Measured",
     "ProxyPolicy",
+    "delivery_for",
     "make_policy",
+    "register_delivery",
+    "registered_deliveries",
+    "unregister_delivery",
 ]
 
 DEFAULT_THRESHOLD = 1_000_000
@@ -66,27 +89,7 @@ Delivery = Literal["proxy", "object", "auto"]
 
 DELIVERIES: tuple[str, ...] = ("proxy", "object", "auto")
 
-EXACT_TYPES: tuple[type, ...] = (
-    list,
-    tuple,
-    dict,
-    set,
-    frozenset,
-    str,
-    bytes,
-    bytearray,
-    memoryview,
-    range,
-    numbers.Number,
-    collections.deque,
-    array.array,
-)
-"""Types (and their subclasses) whose objects the default rule delivers as the object itself.
-
-Everything defined in the ``builtins`` module is delivered as the object too.
-"""
-
-DeliverAs = Union[str, Mapping[type, str]]
+DeliverAs = Union[str, Mapping[type, Any]]
 
 
 @dataclass(frozen=True)
@@ -128,10 +131,12 @@ class ProxyPolicy:
             from the same store.
         result_threshold: Size from which a result is proxied; defaults to ``threshold``.
         deliver_as: What the task body receives for a proxied argument (and what comes back
-            for a proxied result): ``"auto"`` (the default rule: objects of built-in types, see
-            :data:`EXACT_TYPES`, proxies of the rest), ``"proxy"`` or ``"object"`` for every
-            type, or a mapping from types to one of the three, which overrides the rule for those
-            types and their subclasses (the most specific entry wins).
+            for a proxied result): ``"auto"`` (the default rule: proxies of the types registered
+            proxy-safe, see :func:`register_delivery` and :data:`PROXY_SAFE`, objects of the
+            rest), ``"proxy"`` or ``"object"`` for every type, or a mapping from types to one
+            of the three or a resolver (a callable; the body receives ``resolver(obj)``), which
+            overrides the rule and the registry for those types and their subclasses (the most
+            specific entry wins).
         passthrough: Extra types never proxied (adapters add their engine's future types).
 
     Raises:
@@ -243,17 +248,21 @@ class ProxyPolicy:
         return Measured(pickled.size >= self.threshold, pickled.size, pickled)
 
     def delivers_object(self, obj: Any) -> bool:
-        """Return whether the task body receives ``obj`` itself rather than a proxy of it."""
+        """Return whether the task body receives ``obj`` itself (or a resolver's result of it)."""
+        return self.delivery(obj) != "proxy"
+
+    def delivery(self, obj: Any) -> DeliveryRule:
+        """What the task body receives for ``obj``: ``"proxy"``, ``"object"`` or a resolver."""
         default, table = self._deliveries  # type: ignore[attr-defined]
         kind = type(obj)
         if table:
             for base in kind.__mro__:
                 how = table.get(base)
                 if how is not None and how != "auto":
-                    return bool(how == "object")
+                    return how  # type: ignore[no-any-return]
         if default != "auto":
-            return bool(default == "object")
-        return kind.__module__ == "builtins" or issubclass(kind, EXACT_TYPES)
+            return default  # type: ignore[no-any-return]
+        return delivery_for(obj)
 
     def measure_result(self, obj: Any) -> Measured:
         """Decide whether a task's result goes back by proxy.
@@ -277,15 +286,21 @@ def _deliveries(deliver_as: Any) -> tuple[str, dict[type, str]]:
     else:
         raise TypeError(
             "ProxyPolicy.deliver_as must be 'auto', 'proxy', 'object' or a mapping from types "
-            f"to those, got {deliver_as!r}"
+            f"to those (or to resolvers), got {deliver_as!r}"
         )
     for kind, how in [(None, default), *entries.items()]:
         if kind is not None and not isinstance(kind, type):
-            raise TypeError(f"ProxyPolicy.deliver_as keys must be types, got {kind!r}")
+            raise TypeError(
+                f"ProxyPolicy.deliver_as keys must be types, got {kind!r} (register a type by "
+                "its dotted name with register_delivery)"
+            )
+        if kind is not None and callable(how) and not isinstance(how, str):
+            continue  # a resolver
         if how not in DELIVERIES:
             where = "" if kind is None else f" for {kind.__name__}"
             raise ValueError(
-                f"ProxyPolicy.deliver_as{where} must be one of {', '.join(DELIVERIES)}, got {how!r}"
+                f"ProxyPolicy.deliver_as{where} must be one of {', '.join(DELIVERIES)}"
+                f"{'' if kind is None else ' or a resolver (a callable)'}, got {how!r}"
             )
     return default, entries
 

@@ -232,8 +232,9 @@ class ArgumentProxier:
             entry = self._store(obj, measured)
         lease.keys.append(entry.key)
         factory = get_factory(entry.proxy)
-        if policy.delivers_object(obj):
-            return ProxyRef(factory, deliver_object=True)
+        how = policy.delivery(obj)
+        if how != "proxy":
+            return ProxyRef(factory, deliver_object=True if how == "object" else how)
         return ProxyRef(factory) if self.send_refs else entry.proxy
 
     def _convert_items(self, obj: Any, lease: Lease, measured: Measured) -> Any:

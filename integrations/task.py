@@ -3,8 +3,8 @@
 It turns arguments that travelled as :class:`~proxystore.integrations.transit.ProxyRef` back
 into proxies, starts resolving every proxied argument in the background (several large
 arguments download in parallel and overlap with the start of the body), hands the body the
-objects of the kinds the policy delivers as objects, runs the body, and returns a large result
-as a proxy when the policy asks for it.
+objects of the kinds the policy delivers as objects (or what their resolver makes of them),
+runs the body, and returns a large result as a proxy when the policy asks for it.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ class _Arguments:
 
     def __init__(self) -> None:
         self.proxies: list[Proxy] = []
-        self.deliver: dict[int, Proxy] = {}  # id(proxy) -> proxy, for "object" deliveries
+        # id(proxy) -> (proxy, True or a resolver), for the proxies delivered as objects
+        self.deliver: dict[int, tuple[Proxy, Any]] = {}
 
     def revive(self, value: Any, nested: bool) -> Any:
         """ProxyRefs back to proxies, at the top level and, if ``nested``, one level down."""
@@ -40,7 +41,7 @@ class _Arguments:
         if type(obj) is ProxyRef:
             proxy = Proxy(obj.factory)
             if obj.deliver_object:
-                self.deliver[id(proxy)] = proxy
+                self.deliver[id(proxy)] = (proxy, obj.deliver_object)
             obj = proxy
         elif not is_proxy(obj):
             return obj
@@ -52,9 +53,14 @@ class _Arguments:
         return _each(value, nested, self._object)
 
     def _object(self, obj: Any) -> Any:
-        if is_proxy(obj) and self.deliver.get(id(obj)) is obj:
-            return extract(obj)  # type: ignore[arg-type]
-        return obj
+        if not is_proxy(obj):
+            return obj
+        entry = self.deliver.get(id(obj))
+        if entry is None or entry[0] is not obj:
+            return obj
+        target = extract(entry[0])
+        how = entry[1]
+        return target if how is True else how(target)
 
 
 def _each(value: Any, nested: bool, one: Callable[[Any], Any]) -> Any:

@@ -11,7 +11,7 @@ pickled while measuring them, which unpickle into the object itself.
 from __future__ import annotations
 
 import pickle
-from typing import Any
+from typing import Any, Callable
 
 from proxystore.factory import Factory
 from proxystore.proxy import Proxy
@@ -36,16 +36,21 @@ class ProxyRef:
     """A proxied argument in transit: its factory, and whether the body receives the object.
 
     On the worker, :class:`ProxyTask` makes it a proxy again and, when ``deliver_object`` is set,
-    hands the task body the resolved object instead of the proxy.
+    hands the task body the resolved object (or, for a resolver, ``resolver(object)``) instead
+    of the proxy.
 
     Args:
         factory: The proxy's factory.
-        deliver_object: Hand the task body the object itself (see ``ProxyPolicy.deliver_as``).
+        deliver_object: ``True`` to hand the task body the object itself, a resolver (a
+            callable) to hand it ``resolver(object)``, ``False`` for the proxy (see
+            ``ProxyPolicy.deliver_as`` and ``register_delivery``).
     """
 
     __slots__ = ("deliver_object", "factory")
 
-    def __init__(self, factory: Factory[Any], deliver_object: bool = False) -> None:
+    def __init__(
+        self, factory: Factory[Any], deliver_object: bool | Callable[[Any], Any] = False
+    ) -> None:
         self.factory = factory
         self.deliver_object = deliver_object
 
@@ -55,7 +60,7 @@ class ProxyRef:
         key = getattr(self.factory, "key", None)
         return key if isinstance(key, str) else f"factory-{id(self.factory):x}"
 
-    def __dask_tokenize__(self) -> tuple[str, str, bool]:
+    def __dask_tokenize__(self) -> tuple[str, str, Any]:
         # Duck-typed hook: Dask tokenizes task arguments; the key identifies the object.
         return ("proxystore.ProxyRef", self.key, self.deliver_object)
 
@@ -73,7 +78,8 @@ class ProxyRef:
         return hash(self.key)
 
     def __repr__(self) -> str:
-        what = ", object" if self.deliver_object else ""
+        how = self.deliver_object
+        what = "" if how is False else ", object" if how is True else f", resolver {how!r}"
         return f"ProxyRef({self.key}{what})"
 
 

@@ -12,6 +12,7 @@ nothing clashes with the wrapped object's own attributes.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import sys
@@ -103,6 +104,43 @@ class Proxy(lazy_object_proxy.Proxy):  # type: ignore[misc]
     def __array_ufunc__(self, ufunc: Any, method: str, *inputs: Any, **kwargs: Any) -> Any:
         return getattr(ufunc, method)(*unwrap(inputs), **unwrap_values(kwargs))
 
+    # -- torch: its functions and modules see the target, never the proxy --------------------
+    #
+    # torch looks up ``__torch_function__`` on the type of every argument it is handed (duck
+    # typing: torch is never imported here). Re-running the call with every proxy replaced by
+    # its target gives what the plain tensors give: ``torch.sum(p)``, ``F.relu(p)``,
+    # ``nn.Linear(...)(p)``, ``torch.cat([p, q])``, ``t + p``, ``torch.as_tensor(p)``.
+
+    @classmethod
+    def __torch_function__(
+        cls,
+        func: Any,
+        types: Any,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> Any:
+        return func(*unwrap(args), **unwrap_values(kwargs or {}))
+
+    # -- the class a proxy claims -------------------------------------------------------------
+    #
+    # A proxy claims its target's class (``isinstance(p, ndarray)`` is true), except for the
+    # classes whose C code casts an object to its own struct after an ``isinstance`` check that
+    # reads ``__class__``: torch's ``THPVariable_Check`` is ``PyObject_IsInstance``, so a proxy
+    # claiming ``torch.Tensor`` was read as a tensor struct it is not (``torch.as_tensor(p)``
+    # crashed the interpreter). For those the proxy claims to be a proxy; torch then finds
+    # ``__torch_function__`` above and calls again with the target.
+
+    @property
+    def __class__(self) -> Any:
+        claimed = self.__wrapped__.__class__
+        if _struct_checked(claimed):
+            return type(self)
+        return claimed
+
+    @__class__.setter
+    def __class__(self, value: Any) -> None:
+        self.__wrapped__.__class__ = value
+
     # -- the C sequence protocol ------------------------------------------------------------
     #
     # lazy-object-proxy fills only the mapping slot for ``p[i]``, so C code that asks
@@ -142,6 +180,41 @@ class Proxy(lazy_object_proxy.Proxy):  # type: ignore[misc]
 # See "the C sequence protocol" in the class body: the sequence slot stays filled, ``p[i]`` goes
 # back to lazy-object-proxy's C implementation.
 Proxy.__getitem__ = lazy_object_proxy.Proxy.__getitem__  # type: ignore[method-assign]
+
+
+# Classes whose instances C code casts to its own struct after an ``isinstance`` check, by
+# dotted name, resolved only from modules already imported (a class of a module never imported
+# cannot be the class of a target).
+_STRUCT_CHECKED = ("torch._C.TensorBase", "torch._C.Generator")
+_struct_checked_verdicts: dict[type, bool] = {}
+
+
+def _struct_checked(kind: Any) -> bool:
+    """Whether a proxy must not claim ``kind`` (see "the class a proxy claims" in Proxy)."""
+    try:
+        verdict = _struct_checked_verdicts.get(kind)
+    except TypeError:  # a class whose metaclass makes it unhashable: not cached
+        verdict = None
+    if verdict is None:
+        verdict = isinstance(kind, type) and any(
+            issubclass(kind, checked) for checked in _loaded_classes(_STRUCT_CHECKED)
+        )
+        if len(_struct_checked_verdicts) < 4096:
+            with contextlib.suppress(TypeError):
+                _struct_checked_verdicts[kind] = verdict
+    return verdict
+
+
+def _loaded_classes(names: tuple[str, ...]) -> list[type]:
+    """The classes among dotted ``names`` whose module is already imported."""
+    found = []
+    for name in names:
+        module_name, _, attribute = name.rpartition(".")
+        module = sys.modules.get(module_name)
+        kind = getattr(module, attribute, None) if module is not None else None
+        if isinstance(kind, type):
+            found.append(kind)
+    return found
 
 
 def _is_proxy(obj: object) -> bool:

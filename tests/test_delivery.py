@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import pickle
+import sys
 import threading
 import time
+import types
 from concurrent.futures import Future
 from typing import Any
 
@@ -13,7 +16,15 @@ import numpy as np
 import pytest
 
 from proxystore.factory import LambdaFactory, SimpleFactory
-from proxystore.integrations.policy import EXACT_TYPES, ProxyPolicy
+from proxystore.integrations.policy import (
+    EXACT_TYPES,
+    PROXY_SAFE,
+    ProxyPolicy,
+    delivery_for,
+    register_delivery,
+    registered_deliveries,
+    unregister_delivery,
+)
 from proxystore.integrations.proxier import (
     ArgumentProxier,
     PickledArgument,
@@ -25,7 +36,7 @@ from proxystore.store import Store
 
 
 class Table:
-    """A user class: arrives as a proxy under the default rule."""
+    """A user class: arrives as the object under the default rule (nobody proved it proxy-safe)."""
 
 
 class SubTable(Table):
@@ -57,9 +68,129 @@ def test_default_rule_delivers_builtin_kinds_as_objects(obj: Any) -> None:
     assert ProxyPolicy().delivers_object(obj)
 
 
-@pytest.mark.parametrize("obj", [np.arange(3), Table(), np.array(5.0)])
-def test_default_rule_delivers_other_kinds_as_proxies(obj: Any) -> None:
+@pytest.mark.parametrize("obj", [np.arange(3), np.array(5.0), np.arange(4.0).reshape(2, 2).T])
+def test_default_rule_delivers_proxy_safe_kinds_as_proxies(obj: Any) -> None:
     assert not ProxyPolicy().delivers_object(obj)
+    assert delivery_for(obj) == "proxy"
+
+
+@pytest.mark.parametrize("obj", [Table(), SubTable(), object(), np.float64(2.0)])
+def test_default_rule_delivers_everything_not_proven_as_objects(obj: Any) -> None:
+    assert ProxyPolicy().delivers_object(obj)
+    assert delivery_for(obj) == "object"
+
+
+def test_the_proxy_safe_list_is_registered_by_name() -> None:
+    registered = registered_deliveries()
+    assert set(PROXY_SAFE) <= set(registered)
+    assert all(registered[name] == "proxy" for name in PROXY_SAFE)
+    with pytest.raises(TypeError):
+        registered["x.Y"] = "proxy"  # type: ignore[index]  # a read-only view
+
+
+def to_list(obj: Any) -> list[Any]:
+    return list(obj.items)
+
+
+class Frame:
+    def __init__(self, n: int) -> None:
+        self.items = list(range(n))
+
+
+class SubFrame(Frame):
+    pass
+
+
+@pytest.fixture
+def registry_entries() -> Any:
+    """Registrations a test makes, removed afterwards."""
+    made: list[Any] = []
+
+    def register(kind: Any, how: Any) -> None:
+        register_delivery(kind, how)
+        made.append(kind)
+
+    yield register
+    for kind in made:
+        with contextlib.suppress(KeyError):  # the test removed it itself
+            unregister_delivery(kind)
+
+
+def test_register_delivery_by_type_by_name_and_with_a_resolver(registry_entries: Any) -> None:
+    registry_entries(Table, "proxy")
+    assert delivery_for(Table()) == "proxy" and delivery_for(SubTable()) == "proxy"
+    registry_entries(SubTable, "object")  # the most specific registered class wins
+    assert delivery_for(SubTable()) == "object" and delivery_for(Table()) == "proxy"
+    registry_entries(f"{__name__}.Frame", to_list)  # by dotted name, resolved lazily
+    assert delivery_for(SubFrame(2)) is to_list
+    # A per-call deliver_as entry wins over the registry; "auto" there defers to it.
+    policy = ProxyPolicy(deliver_as={Table: "object", Frame: "auto"})
+    assert policy.delivery(Table()) == "object" and policy.delivery(Frame(1)) is to_list
+    assert ProxyPolicy(deliver_as="proxy").delivery(SubTable()) == "proxy"
+    unregister_delivery(SubTable)
+    assert delivery_for(SubTable()) == "proxy"
+
+
+def test_a_name_whose_module_is_not_imported_imports_nothing(registry_entries: Any) -> None:
+    registry_entries("not_imported_library_xyz.Thing", "proxy")
+    assert delivery_for(Frame(1)) == "object"
+    assert "not_imported_library_xyz" not in sys.modules
+    # ... and an alias resolves once its module is there (pyarrow.Table is pyarrow.lib.Table).
+    module = types.ModuleType("not_imported_library_xyz")
+    module.Thing = type("Thing", (), {"__module__": "not_imported_library_xyz._impl"})  # type: ignore[attr-defined]
+    sys.modules["not_imported_library_xyz"] = module
+    try:
+        assert delivery_for(module.Thing()) == "proxy"  # type: ignore[attr-defined]
+    finally:
+        del sys.modules["not_imported_library_xyz"]
+
+
+def test_a_type_and_its_alias_are_one_registration(registry_entries: Any) -> None:
+    module = types.ModuleType("alias_library_xyz")
+    impl = type("Frame", (), {"__module__": "alias_library_xyz._impl"})
+    module.Frame = impl  # type: ignore[attr-defined]
+    sys.modules["alias_library_xyz"] = module
+    try:
+        registry_entries("alias_library_xyz.Frame", "object")  # the public alias, by name
+        registry_entries(impl, "proxy")  # then the class itself: replaces the alias's entry
+        assert delivery_for(impl()) == "proxy"
+        assert "alias_library_xyz.Frame" not in registered_deliveries()
+        unregister_delivery("alias_library_xyz.Frame")  # by the alias: the class's entry goes
+        assert delivery_for(impl()) == "object" and not any(
+            "alias_library_xyz" in name for name in registered_deliveries()
+        )
+    finally:
+        del sys.modules["alias_library_xyz"]
+
+
+def test_builtin_kinds_stay_objects_unless_registered_themselves(registry_entries: Any) -> None:
+    registry_entries(object, "proxy")  # the rule before issue 17: proxies of everything else
+    assert delivery_for(Table()) == "proxy"
+    assert (
+        delivery_for({"a": 1}) == "object" and delivery_for(collections.OrderedDict()) == "object"
+    )
+    assert delivery_for(collections.deque()) == "object" and delivery_for(7) == "object"
+    registry_entries(dict, "proxy")
+    assert delivery_for({"a": 1}) == "proxy"
+
+
+@pytest.mark.parametrize(
+    ("kind", "how", "error"),
+    [
+        ("Tensor", "proxy", TypeError),  # not a dotted name
+        (3, "proxy", TypeError),
+        (Table, "lazy", ValueError),
+        (Table, None, ValueError),
+    ],
+)
+def test_bad_registrations_are_refused_naming_the_choices(kind: Any, how: Any, error: type) -> None:
+    with pytest.raises(error, match="register_delivery"):
+        register_delivery(kind, how)
+
+
+def test_unregistering_what_is_not_registered_names_what_is() -> None:
+    with pytest.raises(KeyError, match=r"numpy\.ndarray"):
+        unregister_delivery("no.Such")
 
 
 def test_exact_types_are_types() -> None:
@@ -69,12 +200,12 @@ def test_exact_types_are_types() -> None:
 def test_deliver_as_for_every_type_or_per_type() -> None:
     assert ProxyPolicy(deliver_as="proxy").delivers_object({}) is False
     assert ProxyPolicy(deliver_as="object").delivers_object(np.arange(2)) is True
-    per_type = ProxyPolicy(deliver_as={dict: "proxy", Table: "object", SubTable: "auto"})
+    per_type = ProxyPolicy(deliver_as={dict: "proxy", Table: "proxy", SubTable: "auto"})
     assert not per_type.delivers_object({})
     assert not per_type.delivers_object(collections.OrderedDict())  # subclasses follow
-    assert per_type.delivers_object(Table())
+    assert not per_type.delivers_object(Table())
     # "auto" for the most specific type falls back to the next entry up the MRO.
-    assert per_type.delivers_object(SubTable())
+    assert not per_type.delivers_object(SubTable())
     assert per_type.delivers_object([1])  # not named: the default rule
     assert not per_type.delivers_object(np.arange(2))
 
@@ -132,6 +263,32 @@ def test_task_hands_objects_and_proxies_as_their_refs_say() -> None:
     untouched = [ProxyRef(SimpleFactory(data), deliver_object=True)]
     _, _, plain_args, _ = ProxyTask(seen)(untouched)
     assert plain_args[0] is untouched
+
+
+def test_a_resolver_turns_the_object_into_what_the_body_receives() -> None:
+    frame = Frame(3)
+    ref = ProxyRef(SimpleFactory(frame), deliver_object=to_list)
+    assert "resolver" in repr(ref) and pickle.loads(pickle.dumps(ref)).deliver_object is to_list
+    types_, _, args, _ = ProxyTask(seen)(ref, ProxyRef(SimpleFactory(frame), deliver_object=True))
+    assert args[0] == [0, 1, 2] and types_[0] is list
+    assert args[1] is frame
+
+
+def test_proxier_sends_the_policy_delivery_with_the_reference(
+    store_factory: Any, registry_entries: Any
+) -> None:
+    registry_entries(Frame, to_list)
+    store: Store = store_factory("file")
+    proxier = ArgumentProxier(store, ProxyPolicy(threshold=1_000), owner="test")
+    args, _, lease = proxier.proxy_call((Frame(1_000), Table(), np.arange(1_000.0)), {})
+    try:
+        assert type(args[0]) is ProxyRef and args[0].deliver_object is to_list
+        assert type(args[1]) is not ProxyRef  # small: by value
+        assert issubclass(type(args[2]), Proxy)
+        _, _, got, _ = ProxyTask(seen)(*args)
+        assert got[0] == list(range(1_000))
+    finally:
+        proxier.release(lease)
 
 
 class SlowResolves:

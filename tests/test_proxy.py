@@ -13,6 +13,8 @@ import operator
 import os
 import pathlib
 import pickle
+import subprocess
+import sys
 from collections.abc import Iterator
 from fractions import Fraction
 from typing import Any, Callable
@@ -821,3 +823,63 @@ def test_get_key(store_factory: Any) -> None:
 def test_helpers_reject_non_proxies(helper: Callable[[Any], Any], not_proxy: Any) -> None:
     with pytest.raises(TypeError, match="Proxy"):
         helper(not_proxy)
+
+
+# -- torch and the class a proxy claims (the crash-prone calls run in child processes in
+# tests/test_transparency_libraries.py) ------------------------------------------------------
+
+
+def test_torch_functions_re_run_on_the_targets() -> None:
+    torch = pytest.importorskip("torch")
+    t = torch.arange(6.0).reshape(2, 3)
+    p = make(t)
+    assert torch.equal(torch.sum(p), torch.sum(t))
+    assert torch.equal(torch.cat([p, t]), torch.cat([t, t]))
+    assert torch.equal(torch.nn.functional.relu(p - 2), torch.nn.functional.relu(t - 2))
+    assert type(torch.sum(p)) is torch.Tensor  # results are never proxies
+    # Called directly, the hook unwraps nested lists and keyword arguments.
+    out = Proxy.__torch_function__(torch.stack, (), ([p, p],), {"dim": 1})
+    assert torch.equal(out, torch.stack([t, t], dim=1))
+
+
+def test_a_proxy_of_a_tensor_does_not_claim_tensor_but_others_still_claim_theirs() -> None:
+    torch = pytest.importorskip("torch")
+    p = make(torch.ones(2))
+    assert p.__class__ is Proxy and not isinstance(p, torch.Tensor)
+    assert make(np.ones(2)).__class__ is np.ndarray and isinstance(make([1]), list)
+
+
+def test_setting_class_through_a_proxy_sets_the_targets() -> None:
+    class A:
+        pass
+
+    class B:
+        pass
+
+    target = A()
+    p = make(target)
+    p.__class__ = B
+    assert type(target) is B and isinstance(p, B)
+
+
+def test_the_class_check_imports_nothing() -> None:
+    code = (
+        "import sys; from proxystore.proxy import Proxy; from proxystore.factory import "
+        "SimpleFactory; p = Proxy(SimpleFactory([1])); assert isinstance(p, list); "
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_proxy_of_an_object_of_an_unhashable_class_still_answers_isinstance() -> None:
+    class Meta(type):
+        def __eq__(cls, other: object) -> bool:
+            return cls is other
+
+        __hash__ = None  # type: ignore[assignment]
+
+    class Odd(metaclass=Meta):
+        pass
+
+    assert isinstance(make(Odd()), Odd)

@@ -106,6 +106,8 @@ OPS = _ops()
 KNOWN_DIFFERENCES: dict[tuple[str, str], str] = {
     # numpy's C concatenate asks PySequence_Check, which is true for a proxy of anything and
     # false for a dict; the proxy's sequence slot then looks up d[0]: KeyError, not TypeError.
+    # Not fixable from Python: CPython fills the sequence slot from __getitem__, the very
+    # method that serves p[key], so the slot cannot tell an index from a mapping key.
     ("np.concatenate", "dict"): "PySequence_Check is decided by the proxy's type",
     # "%s" % x treats an exact tuple as the argument tuple; a proxy is one argument.
     ("percent-s", "tuple"): "str % checks PyTuple_Check",
