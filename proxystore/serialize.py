@@ -52,6 +52,7 @@ __all__ = [
     "deserialize",
     "has_buffers",
     "pickle_once",
+    "rebuilds_writable",
     "serialize",
     "serialize_parts",
     "serialized_size",
@@ -334,6 +335,24 @@ def has_buffers(data: Buffer) -> bool:
         return False
     count, _ = _FRAME_HEAD.unpack_from(view, 1)
     return bool(count)
+
+
+def rebuilds_writable(data: Buffer) -> bool:
+    """Return whether ``data`` holds objects rebuilt writable even from read-only input.
+
+    Torch tensors (torch has no read-only tensors): where numpy arrays on read-only memory come
+    back read-only, a tensor comes back over a private copy-on-write alias (or a copy), so a
+    store that shares what it rebuilt on read-only memory must not share these.
+    """
+    view = memoryview(data)
+    if not has_buffers(view):
+        return False
+    if view.ndim != 1 or view.itemsize != 1:
+        view = view.cast("B")
+    count, stream_len = _FRAME_HEAD.unpack_from(view, 1)
+    start = 1 + _FRAME_HEAD.size + count * _LENGTH.size
+    stream = bytes(view[start : start + stream_len])
+    return any(name.encode() in stream for _, name in _CODECS)
 
 
 def deserialize(data: Buffer, *, copy_readonly: bool = True) -> Any:

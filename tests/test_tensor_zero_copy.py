@@ -272,17 +272,20 @@ def test_tensor_resolves_over_the_mapped_pages(
 def test_writing_a_resolved_tensor_is_private(
     kind: str, stores: dict[str, Any], shm_dir: str
 ) -> None:
-    """Copy-on-write; where the store is read-only too (torch has no read-only tensors: over
-    read-only pages a write would crash the process), and nothing warns."""
+    """Copy-on-write, also where the store is read-only (torch has no read-only tensors: over
+    read-only pages a write would crash the process); nothing warns, and a read-only store does
+    not share a tensor between gets as it shares read-only arrays."""
     store = stores["make"](kind)
     original = torch.arange(100_000, dtype=torch.float64)
     key = store.set(original)
     first = store.get(key)
     first[:10] = -1  # neither crashes nor reaches the file
-    if kind == "file-shm":
-        assert torch.equal(store.get(key), original)  # each get has its own pages
-    else:  # a read-only store caches the object: this process's gets share that tensor
-        assert store.get(key) is first
+    second = store.get(key)
+    assert second is not first and torch.equal(second, original)  # each get its own pages
+    assert not store.is_cached(key)
+    if kind.endswith("readonly"):
+        array_key = store.set(np.arange(1000))
+        assert store.get(array_key) is store.get(array_key)  # read-only arrays still shared
     directory = Path(shm_dir if kind.startswith("file") else f"{shm_dir}-tier")
     files = [path.read_bytes() for path in directory.rglob("*") if path.is_file()]
     assert sum(original.numpy().tobytes() in data for data in files) == 1  # unchanged
