@@ -302,3 +302,12 @@ def test_issue_17_cases_run_quick_and_vs_ray_skips_without_ray(tmp_path: Path) -
     private = cases["library/torch/get-private/tensor-8MB"]
     assert private["unit"] == "B" and private["floor"]["median"] == 8 * 2**20
     assert private["median"] < 2**20  # no copy of the 8 MB (quick runs check no target)
+    figure = tmp_path / "libraries.svg"
+    drawn = run_benchmarks("-m", "benchmarks.library_figure", str(out), str(figure))
+    assert drawn.returncode == 0, drawn.stderr
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert "matplotlib is not installed" in drawn.stderr
+    else:
+        assert figure.read_text().lstrip().startswith("<?xml")

@@ -256,14 +256,17 @@ def test_tensor_resolves_over_the_mapped_pages(
     """Zero-copy where there is a file mapping; one fresh buffer through Redis."""
     store = stores["make"](kind)
     original = torch.arange(1_000_000, dtype=torch.float32)
-    key = store.set({"w": original, "b": original[::2]})
+    parameter = torch.nn.Parameter(torch.ones(500_000))
+    key = store.set({"w": original, "b": original[::2], "p": parameter})
     got = store.get(key)
-    path = region_of(got["w"].data_ptr())
-    if where == "anonymous":
-        assert path is None
-    else:
-        directory = shm_dir if where == "store" else f"{shm_dir}-tier"
-        assert path is not None and path.startswith(directory + "/"), path
+    assert type(got["p"]) is torch.nn.Parameter and torch.equal(got["p"].detach(), parameter)
+    for tensor in (got["w"], got["p"]):
+        path = region_of(tensor.data_ptr())
+        if where == "anonymous":
+            assert path is None
+        else:
+            directory = shm_dir if where == "store" else f"{shm_dir}-tier"
+            assert path is not None and path.startswith(directory + "/"), path
     assert got["b"].data_ptr() == got["w"].data_ptr()  # one storage, as given
     assert_same(got["b"], original[::2])
 
