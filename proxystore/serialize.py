@@ -422,5 +422,10 @@ def _load_frame(view: memoryview, *, copy: bool) -> Any:
         buffers.append(bytearray(piece) if copy else piece)
     try:
         return pickle.loads(stream, buffers=buffers)
+    except ModuleNotFoundError as exc:  # e.g. a tensor loaded where torch is not installed
+        raise SerializationError(
+            f"cannot deserialize: the object needs module {exc.name!r}, which is not "
+            f"installed in this process's environment (install it where the object is loaded)"
+        ) from exc
     except Exception as exc:
         raise SerializationError(f"corrupt serialized data: {exc}") from exc

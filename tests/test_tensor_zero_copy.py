@@ -153,6 +153,31 @@ def test_import_proxystore_imports_no_data_library() -> None:
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
+def test_a_tensor_loaded_without_torch_says_what_is_missing(tmp_path: Path) -> None:
+    hidden = tmp_path / "hidden"
+    hidden.mkdir()
+    (hidden / "torch.py").write_text("raise ModuleNotFoundError('hidden', name='torch')\n")
+    code = textwrap.dedent(
+        """
+        import sys
+        from proxystore.serialize import SerializationError, deserialize
+        try:
+            deserialize(sys.stdin.buffer.read())
+        except SerializationError as exc:
+            print(exc)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        input=serialize(torch.ones(3)),
+        capture_output=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(hidden), *sys.path])},
+        check=True,
+    )
+    assert b"needs module 'torch'" in done.stdout, done
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d).rpartition(".")[2])
 def test_serialize_round_trip_every_dtype_and_layout(dtype: Any) -> None:
     for tensor in layouts(dtype).values():
