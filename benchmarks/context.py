@@ -223,19 +223,28 @@ class Context:
 
     # -- engines ---------------------------------------------------------------------------------
 
-    def process_pool(self, name: str, workers: int) -> ProcessPoolExecutor:
-        """A process pool (fork start method where available), shut down at the end."""
+    def process_pool(
+        self, name: str, workers: int, *, method: str | None = None
+    ) -> ProcessPoolExecutor:
+        """A process pool, shut down at the end.
+
+        Args:
+            name: Names the pool; pools of different names are different pools.
+            workers: Worker processes.
+            method: The start method (default: fork where available), e.g. ``"spawn"``.
+        """
 
         def make() -> ProcessPoolExecutor:
             import multiprocessing
 
             methods = multiprocessing.get_all_start_methods()
-            context = multiprocessing.get_context("fork" if "fork" in methods else None)
+            chosen = method or ("fork" if "fork" in methods else None)
+            context = multiprocessing.get_context(chosen)
             pool = ProcessPoolExecutor(workers, mp_context=context)
             self.exit.callback(pool.shutdown, wait=True, cancel_futures=True)
             return pool
 
-        return self.resource(f"pool:{name}:{workers}", make)
+        return self.resource(f"pool:{name}:{workers}:{method or 'default'}", make)
 
     def dask_client(self, workers: int) -> Any:
         """A Dask client on a LocalCluster of ``workers`` single-threaded worker processes."""

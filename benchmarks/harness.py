@@ -406,7 +406,10 @@ def machine_info(redis_version: str | None) -> dict[str, Any]:
         "kernel": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),
         "packages": _versions(
-            ["numpy", "redis", "lazy-object-proxy", "dask", "distributed", "cloudpickle"]
+            [
+                *("numpy", "redis", "lazy-object-proxy", "dask", "distributed", "cloudpickle"),
+                *("torch", "pandas", "pyarrow", "ray"),
+            ]
         ),
         "redis_server": redis_version,
         "file_systems": _file_systems(),

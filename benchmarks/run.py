@@ -14,7 +14,8 @@ ratio of their medians. Results go to ``benchmarks/results/latest.json`` unless 
 says otherwise. A Redis server is needed for the Redis cases: REDIS_HOST/REDIS_PORT, or else
 a private ``redis-server`` started on a free port for the run and shut down after it. The multi-host
 cases (:mod:`benchmarks.multihost_cases`) run only when ``--case`` selects them. The Ray cases
-(:mod:`benchmarks.ray_cases`) need the ``bench`` extra and are reported as skipped without it.
+(:mod:`benchmarks.ray_cases`) need the ``bench`` extra and are reported as skipped without it;
+so are the data-library cases (:mod:`benchmarks.library_cases`) without their library.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ if __package__ in (None, ""):  # run as a script: make the checkout importable
 
 from benchmarks import (
     executor_cases,
+    library_cases,
     memory_cases,
     multihost_cases,
     overhead_cases,
@@ -69,6 +71,7 @@ def all_cases(ctx: Context) -> list[Case]:
         *zero_copy_cases.other_cases(ctx),
         *overhead_cases.other_cases(ctx),
         *ray_cases.cases(ctx),  # Ray starts last, once every pool is forked
+        *library_cases.cases(ctx),  # imports torch & co. (spawned pools): after every fork
         *multihost_cases.cases(ctx),  # explicit: only with --case 'multihost/*'
     ]
 

@@ -157,6 +157,10 @@ def _rebuild_task(
 def store_and_proxy(store: Store, obj: Any, measured: Measured, *, evict: bool) -> Proxy:
     """Store ``obj`` (its bytes pickled while measuring it, when there are any); proxy it."""
     if measured.pickled is not None:
-        key = store.set(b"".join(measured.pickled.parts()), serialize=False)
+        pickled = measured.pickled
+        if store.codec.by_reference:  # keeps what it is given: bytes, not the Pickled
+            key = store.set(b"".join(pickled.parts()), serialize=False)
+        else:  # its pieces as they are, never joined into one copy first
+            key = store.set(pickled)
         return store.proxy(key=key, evict=evict)
     return store.proxy(obj, evict=evict)

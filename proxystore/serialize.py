@@ -17,16 +17,28 @@ memory views of the input. Writable input (``bytearray``, a writable ``memoryvie
 gives arrays that share its memory without any copy; read-only input (``bytes``) gives arrays
 backed by one private copy of each buffer, so they stay writable like the original.
 
+CPU torch tensors get the same treatment although torch's own pickling copies them through
+``torch.save``: a private codec (``proxystore._torch_codec``) hands each tensor's storage to
+pickle 5 as one out-of-band buffer, and rebuilds the tensor on the input's memory. It is used
+only when ``torch`` is already imported as an object is pickled (``import proxystore`` never
+imports torch), and loaded on demand by a stream that holds a tensor. Torch has no read-only
+tensors, so read-only input never reaches one: a read-only file mapping is aliased by a private
+copy-on-write one (still no copy), other read-only input is copied once.
+
 :func:`serialize_parts` returns the pieces without joining them, so a backend that can write a
 list of buffers (``os.writev``, a Redis pipeline) never makes the joined copy at all.
 """
 
 from __future__ import annotations
 
+import copyreg
+import importlib
 import pickle
 import struct
-from collections.abc import Sequence
-from types import FunctionType
+import sys
+from collections import ChainMap
+from collections.abc import Callable, Sequence
+from types import FunctionType, ModuleType
 from typing import Any, Union
 
 import cloudpickle
@@ -40,6 +52,7 @@ __all__ = [
     "deserialize",
     "has_buffers",
     "pickle_once",
+    "rebuilds_writable",
     "serialize",
     "serialize_parts",
     "serialized_size",
@@ -59,6 +72,32 @@ _LENGTH = struct.Struct("<Q")
 _MAIN = b"__main__"
 
 
+# Per-library codecs: (library, codec module). A codec module's ``reducers()`` returns
+# dispatch-table entries (type -> reduce function) for one pickling call. They are used only
+# when the library is already imported (in ``sys.modules``) as the object is pickled, so
+# ``import proxystore`` never imports the library; the stream names the codec's rebuild
+# function, so loading imports it (and the library) on demand.
+_CODECS: tuple[tuple[str, str], ...] = (("torch", "proxystore._torch_codec"),)
+_LOADED: dict[str, ModuleType] = {}
+_DISPATCH_SLOT = vars(pickle.Pickler)["dispatch_table"]  # the C pickler's table (a member)
+
+
+def _reducers() -> dict[type, Callable[[Any], Any]] | None:
+    """Dispatch-table entries of the codecs whose library is in use, or ``None``."""
+    entries: dict[type, Callable[[Any], Any]] | None = None
+    for library, name in _CODECS:
+        if library not in sys.modules:
+            continue
+        codec = _LOADED.get(name)
+        if codec is None:
+            try:
+                codec = _LOADED[name] = importlib.import_module(name)
+            except ImportError:  # the library is half there (a stub, a broken install)
+                continue
+        entries = {**(entries or {}), **codec.reducers()}
+    return entries
+
+
 def _align(offset: int) -> int:
     return (offset + _ALIGN - 1) // _ALIGN * _ALIGN
 
@@ -73,12 +112,22 @@ def _pickle(
     # value with cloudpickle instead. The probing pickler spots them as it goes; after a plain
     # pickle.dumps the module name is looked for in the stream (a false positive, "__main__"
     # in the data itself, only costs the cloudpickle detour).
+    reducers = _reducers()
     try:
         if refuse:
             pickler = _ProbingPickler(refuse, buffers)
+            if reducers:
+                pickler.dispatch_table = {**copyreg.dispatch_table, **reducers}
             pickler.dump(obj)
             stream = pickler.stream()
             refers_to_main = pickler.refers_to_main
+        elif reducers:
+            chunks = _Chunks()
+            plain = pickle.Pickler(chunks, protocol=5, buffer_callback=buffers.append)
+            plain.dispatch_table = {**copyreg.dispatch_table, **reducers}
+            plain.dump(obj)
+            stream = chunks.join()
+            refers_to_main = _MAIN in stream
         else:
             stream = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
             refers_to_main = _MAIN in stream
@@ -92,7 +141,17 @@ def _pickle(
         first = pickle.PicklingError("the object refers to definitions in __main__")
     buffers.clear()
     try:
-        data = cloudpickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+        if reducers:
+            chunks = _Chunks()
+            by_value = cloudpickle.CloudPickler(chunks, protocol=5, buffer_callback=buffers.append)
+            # CloudPickler's class attribute shadows the C pickler's own slot: set the slot.
+            _DISPATCH_SLOT.__set__(
+                by_value, ChainMap(_reducers() or {}, cloudpickle.CloudPickler.dispatch_table)
+            )
+            by_value.dump(obj)
+            data = chunks.join()
+        else:
+            data = cloudpickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
     except Exception as exc:
         raise SerializationError(
             f"cannot serialize object of type {type(obj).__name__}: {exc} (pickle said: {first})"
@@ -183,6 +242,12 @@ class _Chunks(list[bytes]):
 
     write = list.append
 
+    def join(self) -> bytes:
+        """Everything written, as one bytes object (no copy when it is one chunk)."""
+        if len(self) == 1 and type(self[0]) is bytes:
+            return self[0]
+        return b"".join(self)
+
 
 class _ProbingPickler(pickle.Pickler):
     """Pickles to a list of chunks, refusing some types and noting references to __main__.
@@ -213,10 +278,7 @@ class _ProbingPickler(pickle.Pickler):
 
     def stream(self) -> bytes:
         """The pickle stream written so far (one chunk needs no copy)."""
-        chunks = self.chunks
-        if len(chunks) == 1 and type(chunks[0]) is bytes:
-            return chunks[0]
-        return b"".join(chunks)
+        return self.chunks.join()
 
 
 def pickle_once(obj: Any, *, refuse: tuple[type, ...] = ()) -> Pickled | None:
@@ -273,6 +335,24 @@ def has_buffers(data: Buffer) -> bool:
         return False
     count, _ = _FRAME_HEAD.unpack_from(view, 1)
     return bool(count)
+
+
+def rebuilds_writable(data: Buffer) -> bool:
+    """Return whether ``data`` holds objects rebuilt writable even from read-only input.
+
+    Torch tensors (torch has no read-only tensors): where numpy arrays on read-only memory come
+    back read-only, a tensor comes back over a private copy-on-write alias (or a copy), so a
+    store that shares what it rebuilt on read-only memory must not share these.
+    """
+    view = memoryview(data)
+    if not has_buffers(view):
+        return False
+    if view.ndim != 1 or view.itemsize != 1:
+        view = view.cast("B")
+    count, stream_len = _FRAME_HEAD.unpack_from(view, 1)
+    start = 1 + _FRAME_HEAD.size + count * _LENGTH.size
+    stream = bytes(view[start : start + stream_len])
+    return any(name.encode() in stream for _, name in _CODECS)
 
 
 def deserialize(data: Buffer, *, copy_readonly: bool = True) -> Any:
@@ -342,5 +422,10 @@ def _load_frame(view: memoryview, *, copy: bool) -> Any:
         buffers.append(bytearray(piece) if copy else piece)
     try:
         return pickle.loads(stream, buffers=buffers)
+    except ModuleNotFoundError as exc:  # e.g. a tensor loaded where torch is not installed
+        raise SerializationError(
+            f"cannot deserialize: the object needs module {exc.name!r}, which is not "
+            f"installed in this process's environment (install it where the object is loaded)"
+        ) from exc
     except Exception as exc:
         raise SerializationError(f"corrupt serialized data: {exc}") from exc

@@ -43,6 +43,17 @@ RAY_QUICK_CASES = [
     "ray/put/file-shm/array-8MB",
 ]
 NEW_QUICK_CASES = [*OVERHEAD_QUICK_CASES, *RAY_QUICK_CASES, "put-floor/file-shm/array-8MB"]
+LIBRARY_OBJECTS = {"numpy": "array", "torch": "tensor", "pandas": "frame", "arrow": "table"}
+LIBRARY_QUICK_CASES = [
+    *(
+        f"library/{library}/{against}/{kind}-8MB"
+        for library, kind in LIBRARY_OBJECTS.items()
+        for against in ("vs-pool", "vs-ray")
+    ),
+    "library/numpy/get-private/array-8MB",
+    "library/torch/get-private/tensor-8MB",
+    "library/torch/put/tensor-8MB",
+]
 EXPECTED_CASES = [
     *(
         f"store/{store}/{operation}/{obj}"
@@ -71,6 +82,7 @@ EXPECTED_CASES = [
     "zero-copy/dask/vs-scatter-unhashed/array-8MB",
     "zero-copy/resolve/fresh-process/array-8MB",
     *NEW_QUICK_CASES,
+    *LIBRARY_QUICK_CASES,
 ]
 
 
@@ -136,7 +148,8 @@ def test_quick_run_writes_every_case(tmp_path: Path, redis_address: tuple[str, i
         assert set(case) >= CASE_KEYS, case["name"]
         assert case["error"] is None, (case["name"], case["error"])
         if case["skipped"] is not None:  # the Ray cases where Ray is not installed
-            assert case["name"].startswith("ray/") and "Ray is not installed" in case["skipped"]
+            assert case["name"].startswith("ray/") or "/vs-ray/" in case["name"], case["name"]
+            assert "Ray is not installed" in case["skipped"]
             continue
         assert case["repeats"] >= 1 and case["median"] is not None
         assert case["floor"]["name"] and case["floor"]["median"] is not None
@@ -251,3 +264,50 @@ def test_curves_quick_writes_data_and_figures(
     else:
         for figure in ("size-time.svg", "size-memory.svg", "tasks.svg", "workers.svg"):
             assert (out / figure).read_text().lstrip().startswith("<?xml"), figure
+
+
+def test_issue_17_cases_are_listed_with_their_targets() -> None:
+    done = run_benchmarks("-m", "benchmarks", "--list", "--case", "library/*")
+    assert done.returncode == 0, done.stderr
+    listed = {line.split()[0]: line for line in done.stdout.splitlines()}
+    assert set(listed) == {name.replace("-8MB", "-100MB") for name in LIBRARY_QUICK_CASES}
+    assert "<= 1.0x" in listed["library/torch/vs-pool/tensor-100MB"]
+    assert "plain ProcessPoolExecutor (spawn)" in listed["library/torch/vs-pool/tensor-100MB"]
+    assert "<= 0.5x" in listed["library/torch/vs-ray/tensor-100MB"]
+    assert "< 10 MB" in listed["library/torch/get-private/tensor-100MB"]
+    assert "<= 2x" in listed["library/torch/put/tensor-100MB"]
+    assert "target" not in listed["library/pandas/vs-pool/frame-100MB"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_issue_17_cases_run_quick_and_vs_ray_skips_without_ray(tmp_path: Path) -> None:
+    out = tmp_path / "quick.json"
+    done = run_benchmarks(
+        "-m", "benchmarks", "--quick", "--json", str(out), "--case", "library/*",
+        env=_hide(tmp_path, "ray"),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    cases = {case["name"]: case for case in json.loads(out.read_text())["cases"]}
+    assert set(cases) == set(LIBRARY_QUICK_CASES)
+    for name, case in cases.items():
+        assert case["error"] is None, (name, case["error"])
+        if "/vs-ray/" in name:
+            assert case["skipped"] and "Ray is not installed" in case["skipped"]
+            continue
+        assert case["skipped"] is None and case["median"] is not None, (name, case)
+        assert case["floor"]["median"] is not None and case["ratio"] is not None
+    pool = cases["library/torch/vs-pool/tensor-8MB"]
+    assert {"submit_s", "first_submit_s", "tasks_s", "floor_submit_s"} <= set(pool["extra"])
+    private = cases["library/torch/get-private/tensor-8MB"]
+    assert private["unit"] == "B" and private["floor"]["median"] == 8 * 2**20
+    assert private["median"] < 2**20  # no copy of the 8 MB (quick runs check no target)
+    figure = tmp_path / "libraries.svg"
+    drawn = run_benchmarks("-m", "benchmarks.library_figure", str(out), str(figure))
+    assert drawn.returncode == 0, drawn.stderr
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert "matplotlib is not installed" in drawn.stderr
+    else:
+        assert figure.read_text().lstrip().startswith("<?xml")
