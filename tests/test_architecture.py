@@ -1,4 +1,4 @@
-"""The shape of the code: no import cycle, small modules (see docs/architecture.rst)."""
+"""The shape of the code: no import cycle (see docs/architecture.rst)."""
 
 from __future__ import annotations
 
