@@ -32,6 +32,7 @@ from proxystore.store.cache import LRUCache
 from proxystore.store.codec import Codec, RawBytes
 from proxystore.store.description import StoreDescription
 from proxystore.store.inflight import InFlight
+from proxystore.store.settings import StoreSettings
 from proxystore.store.layers.timing import TimingLayer
 from proxystore.store.stats import StatsRecorder, TimeStats
 from proxystore.store.store_factory import MISSING, StoreFactory, check_factory_kwargs
@@ -53,7 +54,11 @@ class Store:
             disables caching.
         codec: Serialization settings (see :class:`~proxystore.store.codec.Codec`).
         kwargs: The constructor arguments (besides the name) that re-create this store in
-            another process: its :class:`~proxystore.store.description.StoreDescription`.
+            another process: its :class:`~proxystore.store.description.StoreDescription`
+            (a store with ``settings`` takes them from :meth:`StoreSettings.kwargs
+            <proxystore.store.settings.StoreSettings.kwargs>` instead).
+        settings: The store's validated settings (``FileSettings``, ``RedisSettings``, ...),
+            kept as :attr:`settings`; they describe the store to other processes.
 
     Raises:
         ValueError: If ``name`` is empty or ``cache_size`` is negative.
@@ -71,6 +76,7 @@ class Store:
         cache_size: int = 16,
         codec: Codec = _DEFAULT_CODEC,
         kwargs: Mapping[str, Any] | None = None,
+        settings: StoreSettings | None = None,
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ValueError(f"store name must be a non-empty string, got {name!r}")
@@ -81,6 +87,7 @@ class Store:
         self.backend = backend
         self._caching = cache_size > 0 and not codec.by_reference
         self._kwargs = dict(kwargs or {})
+        self._settings = settings
         self._stats: StatsRecorder | None = None
         self._description: StoreDescription | None = None
         self._inflight: InFlight[Fetched] = InFlight()
@@ -94,8 +101,24 @@ class Store:
         """Return the ``"module:ClassName"`` path that names this store type in descriptions."""
         return f"{cls.__module__}:{cls.__qualname__}"
 
+    @property
+    def settings(self) -> StoreSettings | None:
+        """The store's validated settings (``None`` for a store built on a bare backend)."""
+        return self._settings
+
+    def replace_settings(self, settings: StoreSettings) -> None:
+        """Describe the store by new settings from now on (proxies made later carry them).
+
+        For a store that changes a setting after creation (``GlobusStore.timeout``); the
+        caller applies the change to its backend itself.
+        """
+        self._settings = settings
+        self._description = None
+
     def factory_kwargs(self) -> dict[str, Any]:
         """Return the constructor arguments (besides the name) that re-create this store."""
+        if self._settings is not None:
+            return self._settings.kwargs()
         return dict(self._kwargs)
 
     @property
