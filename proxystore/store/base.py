@@ -32,8 +32,8 @@ from proxystore.store.cache import LRUCache
 from proxystore.store.codec import Codec, RawBytes
 from proxystore.store.description import StoreDescription
 from proxystore.store.inflight import InFlight
-from proxystore.store.settings import StoreSettings
 from proxystore.store.layers.timing import TimingLayer
+from proxystore.store.settings import StoreSettings
 from proxystore.store.stats import StatsRecorder, TimeStats
 from proxystore.store.store_factory import MISSING, StoreFactory, check_factory_kwargs
 
