@@ -18,6 +18,7 @@ import globus_sdk
 import numpy as np
 import pytest
 
+from proxystore.cli.globus_login import TOKENS_ENV, save_tokens
 from proxystore.exceptions import (
     InvalidKeyError,
     StoreAuthError,
@@ -28,7 +29,6 @@ from proxystore.exceptions import (
 from proxystore.proxy import extract, get_factory, get_key, is_resolved, resolve_async
 from proxystore.store import STORES, get_store, init_store, unregister_store
 from proxystore.store.globus import HOSTNAME_ENV, GlobusEndpoint, GlobusEndpoints, GlobusStore
-from proxystore.store.globus_auth import TOKENS_ENV, save_tokens
 from tests.globus_sim import (
     SITE_A,
     SITE_B,
