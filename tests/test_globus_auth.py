@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -316,3 +318,14 @@ def test_entry_point_is_declared() -> None:
         e for e in entry_points(group="console_scripts") if e.name == "proxystore-globus-auth"
     ]
     assert script.value == "proxystore.cli.globus_login:main"
+
+
+def test_the_program_runs_as_a_module_of_the_cli_package() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "proxystore.cli.globus_login", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: proxystore-globus-auth") and "login" in result.stdout

@@ -59,7 +59,7 @@ def _normalized_layers(layers: LayerSettings) -> LayerSettings:
     if isinstance(host_cache, (str, os.PathLike)):
         host_cache = os.path.abspath(os.fspath(host_cache))
     key = layers.signing_key
-    if isinstance(key, (bytearray, memoryview)):
+    if isinstance(key, bytearray):
         key = bytes(key)
     if host_cache is layers.host_cache and key is layers.signing_key:
         return layers
