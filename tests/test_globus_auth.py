@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,9 +20,8 @@ import globus_sdk
 import pytest
 import requests
 
-from proxystore.exceptions import StoreAuthError
-from proxystore.store import globus_auth
-from proxystore.store.globus_auth import (
+from proxystore.cli import globus_login
+from proxystore.cli.globus_login import (
     CLIENT_ID_ENV,
     TOKENS_ENV,
     TRANSFER_RESOURCE_SERVER,
@@ -34,6 +35,7 @@ from proxystore.store.globus_auth import (
     save_tokens,
     tokens_path,
 )
+from proxystore.exceptions import StoreAuthError
 
 TOKENS = {
     TRANSFER_RESOURCE_SERVER: {
@@ -41,7 +43,7 @@ TOKENS = {
         "refresh_token": "RT-transfer",
         "expires_at_seconds": 2**40,
         "resource_server": TRANSFER_RESOURCE_SERVER,
-        "scope": globus_auth.TRANSFER_SCOPE,
+        "scope": globus_login.TRANSFER_SCOPE,
         "token_type": "Bearer",
     }
 }
@@ -192,7 +194,7 @@ def test_refreshed_tokens_are_saved_back(tmp_path: Path) -> None:
     class Refreshed:
         by_resource_server = fresh
 
-    globus_auth._update_saved(path, "client", Refreshed())
+    globus_login._update_saved(path, "client", Refreshed())
     saved = load_tokens(path)["tokens"][TRANSFER_RESOURCE_SERVER]
     assert saved["access_token"] == "AT-2" and saved["refresh_token"] == "RT-transfer"
     assert mode(path) == 0o600
@@ -212,7 +214,7 @@ def test_login_saves_private_tokens(tmp_path: Path) -> None:
         echo=shown.append,
     )
     assert auth.code == "the-code"
-    assert auth.scopes == globus_auth.TRANSFER_SCOPE
+    assert auth.scopes == globus_login.TRANSFER_SCOPE
     assert "https://auth.globus.org" in shown[0]
     assert mode(path) == 0o600
     assert load_tokens(path)["client_id"] == "my-app"
@@ -229,7 +231,7 @@ def test_login_asks_consent_for_mapped_collections(tmp_path: Path) -> None:
         echo=lambda _: None,
     )
     assert auth.scopes == (
-        f"{globus_auth.TRANSFER_SCOPE}[*https://auth.globus.org/scopes/c1/data_access "
+        f"{globus_login.TRANSFER_SCOPE}[*https://auth.globus.org/scopes/c1/data_access "
         "*https://auth.globus.org/scopes/c2/data_access]"
     )
     globus_sdk.Scope.parse(auth.scopes)  # a valid scope string
@@ -247,7 +249,7 @@ def test_login_client_id_from_environment(tmp_path: Path, monkeypatch: pytest.Mo
 
 
 def test_login_without_client_id_explains(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(globus_auth, "CLIENT_ID", None)
+    monkeypatch.setattr(globus_login, "CLIENT_ID", None)
     with pytest.raises(StoreAuthError, match=r"--client-id.*PROXYSTORE_GLOBUS_CLIENT_ID"):
         login(path=tmp_path / "t.json", auth_client=FakeAuthClient(), prompt=lambda _: "c")
 
@@ -297,7 +299,7 @@ def test_command_logout_without_tokens(tmp_path: Path, capsys: pytest.CaptureFix
 def test_command_login_without_client_id_fails_cleanly(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(globus_auth, "CLIENT_ID", None)
+    monkeypatch.setattr(globus_login, "CLIENT_ID", None)
     assert main(["login"]) == 1
     assert "--client-id" in capsys.readouterr().err
 
@@ -315,4 +317,15 @@ def test_entry_point_is_declared() -> None:
     [script] = [
         e for e in entry_points(group="console_scripts") if e.name == "proxystore-globus-auth"
     ]
-    assert script.value == "proxystore.store.globus_auth:main"
+    assert script.value == "proxystore.cli.globus_login:main"
+
+
+def test_the_program_runs_as_a_module_of_the_cli_package() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "proxystore.cli.globus_login", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: proxystore-globus-auth") and "login" in result.stdout

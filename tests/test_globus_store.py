@@ -18,6 +18,7 @@ import globus_sdk
 import numpy as np
 import pytest
 
+from proxystore.cli.globus_login import TOKENS_ENV, save_tokens
 from proxystore.exceptions import (
     InvalidKeyError,
     StoreAuthError,
@@ -27,8 +28,14 @@ from proxystore.exceptions import (
 )
 from proxystore.proxy import extract, get_factory, get_key, is_resolved, resolve_async
 from proxystore.store import STORES, get_store, init_store, unregister_store
-from proxystore.store.globus import HOSTNAME_ENV, GlobusEndpoint, GlobusEndpoints, GlobusStore
-from proxystore.store.globus_auth import TOKENS_ENV, save_tokens
+from proxystore.store.globus import (
+    HOSTNAME_ENV,
+    GlobusEndpoint,
+    GlobusEndpoints,
+    GlobusFactory,
+    GlobusSettings,
+    GlobusStore,
+)
 from tests.globus_sim import (
     SITE_A,
     SITE_B,
@@ -506,3 +513,66 @@ def test_invalid_arguments(sites: Sites, kwargs: dict[str, Any], error: type, ma
 
 def test_repr_names_the_local_endpoint(make_store: MakeStore, sites: Sites) -> None:
     assert sites.a.uuid in repr(make_store(SITE_A))
+
+
+# -- settings, description, factory (issue 18) ---------------------------------------------
+
+
+def test_a_description_re_creates_an_equal_store_at_either_site(
+    make_store: MakeStore, tmp_path: Path
+) -> None:
+    key = bytearray(b"k" * 32)
+    store = make_store(
+        SITE_A,
+        polling_interval=0.5,
+        timeout=9,
+        cache_size=3,
+        sync_level="checksum",
+        signing_key=key,
+    )
+    assert isinstance(store.settings, GlobusSettings)
+    kwargs = store.description.kwargs
+    assert kwargs["signing_key"] == bytes(key) and type(kwargs["signing_key"]) is bytes
+    for host in (SITE_A, SITE_B):
+        again = GlobusStore(store.name, hostname=host, **kwargs)
+        assert again.settings == store.settings
+        assert again.description == store.description
+        assert again.local_endpoint.host_regex == host
+
+
+def test_proxies_carry_the_globus_factory(make_store: MakeStore) -> None:
+    store = make_store(SITE_A)
+    assert GlobusStore.factory_class is GlobusFactory
+    factory = get_factory(store.proxy([1, 2]))
+    assert type(factory) is GlobusFactory
+    assert factory() == [1, 2]
+
+
+def test_timeout_set_later_is_validated_and_travels(make_store: MakeStore) -> None:
+    store = make_store(SITE_A, timeout=5)
+    before = store.description
+    for bad, error in ((-1, ValueError), ("30", TypeError)):
+        with pytest.raises(error, match="timeout must be"):
+            store.timeout = bad  # type: ignore[assignment]
+        assert store.timeout == 5 and store.description == before  # nothing changed
+    store.timeout = 30
+    assert store.timeout == store.tasks.timeout == store.settings.timeout == 30
+    assert store.description.kwargs["timeout"] == 30
+    factory = get_factory(store.proxy("x"))
+    assert factory.description.kwargs["timeout"] == 30
+
+
+def test_a_transfer_client_without_its_methods_is_refused_at_once(sites: Sites) -> None:
+    class Half:
+        def submit_transfer(self, data: Any) -> Any:
+            raise AssertionError("never called")
+
+    with pytest.raises(TypeError, match=r"'s': transfer_client .*submit_delete, get_task"):
+        GlobusStore("s", endpoints=sites.endpoints, transfer_client=Half(), hostname=SITE_A)
+
+
+def test_settings_repr_hides_the_client_and_the_key(make_store: MakeStore) -> None:
+    store = make_store(SITE_A, signing_key=b"secret-signing-key-0123456789abcdef")
+    shown = repr(store.settings)
+    assert "transfer_client=***" in shown and "SimulatedTransferClient" not in shown
+    assert "secret-signing-key" not in shown and "GlobusSettings(" in shown

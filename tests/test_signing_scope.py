@@ -30,7 +30,7 @@ from proxystore.proxy import extract
 from proxystore.store import init_store, unregister_store
 from proxystore.store.base import Store
 from proxystore.store.file import FileStore, is_memory_file_system
-from proxystore.store.globus_keys import split_key
+from proxystore.store.globus._keys import split_key
 from proxystore.store.layers import SigningLayer, innermost
 from proxystore.store.redis import RedisStore
 from tests.redis_server import private_redis

@@ -1,5 +1,8 @@
 """Globus login for the ``GlobusStore``: the ``proxystore-globus-auth`` command and its tokens.
 
+(This module was ``proxystore.store.globus_auth``; the program moved here, beside the other
+command-line code.)
+
 Usage::
 
     proxystore-globus-auth login [--client-id ID] [--collection UUID ...] [--tokens PATH]
@@ -8,7 +11,7 @@ Usage::
 ``login`` runs globus-sdk's native-app flow (:class:`globus_sdk.NativeAppAuthClient`): it prints
 a Globus URL, you log in there and paste back the code it shows, and the refresh token for
 Globus Transfer is saved in a JSON file that only its owner can read (mode ``0600``, in a
-directory of mode ``0700``). A :class:`~proxystore.store.globus.GlobusStore` made without a
+directory of mode ``0700``). A :class:`~proxystore.store.globus.store.GlobusStore` made without a
 ``transfer_client`` loads that file and refreshes its access token as needed. ``logout``
 revokes the tokens with Globus Auth and deletes the file.
 

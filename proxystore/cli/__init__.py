@@ -26,6 +26,10 @@ Redis key that are not UTF-8 as ``\xNN``. A printable key is printed as it is.
 ``rm`` never removes anything without a confirmation: it asks on a terminal, and refuses when
 standard input is not one, unless ``--yes`` is given. Long operations show their progress on
 standard error.
+
+The package also holds the ``proxystore-globus-auth`` program, which logs in to Globus for the
+``GlobusStore`` (:mod:`proxystore.cli.globus_login`). ``python -m proxystore.cli`` runs
+``proxystore``.
 """
 
 from __future__ import annotations
@@ -423,7 +427,3 @@ def main(
     except KeyboardInterrupt:
         err.write("\nproxystore: interrupted\n")
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

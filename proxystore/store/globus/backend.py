@@ -1,10 +1,10 @@
 """``GlobusBackend``: files moved between Globus endpoints by transfer tasks.
 
 Writing an object writes it as a file in the local endpoint's directory (with the file backend)
-and submits one transfer task from the local endpoint to each other endpoint
-(:mod:`proxystore.store.globus_tasks`). The key of a new object carries the ids of those tasks
-(:mod:`proxystore.store.globus_keys`), so reading, ``exists`` and evicting at any site first
-wait for the task that brings the file there, then use the local file.
+and submits one transfer task from the local endpoint to each other endpoint (the package's
+private ``_tasks`` module). The key of a new object carries the ids of those tasks (``_keys``),
+so reading, ``exists`` and evicting at any site first wait for the task that brings the file
+there, then use the local file.
 
 Objects under store-made keys are immutable: writing a store-made key again is refused. A
 *custom* key is a file name; it cannot carry task ids, so writing one waits until every
@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from proxystore.exceptions import InvalidKeyError
 from proxystore.store.backends.base import BackendBase, Fetched, Parts, new_key
 from proxystore.store.backends.file import FileBackend
-from proxystore.store.globus_keys import is_store_made, make_key, split_key
-from proxystore.store.globus_tasks import TransferTasks
+from proxystore.store.globus._keys import is_store_made, make_key, split_key
+from proxystore.store.globus._tasks import TransferTasks
 
 __all__ = ["GlobusBackend"]
 
@@ -50,6 +50,7 @@ class GlobusBackend(BackendBase):
     ) -> None:
         super().__init__(store_name=store_name, store_type=store_type)
         self.tasks = tasks
+        self.local_dir = local_dir
         self.files = FileBackend(local_dir, store_name=store_name, store_type=store_type)
 
     def _custom_filename(self, key: str) -> str:

@@ -2,11 +2,12 @@
 
 A user with data on two or more Globus-connected sites proxies an object at site A and resolves
 it at site B. The store is a :class:`~proxystore.store.base.Store` over a
-:class:`~proxystore.store.backends.globus.GlobusBackend`, built from its parts:
+:class:`~proxystore.store.globus.backend.GlobusBackend`, built by its
+:class:`~proxystore.store.globus.settings.GlobusSettings` from the package's parts:
 
-* :mod:`proxystore.store.globus_endpoints`: the endpoints, and which one is local;
-* :mod:`proxystore.store.globus_keys`: keys that carry their transfer task ids;
-* :mod:`proxystore.store.globus_tasks`: submitting and waiting for tasks, and Globus errors;
+* :mod:`proxystore.store.globus.endpoints`: the endpoints, and which one is local;
+* ``_keys``: keys that carry their transfer task ids;
+* ``_tasks``: submitting and waiting for tasks, and Globus errors;
 * :mod:`proxystore.store.backends.file`: the local file I/O.
 
 Objects under store-made keys are immutable: setting a store-made key again is refused, and
@@ -22,65 +23,30 @@ name the site of a process explicitly.
 
 from __future__ import annotations
 
+import dataclasses
 import os
-import pickle
-import socket
-from typing import Any
+from typing import TypeVar
 
-from proxystore.exceptions import StoreAuthError, StoreConnectionError
-from proxystore.store.backends.globus import GlobusBackend
-from proxystore.store.base import Store
-from proxystore.store.codec import Codec
-from proxystore.store.globus_endpoints import (
-    HOSTNAME_ENV,
-    EndpointsLike,
-    GlobusEndpoint,
-    GlobusEndpoints,
-    as_endpoints,
-)
-from proxystore.store.globus_tasks import (
-    SYNC_LEVELS,
-    SyncLevel,
-    TransferClientLike,
-    TransferTasks,
-)
-from proxystore.store.layering import compose_layers
+from proxystore.store.base import Store, StoreFactory
+from proxystore.store.globus._tasks import SyncLevel, TransferClientLike, TransferTasks
+from proxystore.store.globus.backend import GlobusBackend
+from proxystore.store.globus.endpoints import EndpointsLike, GlobusEndpoint, GlobusEndpoints
+from proxystore.store.globus.settings import GlobusSettings
+from proxystore.store.layers.base import innermost
+from proxystore.store.settings import LayerSettings
 
-__all__ = [
-    "HOSTNAME_ENV",
-    "GlobusEndpoint",
-    "GlobusEndpoints",
-    "GlobusStore",
-    "TransferClientLike",
-]
+__all__ = ["GlobusFactory", "GlobusStore"]
+
+T = TypeVar("T")
 
 
-def _pickles(obj: object) -> bool:
-    try:
-        pickle.dumps(obj)
-    except Exception:  # any failure means "does not travel"; the worker logs in itself
-        return False
-    return True
+class GlobusFactory(StoreFactory[T]):
+    """Factory of :class:`GlobusStore` proxies.
 
-
-def _login(name: str) -> TransferClientLike:
-    from proxystore.store.globus_auth import get_transfer_client
-
-    try:
-        return get_transfer_client()
-    except StoreAuthError as exc:
-        raise StoreAuthError(
-            f"GlobusStore {name!r} cannot log in to Globus: {exc}",
-            store_name=name,
-            store_type="GlobusStore",
-        ) from exc
-    except StoreConnectionError as exc:
-        raise StoreConnectionError(
-            f"GlobusStore {name!r} cannot log in to Globus: {exc}",
-            address=exc.address,
-            store_name=name,
-            store_type="GlobusStore",
-        ) from exc
+    Carries the key (with the ids of the transfer tasks that copy its object) and the store's
+    description; in a process without the store it re-creates one at that process's site,
+    whose ``get`` waits for the transfer that brings the object there.
+    """
 
 
 class GlobusStore(Store):
@@ -88,7 +54,8 @@ class GlobusStore(Store):
 
     Args:
         name: Name of the store.
-        endpoints: The endpoints: :class:`GlobusEndpoints`, a list of :class:`GlobusEndpoint`,
+        endpoints: The endpoints: :class:`~proxystore.store.globus.endpoints.GlobusEndpoints`, a
+            list of :class:`~proxystore.store.globus.endpoints.GlobusEndpoint`,
             or a dict ``{uuid: {endpoint_path, local_path, host_regex}}``.
         polling_interval: Seconds between two ``get_task`` calls while waiting for a transfer.
         sync_level: Globus ``sync_level`` of the transfers: ``"exists"``, ``"size"``,
@@ -109,7 +76,7 @@ class GlobusStore(Store):
             deserialized (:class:`~proxystore.store.layers.signing.SigningLayer`). Travels with
             proxies like a password.
         host_cache: A directory on a memory file system shared by the processes of this host
-            (see :mod:`proxystore.store.layering`): each object is read from the local
+            (see :mod:`proxystore.store.layers`): each object is read from the local
             endpoint once per host and mapped from there.
         host_cache_bytes: Bound of the host cache (default: half of its file system).
         host_cache_wait: Seconds a resolver waits for another process of the host that is
@@ -122,6 +89,8 @@ class GlobusStore(Store):
         StoreAuthError: If ``transfer_client`` is ``None`` and there are no saved tokens.
         StoreError: If the local endpoint's directory cannot be created.
     """
+
+    factory_class = GlobusFactory
 
     def __init__(
         self,
@@ -140,60 +109,42 @@ class GlobusStore(Store):
         host_cache_wait: float | None = None,
         readonly: bool = False,
     ) -> None:
-        self.endpoints = as_endpoints(endpoints)
-        for arg, value in (("polling_interval", polling_interval), ("timeout", timeout)):
-            if not isinstance(value, (int, float)) or isinstance(value, bool):
-                raise TypeError(f"GlobusStore {arg} must be a number, got {type(value).__name__}")
-            if not value > 0:
-                raise ValueError(f"GlobusStore {arg} must be positive, got {value!r}")
-        if sync_level not in SYNC_LEVELS:
-            raise ValueError(
-                f"GlobusStore sync_level must be one of {', '.join(SYNC_LEVELS)}, "
-                f"got {sync_level!r}"
-            )
-        if hostname is not None and not isinstance(hostname, str):
-            raise TypeError(f"GlobusStore hostname must be a str, got {type(hostname).__name__}")
-        self.hostname = hostname or os.environ.get(HOSTNAME_ENV) or socket.gethostname()
-        self.local_endpoint = self.endpoints.get_by_host(self.hostname)
-        self.local_dir = os.path.abspath(os.path.expanduser(self.local_endpoint.local_path))
-        client = _login(name) if transfer_client is None else transfer_client
-        self.transfer_client = client
-        self.tasks = TransferTasks(
-            client,
-            self.endpoints,
-            self.local_endpoint,
+        settings = GlobusSettings(
+            name,
+            endpoints=endpoints,
             polling_interval=polling_interval,
-            timeout=timeout,
             sync_level=sync_level,
-            store_name=name,
+            timeout=timeout,
+            cache_size=cache_size,
+            transfer_client=transfer_client,
+            hostname=hostname,
+            layers=LayerSettings(
+                host_cache=host_cache,
+                host_cache_bytes=host_cache_bytes,
+                host_cache_wait=host_cache_wait,
+                readonly=readonly,
+                signing_key=signing_key,
+            ),
         )
-        backend = GlobusBackend(self.tasks, self.local_dir, store_name=name)
-        kwargs: dict[str, Any] = {
-            "endpoints": self.endpoints.to_dict(),
-            "polling_interval": polling_interval,
-            "sync_level": sync_level,
-            "timeout": timeout,
-            "cache_size": cache_size,
-        }
-        # A client built from this site's tokens never travels; an injected one if it pickles.
-        if transfer_client is not None and _pickles(transfer_client):
-            kwargs["transfer_client"] = transfer_client
-        layered, codec, tier_kwargs = compose_layers(
-            backend,
-            host_cache=host_cache,
-            host_cache_bytes=host_cache_bytes,
-            host_cache_wait=host_cache_wait,
-            store_timeout=timeout,
-            readonly=readonly,
-            signing_key=signing_key,
-            store_name=name,
-            store_type="GlobusStore",
-            location=self.local_dir,
-        )
-        kwargs.update(tier_kwargs)
+        backend, codec = settings.build()
+        globus = innermost(backend)
+        assert isinstance(globus, GlobusBackend)
+        self.endpoints: GlobusEndpoints = settings.endpoint_map
+        self.hostname: str = settings.local_hostname()
+        self.local_endpoint: GlobusEndpoint = globus.tasks.local_endpoint
+        self.local_dir: str = globus.local_dir
+        self.tasks: TransferTasks = globus.tasks
+        self.transfer_client: TransferClientLike = globus.tasks.client
         super().__init__(
-            name, layered, cache_size=cache_size, codec=codec or Codec(), kwargs=kwargs
+            name, backend, cache_size=settings.cache_size, codec=codec, settings=settings
         )
+
+    @property
+    def settings(self) -> GlobusSettings:
+        """The store's validated settings (they describe it to other processes)."""
+        settings = super().settings
+        assert isinstance(settings, GlobusSettings)
+        return settings
 
     @property
     def polling_interval(self) -> float:
@@ -207,14 +158,19 @@ class GlobusStore(Store):
 
     @property
     def timeout(self) -> float:
-        """Most seconds to wait for one transfer (settable)."""
+        """Most seconds to wait for one transfer (settable; proxies made later carry it).
+
+        Raises:
+            TypeError: If a new value is not a number.
+            ValueError: If a new value is not positive.
+        """
         return self.tasks.timeout
 
     @timeout.setter
     def timeout(self, value: float) -> None:
+        # Validated like the constructor's argument; proxies made from now on carry it.
+        self.replace_settings(dataclasses.replace(self.settings, timeout=value))
         self.tasks.timeout = value
-        self._kwargs["timeout"] = value
-        self._description = None  # proxies made from now on carry the new timeout
 
     def __repr__(self) -> str:
         return (

@@ -33,7 +33,7 @@ from proxystore.exceptions import (
     StoreError,
     StoreTimeoutError,
 )
-from proxystore.store.globus_endpoints import GlobusEndpoint, GlobusEndpoints, canonical
+from proxystore.store.globus.endpoints import GlobusEndpoint, GlobusEndpoints, canonical
 
 __all__ = ["SYNC_LEVELS", "SyncLevel", "TransferClientLike", "TransferTasks"]
 
