@@ -36,6 +36,7 @@ from proxystore.cli.globus_login import (
     tokens_path,
 )
 from proxystore.exceptions import StoreAuthError
+from proxystore.store.globus import tokens
 
 TOKENS = {
     TRANSFER_RESOURCE_SERVER: {
@@ -194,7 +195,7 @@ def test_refreshed_tokens_are_saved_back(tmp_path: Path) -> None:
     class Refreshed:
         by_resource_server = fresh
 
-    globus_login._update_saved(path, "client", Refreshed())
+    tokens._update_saved(path, "client", Refreshed())
     saved = load_tokens(path)["tokens"][TRANSFER_RESOURCE_SERVER]
     assert saved["access_token"] == "AT-2" and saved["refresh_token"] == "RT-transfer"
     assert mode(path) == 0o600

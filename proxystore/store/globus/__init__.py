@@ -13,7 +13,7 @@ Every part of the store is in this package:
   for tasks, translating globus-sdk's errors), private.
 
 Logging in to Globus is a command-line program, ``proxystore-globus-auth``
-(:mod:`proxystore.cli.globus_login`), whose saved tokens a store made without a
+(:mod:`proxystore.cli.globus_login`), whose saved tokens (:mod:`proxystore.store.globus.tokens`) a store made without a
 ``transfer_client`` uses.
 """
 

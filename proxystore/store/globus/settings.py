@@ -38,6 +38,7 @@ from proxystore.store.globus.endpoints import (
     GlobusEndpoints,
     as_endpoints,
 )
+from proxystore.store.globus.tokens import get_transfer_client
 from proxystore.store.settings import LayerSettings, StoreSettings
 
 __all__ = ["GlobusSettings"]
@@ -196,10 +197,6 @@ class GlobusSettings(StoreSettings):
         return layered, codec or Codec()
 
     def _login(self) -> TransferClientLike:
-        # The login program's token file; imported here so that a store given a client never
-        # reads it (and ``proxystore.cli`` is loaded only by stores that log in).
-        from proxystore.cli.globus_login import get_transfer_client
-
         try:
             return get_transfer_client()
         except StoreAuthError as exc:
