@@ -203,9 +203,9 @@ class FileStore(Store):
         if shared:
             kwargs["shared"] = True
         if page_pool_bytes is not None:
-            kwargs["page_pool_bytes"] = page_pool_bytes
+            kwargs["page_pool_bytes"] = int(page_pool_bytes)
         if page_pool_idle != DEFAULT_IDLE:
-            kwargs["page_pool_idle"] = page_pool_idle
+            kwargs["page_pool_idle"] = float(page_pool_idle)
         kwargs["create_dir"] = False  # a worker never creates the directory
         # Copy-on-write arrays are private to each get (never cached); read-only mappings give
         # read-only arrays without a copy.

@@ -12,16 +12,18 @@ one arena mapped:
   so no live array ever sees its bytes change or vanish.
 * **Mappings are parked, not torn down.** When the last object rebuilt on a mapping is
   garbage collected, the mapping is *parked*: its locked descriptor is closed (the mapping
-  itself was made from another, unlocked, description of the file) and its page table kept. The next object written into the
-  same pages (the writer reuses them) is then resolved without a single page fault. A
-  copy-on-write mapping is parked only if no page of it was written (read from
-  ``/proc/self/pagemap``), so a reused mapping always shows the file.
+  itself was made from another, unlocked, description of the file) and its page table
+  kept. The next object written into the same pages (the writer reuses them) is then
+  resolved without a single page fault. A copy-on-write mapping is parked only if no page
+  of it was written (read from ``/proc/self/pagemap``), so a reused mapping always shows
+  the file.
 
 **Fork.** A ``flock`` belongs to the open file description, which a forked child shares. So a
 mapping is never unlocked with ``LOCK_UN`` (that would unlock the child's copy too): closing
 the locked descriptor drops this process's hold only, and the lock stays while a child still
 holds its copy (the mapping is made from a second, unlocked description, since a mapping
-keeps its description, and so a lock on it, alive). A child never parks what it inherited; it closes it when its objects die.
+keeps its description, and so a lock on it, alive). A child never parks what it inherited;
+it closes it when its objects die.
 
 **Memory.** Parked mappings are bounded (:data:`PARKED_MAX` per process) and dropped, by a
 map (at most once a second), when unused for :data:`PARKED_IDLE` seconds or when their file was

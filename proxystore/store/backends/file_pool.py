@@ -70,6 +70,7 @@ DEFAULT_IDLE = 30.0
 """Default seconds without a write or an eviction after which a pool gives its memory back."""
 
 _PREMAP_WAIT = 1.0  # seconds a write waits for a file being mapped in the background
+_DRAIN_WAIT = 10.0  # seconds a drain waits for a file being mapped in the background
 _MADV_POPULATE_WRITE = 23  # Linux 5.14+; older kernels answer EINVAL and pages fault instead
 _AT_FDCWD = -100
 _RENAME_NOREPLACE = 1
@@ -449,17 +450,17 @@ class PagePool:
         except OSError:
             with self._wake:
                 self._premapping = None
+                job.release()
                 self._wake.notify_all()
-            job.release()
             return
         with self._wake:
             self._premapping = None
-            self._wake.notify_all()  # a write may be waiting for this file
             if generation == self._generation:
                 self._pooled.append(job)
                 self._pooled.sort(key=lambda each: each.used)  # oldest first, for _trim
-                return
-        job.release()  # drained meanwhile
+            else:
+                job.release()  # drained meanwhile (under the lock: drain waits for it)
+            self._wake.notify_all()  # a write or a drain may be waiting for this file
 
     def drain(self) -> None:
         """Give back every pooled file and drop every kept mapping now."""
@@ -470,6 +471,11 @@ class PagePool:
             pooled, self._pooled = self._pooled, []
             self._generation += 1
             self._wake.notify_all()  # the background thread ends
+            # A file being mapped in the background is given back by that thread, with the
+            # lock held: wait for it, so nothing kept outlives the drain.
+            deadline = time.monotonic() + _DRAIN_WAIT
+            while self._premapping is not None and time.monotonic() < deadline:
+                self._wake.wait(timeout=max(0.0, deadline - time.monotonic()))
         for each in pooled:
             each.release()
 
