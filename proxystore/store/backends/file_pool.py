@@ -25,8 +25,12 @@ under the exclusive lock.
 **Bounded**: the pool holds at most ``limit`` bytes (oldest files go first), and when the
 store has been idle for ``idle`` seconds a background thread gives everything back. A file
 leaving the pool is truncated first when nobody reads it, so its memory returns even if a
-parked mapping in another process still refers to it. No writable mapping is kept once a file
-is written: every byte the pool keeps is counted in :attr:`PagePool.pooled_bytes`. Pool files
+parked mapping in another process still refers to it. Every pooled byte is counted in
+:attr:`PagePool.pooled_bytes`. A writer also keeps the writable mappings of the last
+:data:`KEPT_MAPPINGS` files it wrote, which now hold objects under keys (they own no memory of
+their own), to skip mapping them again if it pools them later; they go when the pool is idle.
+If such a file is deleted by another process meanwhile, its memory still returns: the deleter
+truncates it when nobody reads it, else the last reader does. Pool files
 are named ``.pool-<pid>-s<start>-<host>-...``: those of a process that died are removed like
 its unfinished writes, at the next open of the directory.
 
@@ -54,6 +58,7 @@ from proxystore.store.backends.file_maps import raw_map, raw_populate, raw_unmap
 __all__ = [
     "DEFAULT_IDLE",
     "DEFAULT_LIMIT",
+    "KEPT_MAPPINGS",
     "MIN_POOLED",
     "PagePool",
     "default_limit",
@@ -69,6 +74,8 @@ DEFAULT_LIMIT = 1 << 30
 DEFAULT_IDLE = 30.0
 """Default seconds without a write or an eviction after which a pool gives its memory back."""
 
+KEPT_MAPPINGS = 8
+"""Most writable mappings of written objects a process keeps, to reuse when it evicts them."""
 _PREMAP_WAIT = 1.0  # seconds a write waits for a file being mapped in the background
 _DRAIN_WAIT = 10.0  # seconds a drain waits for a file being mapped in the background
 _MADV_POPULATE_WRITE = 23  # Linux 5.14+; older kernels answer EINVAL and pages fault instead
@@ -236,12 +243,21 @@ class PagePool:
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._pooled: list[_File] = []
+        # Writable mappings of files this process wrote, by file (a mapping keeps its file,
+        # so the number is never another file's): reused if this process pools them again.
+        self._mapped: dict[tuple[int, int], tuple[int, int]] = {}
         self._last = time.monotonic()
         self._generation = 0  # bumped when the pool is emptied at once (drain, fork)
         self._premapping: _File | None = None  # out of the list while the thread maps it
         self._reaper: threading.Thread | None = None
         self._pid = os.getpid()
         _POOLS.add(self)
+
+    @property
+    def kept_mappings(self) -> int:
+        """How many writable mappings of written objects this process keeps (see module)."""
+        with self._lock:
+            return len(self._mapped)
 
     @property
     def pooled_bytes(self) -> int:
@@ -305,9 +321,18 @@ class PagePool:
             if found.size < 0:
                 found.release()
                 continue
+            dropped = []
             with self._lock:
                 self._last = time.monotonic()
-            found.close()  # no writable mapping outlives the write (it would keep memory)
+                if found.address:  # kept for when this process evicts the object again
+                    self._mapped[found.ident] = (found.address, found.mapped)
+                    found.address = found.mapped = 0
+                    while len(self._mapped) > KEPT_MAPPINGS:
+                        dropped.append(self._mapped.pop(next(iter(self._mapped))))
+                self._ensure_reaper()
+            found.close()
+            for address, length in dropped:
+                raw_unmap(address, length)
             return found.path
 
     def _take(self, size: int) -> _File | None:
@@ -373,7 +398,12 @@ class PagePool:
         if not keep:
             os.close(fd)
             return False
-        self.admit(_File(fd, path, info))
+        claimed = _File(fd, path, info)
+        with self._lock:
+            kept = self._mapped.pop(claimed.ident, None)
+        if kept is not None:  # written by this process: its pages are mapped already
+            claimed.address, claimed.mapped = kept
+        self.admit(claimed)
         return True
 
     def admit(self, claimed: _File) -> None:
@@ -417,13 +447,14 @@ class PagePool:
             with self._wake:
                 job = None
                 while job is None:
-                    if not self._pooled:
+                    if not self._pooled and not self._mapped:
                         self._reaper = None
                         return
                     left = self._last + self.idle - time.monotonic()
                     if left <= 0:
                         self._reaper = None
                         pooled, self._pooled = self._pooled, []
+                        mapped, self._mapped = self._mapped, {}
                         break
                     job = next((each for each in self._pooled if not each.address), None)
                     if job is not None:
@@ -435,6 +466,8 @@ class PagePool:
             if job is None:
                 for each in pooled:
                     each.release()
+                for address, length in mapped.values():
+                    raw_unmap(address, length)
                 return
             self._premap(job, generation)
 
@@ -469,6 +502,7 @@ class PagePool:
             return
         with self._wake:
             pooled, self._pooled = self._pooled, []
+            mapped, self._mapped = self._mapped, {}
             self._generation += 1
             self._wake.notify_all()  # the background thread ends
             # A file being mapped in the background is given back by that thread, with the
@@ -478,6 +512,8 @@ class PagePool:
                 self._wake.wait(timeout=max(0.0, deadline - time.monotonic()))
         for each in pooled:
             each.release()
+        for address, length in mapped.values():
+            raw_unmap(address, length)
 
     def forget(self) -> None:
         """In a forked child: drop the parent's files without touching them."""
@@ -485,11 +521,14 @@ class PagePool:
         self._wake = threading.Condition(self._lock)
         self._generation += 1
         pooled, self._pooled = self._pooled, []
+        mapped, self._mapped = self._mapped, {}
         if self._premapping is not None:  # the parent's thread was mapping it
             pooled.append(self._premapping)
             self._premapping = None
         self._reaper = None
         self._pid = os.getpid()
+        for address, length in mapped.values():
+            raw_unmap(address, length)  # this process's copy of the mapping only
         for each in pooled:
             each.close()  # closes this process's copy of the descriptor and mapping only
 
