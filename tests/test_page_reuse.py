@@ -440,3 +440,43 @@ def test_a_dead_processs_pool_files_are_removed_when_the_next_store_opens(
     path = os.path.join(directory, kept[0])
     FileStore("next", store_dir=directory).close()  # at once, however fresh the file
     assert not os.path.exists(path)
+
+
+def test_kept_write_mappings_are_bounded_and_go_when_idle(directory: str) -> None:
+    from proxystore.store.backends.file_pool import KEPT_MAPPINGS
+
+    store = make(directory, cache_size=0, page_pool_idle=0.5)
+    pool = store.files.pool
+    assert pool is not None
+    keys = [store.set(array(2 * MB, seed)) for seed in range(KEPT_MAPPINGS + 2)]
+    for key in keys:
+        store.evict(key)
+    again = [store.set(array(2 * MB, seed)) for seed in range(KEPT_MAPPINGS + 2)]  # reused
+    assert 0 < pool.kept_mappings <= KEPT_MAPPINGS
+    deadline = time.monotonic() + 10
+    while pool.kept_mappings and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert pool.kept_mappings == 0 and pooled(store) == 0  # idle: all given back
+    for seed, key in enumerate(again):
+        assert np.array_equal(store.get(key), array(2 * MB, seed))
+    store.close()
+
+
+def test_a_reader_gives_up_on_a_key_that_never_holds_still_within_the_bound(
+    directory: str,
+) -> None:
+    """The retry of a replaced key is bounded in time and says so (TimeoutError)."""
+    import fcntl
+
+    path = os.path.join(directory, "k")
+    with open(path, "wb") as out:
+        out.write(b"x" * 100)
+    with open(path, "rb") as held:  # as a writer rewriting it would: every lock attempt fails
+        fcntl.flock(held, fcntl.LOCK_EX)
+        start = time.monotonic()
+        with pytest.raises(TimeoutError, match="replaced"):
+            file_maps.open_locked(path, wait=0.3)
+        assert 0.3 <= time.monotonic() - start < 10
+    opened = file_maps.open_locked(path, wait=0.3)  # holds still now
+    assert opened is not None
+    os.close(opened[0])
