@@ -20,36 +20,28 @@ of writers that died (:meth:`FileBackend.remove_dead_temps`).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
-import fcntl
-import mmap
 import os
 import socket
 import stat as stat_mode
-import time
 from collections.abc import Iterator
 
 from proxystore.buffers import alloc_buffer
 from proxystore.exceptions import InvalidKeyError, StoreError
-from proxystore.serialize import Buffer
 from proxystore.store.backends.base import BackendBase, Fetched, KeyInfo, Parts, new_key
 from proxystore.store.backends.file_dir import (
     file_system_type,
+    install,
     is_memory_file_system,
     mount_of,
     remove_if_dead,
     temp_files,
     temp_name,
     unsafe_reason,
+    write_all,
 )
-from proxystore.store.backends.file_maps import (
-    REPLACED_WAIT,
-    map_file,
-    open_locked,
-    populate_export,
-)
-from proxystore.store.backends.file_pool import PagePool, delete_file, install
+from proxystore.store.backends.file_maps import REPLACED_WAIT, map_file, open_locked, populate
+from proxystore.store.backends.file_pool import PagePool, delete_file
 
 __all__ = [
     "FileBackend",
@@ -58,36 +50,6 @@ __all__ = [
     "mount_of",
     "populate",
 ]
-
-_IOV_MAX = min(getattr(os, "sysconf", lambda _: 1024)("SC_IOV_MAX"), 1024)
-_MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22)  # Linux 5.14+
-_LIBC = ctypes.CDLL(None, use_errno=True)  # ctypes calls release the interpreter lock
-
-
-def populate(data: Buffer) -> None:
-    """Fill the page table of a writable memory mapping without holding the interpreter lock.
-
-    Used by the background half of a resolve (``MADV_POPULATE_READ``, Linux 5.14+), so a
-    task's first pass over a copy-on-write array does not fault every few pages. Anything but a
-    writable mapping is left alone.
-    """
-    if isinstance(data, memoryview) and populate_export(data):
-        return
-    mapping = data.obj if isinstance(data, memoryview) else None
-    if not isinstance(mapping, mmap.mmap):
-        return
-    try:
-        anchor = ctypes.c_char.from_buffer(mapping)
-    except (TypeError, ValueError):
-        return
-    try:
-        _LIBC.madvise(
-            ctypes.c_void_p(ctypes.addressof(anchor)),
-            ctypes.c_size_t(len(mapping)),
-            ctypes.c_int(_MADV_POPULATE_READ),
-        )  # a kernel without MADV_POPULATE_READ answers EINVAL: nothing lost
-    finally:
-        del anchor
 
 
 def _remove(path: str) -> None:
@@ -356,21 +318,7 @@ class FileBackend(BackendBase):
         except OSError as exc:
             raise self._error("create", temp, exc) from exc
         try:
-            try:
-                if self.locking:  # a running writer's file is never taken for a dead one's
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                os.fchmod(fd, self.file_mode)  # whatever the umask
-                while views:
-                    written = os.writev(fd, views[:_IOV_MAX])
-                    while views and written >= views[0].nbytes:
-                        written -= views[0].nbytes
-                        views.pop(0)
-                    if written:
-                        views[0] = views[0][written:]
-                now = time.time_ns()
-                os.utime(fd, ns=(now, now))
-            finally:
-                os.close(fd)
+            write_all(fd, views, self.file_mode, lock=self.locking)
         except OSError as exc:
             _remove(temp)
             raise self._error("write", os.path.join(self.directory, key), exc) from exc

@@ -7,7 +7,8 @@ owned by the current user, and not writable by group or others (:func:`unsafe_re
 writable by its group is accepted; a directory every user may write never is.
 
 Where a directory is (:func:`mount_of`, :func:`is_memory_file_system`) decides zero-copy
-mapping and page reuse.
+mapping and page reuse. On a memory file system a new version of a key is put in place by
+:func:`install`, which exchanges it with the old one atomically.
 
 Temporary files (a write in progress, or an evicted object on its way out) are named
 ``.tmp-<pid>-s<start>-<host>-<random>`` (:func:`temp_name`), and files kept for page reuse
@@ -22,6 +23,8 @@ writing on a memory file system, and a locked file is never removed
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import fcntl
 import functools
 import os
@@ -34,6 +37,7 @@ __all__ = [
     "DEAD_WRITER_AGE",
     "FOREIGN_TEMP_AGE",
     "file_system_type",
+    "install",
     "is_dead_temp",
     "is_memory_file_system",
     "mount_of",
@@ -43,6 +47,7 @@ __all__ = [
     "temp_files",
     "temp_name",
     "unsafe_reason",
+    "write_all",
 ]
 
 DEAD_WRITER_AGE = 10.0
@@ -56,6 +61,72 @@ unmodified to be removed."""
 _MEMORY_FILE_SYSTEMS = frozenset({"tmpfs", "ramfs"})
 _HOST = re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname())[:64] or "host"
 _TEMP = re.compile(r"\.(?:tmp|pool)-(\d+)-(?:s(\d+)-)?(.+)-[0-9a-f]{16}\Z")
+_AT_FDCWD = -100
+_RENAME_NOREPLACE = 1
+_RENAME_EXCHANGE = 2
+_INSTALL_TRIES = 64
+_LIBC = ctypes.CDLL(None, use_errno=True)
+_RENAMEAT2 = getattr(_LIBC, "renameat2", None)  # glibc 2.28+
+if _RENAMEAT2 is not None:
+    _RENAMEAT2.argtypes = [
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_uint,
+    ]
+
+
+def _renameat2(source: str, target: str, flags: int) -> int:
+    """``renameat2``; 0 or the error number."""
+    assert _RENAMEAT2 is not None
+    if _RENAMEAT2(_AT_FDCWD, os.fsencode(source), _AT_FDCWD, os.fsencode(target), flags) == 0:
+        return 0
+    return ctypes.get_errno()
+
+
+def install(source: str, target: str) -> bool:
+    """Rename the file ``source`` (a name of this process) to ``target`` (a key) atomically.
+
+    If ``target`` named a regular file, the two are exchanged: ``source`` then names the old
+    file, which nobody else names (returns ``True``: the caller pools or deletes it). A
+    reader of ``target`` sees the old file or the new one, never neither. Where exchanging is
+    not supported, ``target`` is replaced as by :func:`os.replace` (returns ``False``).
+
+    Raises:
+        OSError: If the rename fails (``FileNotFoundError`` if ``source`` is gone).
+    """
+    if _RENAMEAT2 is None:
+        os.replace(source, target)
+        return False
+    for _ in range(_INSTALL_TRIES):
+        try:
+            info = os.lstat(target)
+        except FileNotFoundError:
+            info = None
+        if info is not None and not stat.S_ISREG(info.st_mode):
+            break  # a directory or a link: replace, which fails as it should
+        if info is not None:
+            code = _renameat2(source, target, _RENAME_EXCHANGE)
+            if code == 0:
+                return True
+            if code in (errno.EINVAL, errno.ENOSYS, errno.EPERM, errno.EXDEV):
+                break
+            if code != errno.ENOENT:
+                raise OSError(code, os.strerror(code), target)
+            if not os.path.lexists(source):
+                raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), source)
+            continue  # the key went away meanwhile
+        code = _renameat2(source, target, _RENAME_NOREPLACE)
+        if code == 0:
+            return False
+        if code in (errno.EINVAL, errno.ENOSYS, errno.EPERM, errno.EXDEV):
+            break
+        if code != errno.EEXIST:
+            raise OSError(code, os.strerror(code), source)
+        # the key was written meanwhile: exchange with that one
+    os.replace(source, target)
+    return False
 
 
 def _read_start(pid: int) -> int | None:
@@ -167,6 +238,35 @@ def remove_if_dead(path: str, age: float) -> bool:
         except OSError:
             return False
         return True
+    finally:
+        os.close(fd)
+
+
+_IOV_MAX = min(getattr(os, "sysconf", lambda _: 1024)("SC_IOV_MAX"), 1024)
+
+
+def write_all(fd: int, views: list[memoryview], mode: int, *, lock: bool) -> None:
+    """Write ``views`` to the new temporary file ``fd`` with ``writev``, stamp it, close it.
+
+    With ``lock``, the file is locked exclusively while it is written (so it is never taken
+    for a dead writer's, see :func:`remove_if_dead`). ``views`` is consumed.
+
+    Raises:
+        OSError: If writing fails (``fd`` is closed all the same).
+    """
+    try:
+        if lock:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.fchmod(fd, mode)  # whatever the umask
+        while views:
+            written = os.writev(fd, views[:_IOV_MAX])
+            while views and written >= views[0].nbytes:
+                written -= views[0].nbytes
+                views.pop(0)
+            if written:
+                views[0] = views[0][written:]
+        now = time.time_ns()
+        os.utime(fd, ns=(now, now))
     finally:
         os.close(fd)
 

@@ -48,6 +48,8 @@ import time
 import weakref
 from typing import Any
 
+from proxystore.serialize import Buffer
+
 __all__ = [
     "PARKED_IDLE",
     "PARKED_MAX",
@@ -58,6 +60,7 @@ __all__ = [
     "map_file",
     "open_locked",
     "parked_count",
+    "populate",
     "populate_export",
 ]
 
@@ -68,7 +71,7 @@ PARKED_IDLE = 30.0
 
 _PAGE = mmap.PAGESIZE
 _MAP_FAILED = ctypes.c_void_p(-1).value
-_MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22)
+_MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22)  # Linux 5.14+
 REPLACED_WAIT = 30.0
 """Seconds a reader keeps opening a key that is replaced between its open and its lock (each
 retry sees a newer version) before it gives up with :class:`TimeoutError`."""
@@ -420,3 +423,29 @@ def populate_export(view: memoryview) -> bool:
         raw_populate(mapping.address, mapping.length)
         mapping.populated = True
     return True
+
+
+def populate(data: Buffer) -> None:
+    """Fill the page table of a writable memory mapping without holding the interpreter lock.
+
+    Used by the background half of a resolve (``MADV_POPULATE_READ``, Linux 5.14+), so a
+    task's first pass over a copy-on-write array does not fault every few pages. Anything but a
+    writable mapping is left alone.
+    """
+    if isinstance(data, memoryview) and populate_export(data):
+        return
+    mapping = data.obj if isinstance(data, memoryview) else None
+    if not isinstance(mapping, mmap.mmap):
+        return
+    try:
+        anchor = ctypes.c_char.from_buffer(mapping)
+    except (TypeError, ValueError):
+        return
+    try:
+        _LIBC.madvise(
+            ctypes.c_void_p(ctypes.addressof(anchor)),
+            ctypes.c_size_t(len(mapping)),
+            ctypes.c_int(_MADV_POPULATE_READ),
+        )  # a kernel without MADV_POPULATE_READ answers EINVAL: nothing lost
+    finally:
+        del anchor

@@ -8,11 +8,12 @@ memory; a :class:`PagePool` does the same for a zero-copy
 **The claim.** A file has exactly one name at any time (nothing here makes hard links). A
 file leaves a key only by an atomic rename of the key's name to a fresh name of this process
 (``evict``), or by an atomic exchange with the new version's file (``renameat2`` with
-``RENAME_EXCHANGE``, :func:`install`: the key names the new file, and the old one comes back
-under the writer's name, so the key is never missing). Only one process can win a rename of
-a given name, so whoever holds the file under its own name owns it alone: it is in at most one
-pool, and no key names it. That owner may then :meth:`PagePool.adopt` it (files of
-:data:`MIN_POOLED` bytes up to the pool's bound) or delete it.
+``RENAME_EXCHANGE``, :func:`~proxystore.store.backends.file_dir.install`: the key names the
+new file, and the old one comes back under the writer's name, so the key is never missing).
+Only one process can win a rename of a given name, so whoever holds the file under its own
+name owns it alone: it is in at most one pool, and no key names it. That owner may then
+:meth:`PagePool.adopt` it (files of :data:`MIN_POOLED` bytes up to the pool's bound) or
+delete it.
 
 **A write never touches a file anything can still read.** Readers hold a shared ``flock``
 while anything rebuilt on a file's pages is alive, in this process, another, or a forked
@@ -42,7 +43,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes
-import errno
 import fcntl
 import os
 import stat as stat_mode
@@ -63,7 +63,6 @@ __all__ = [
     "PagePool",
     "default_limit",
     "delete_file",
-    "install",
 ]
 
 MIN_POOLED = 1 << 20
@@ -79,20 +78,6 @@ KEPT_MAPPINGS = 8
 _PREMAP_WAIT = 1.0  # seconds a write waits for a file being mapped in the background
 _DRAIN_WAIT = 10.0  # seconds a drain waits for a file being mapped in the background
 _MADV_POPULATE_WRITE = 23  # Linux 5.14+; older kernels answer EINVAL and pages fault instead
-_AT_FDCWD = -100
-_RENAME_NOREPLACE = 1
-_RENAME_EXCHANGE = 2
-_INSTALL_TRIES = 64
-_LIBC = ctypes.CDLL(None, use_errno=True)
-_RENAMEAT2 = getattr(_LIBC, "renameat2", None)  # glibc 2.28+
-if _RENAMEAT2 is not None:
-    _RENAMEAT2.argtypes = [
-        ctypes.c_int,
-        ctypes.c_char_p,
-        ctypes.c_int,
-        ctypes.c_char_p,
-        ctypes.c_uint,
-    ]
 
 
 def default_limit(directory: str) -> int:
@@ -135,58 +120,6 @@ def delete_file(path: str) -> None:
         os.unlink(path)
     finally:
         os.close(fd)
-
-
-def _renameat2(source: str, target: str, flags: int) -> int:
-    """``renameat2``; 0 or the error number."""
-    assert _RENAMEAT2 is not None
-    if _RENAMEAT2(_AT_FDCWD, os.fsencode(source), _AT_FDCWD, os.fsencode(target), flags) == 0:
-        return 0
-    return ctypes.get_errno()
-
-
-def install(source: str, target: str) -> bool:
-    """Rename the file ``source`` (a name of this process) to ``target`` (a key) atomically.
-
-    If ``target`` named a regular file, the two are exchanged: ``source`` then names the old
-    file, which nobody else names (returns ``True``: the caller pools or deletes it). A
-    reader of ``target`` sees the old file or the new one, never neither. Where exchanging is
-    not supported, ``target`` is replaced as by :func:`os.replace` (returns ``False``).
-
-    Raises:
-        OSError: If the rename fails (``FileNotFoundError`` if ``source`` is gone).
-    """
-    if _RENAMEAT2 is None:
-        os.replace(source, target)
-        return False
-    for _ in range(_INSTALL_TRIES):
-        try:
-            info = os.lstat(target)
-        except FileNotFoundError:
-            info = None
-        if info is not None and not stat_mode.S_ISREG(info.st_mode):
-            break  # a directory or a link: replace, which fails as it should
-        if info is not None:
-            code = _renameat2(source, target, _RENAME_EXCHANGE)
-            if code == 0:
-                return True
-            if code in (errno.EINVAL, errno.ENOSYS, errno.EPERM, errno.EXDEV):
-                break
-            if code != errno.ENOENT:
-                raise OSError(code, os.strerror(code), target)
-            if not os.path.lexists(source):
-                raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), source)
-            continue  # the key went away meanwhile
-        code = _renameat2(source, target, _RENAME_NOREPLACE)
-        if code == 0:
-            return False
-        if code in (errno.EINVAL, errno.ENOSYS, errno.EPERM, errno.EXDEV):
-            break
-        if code != errno.EEXIST:
-            raise OSError(code, os.strerror(code), source)
-        # the key was written meanwhile: exchange with that one
-    os.replace(source, target)
-    return False
 
 
 class _File:
@@ -273,7 +206,7 @@ class PagePool:
     def write(self, views: Sequence[memoryview], size: int) -> str | None:
         """Write ``views`` (``size`` bytes in all) into a pooled file; return its name.
 
-        The file leaves the pool: the caller installs it under the key (:func:`install`) (it is
+        The file leaves the pool: the caller installs it under the key (``file_dir.install``) (it is
         named by this process only, unlocked, its pages mapped by nobody here). Returns
         ``None`` (nothing done) when no pooled file fits or is free; the caller then writes a
         new file.
