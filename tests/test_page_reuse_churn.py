@@ -185,6 +185,7 @@ def test_threads_setting_and_evicting_a_shared_key(directory: str, signed: bool)
     store.close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signed", [False, True], ids=["unsigned", "signed"])
 def test_processes_setting_and_evicting_a_shared_key(directory: str, signed: bool) -> None:
     context = multiprocessing.get_context("spawn")
@@ -236,6 +237,7 @@ def _busy(seconds: float) -> None:
         pass
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pool", [None, 0], ids=["reuse", "no-reuse"])
 def test_readers_under_load_never_see_an_overwritten_key_missing(
     directory: str, pool: int | None
