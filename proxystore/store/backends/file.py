@@ -264,6 +264,7 @@ class FileBackend(BackendBase):
         process alone, joins the pool or is deleted (see
         :mod:`~proxystore.store.backends.file_pool`).
         """
+        new = key is None
         if key is None:
             key = new_key()
         path = self.path(key)
@@ -282,7 +283,7 @@ class FileBackend(BackendBase):
                 raise self._error("write", path, exc) from exc
         if source is not None:
             try:
-                self._install(source, path)
+                self._install(source, path, new=new)
                 return key
             except FileNotFoundError:
                 pass  # the directory was cleared meanwhile: write a new file
@@ -294,7 +295,7 @@ class FileBackend(BackendBase):
                 raise
         temp = self._write_temp(key, views)
         try:
-            self._install(temp, path)
+            self._install(temp, path, new=new)
         except OSError as exc:
             _remove(temp)
             raise self._error("write", path, exc) from exc
@@ -327,11 +328,11 @@ class FileBackend(BackendBase):
             raise
         return temp
 
-    def _install(self, source: str, path: str) -> None:
+    def _install(self, source: str, path: str, *, new: bool = False) -> None:
         """Rename the finished file ``source`` to ``path``; retire the file it replaces."""
         if not self.locking:
             os.replace(source, path)
-        elif install(source, path):
+        elif install(source, path, new=new):
             self._retire(source)  # the replaced file, now under our name alone
 
     def _retire(self, private: str) -> None:

@@ -85,13 +85,14 @@ def _renameat2(source: str, target: str, flags: int) -> int:
     return ctypes.get_errno()
 
 
-def install(source: str, target: str) -> bool:
+def install(source: str, target: str, *, new: bool = False) -> bool:
     """Rename the file ``source`` (a name of this process) to ``target`` (a key) atomically.
 
     If ``target`` named a regular file, the two are exchanged: ``source`` then names the old
     file, which nobody else names (returns ``True``: the caller pools or deletes it). A
     reader of ``target`` sees the old file or the new one, never neither. Where exchanging is
     not supported, ``target`` is replaced as by :func:`os.replace` (returns ``False``).
+    ``new``: ``target`` is most likely missing (a generated key), so try that first.
 
     Raises:
         OSError: If the rename fails (``FileNotFoundError`` if ``source`` is gone).
@@ -99,9 +100,9 @@ def install(source: str, target: str) -> bool:
     if _RENAMEAT2 is None:
         os.replace(source, target)
         return False
-    for _ in range(_INSTALL_TRIES):
+    for attempt in range(_INSTALL_TRIES):
         try:
-            info = os.lstat(target)
+            info = None if new and attempt == 0 else os.lstat(target)
         except FileNotFoundError:
             info = None
         if info is not None and not stat.S_ISREG(info.st_mode):

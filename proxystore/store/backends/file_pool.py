@@ -310,6 +310,11 @@ class PagePool:
         """
         if self.limit <= 0:
             return False
+        try:
+            if not MIN_POOLED <= os.lstat(path).st_size <= self.limit:
+                return False  # the common case of small objects: no need to open it
+        except OSError:
+            return False
         self._adopt()
         try:
             fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW)
