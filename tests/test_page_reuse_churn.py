@@ -117,6 +117,24 @@ def _run_in_child(queue: Any, *args: Any) -> None:
         raise
 
 
+def collect(out: Any, children: list[Any], count: int, seconds: float = 120.0) -> list[Any]:
+    """Take ``count`` results from ``out``; fail at once, with exit codes, if a child died."""
+    import queue
+
+    results: list[Any] = []
+    deadline = time.monotonic() + seconds
+    while len(results) < count:
+        try:
+            results.append(out.get(timeout=0.2))
+            continue
+        except queue.Empty:
+            pass
+        codes = [child.exitcode for child in children]
+        if any(code not in (None, 0) for code in codes) or time.monotonic() > deadline:
+            raise AssertionError(f"children ended without reporting: exit codes {codes}")
+    return results
+
+
 class Scanner:
     """Watch a directory while writers run: a file is never under two names at once."""
 
@@ -205,7 +223,7 @@ def test_processes_setting_and_evicting_a_shared_key(directory: str, signed: boo
             ready.get(timeout=120)
         with Scanner(directory) as scanner:
             go.set()
-            results = [out.get(timeout=120) for _ in children]
+            results = collect(out, children, len(children))
     finally:
         for child in children:
             child.join(timeout=60)
@@ -219,14 +237,22 @@ def test_processes_setting_and_evicting_a_shared_key(directory: str, signed: boo
     assert_one_name_per_file(directory)
 
 
-def _overwrite(directory: str, key: str, writer: int, seconds: float, out: Any) -> None:
-    store = FileStore(f"writer-{writer}", store_dir=directory, cache_size=0, create_dir=False)
+def _overwrite(
+    directory: str, key: str, writer: int, seconds: float, pool: int | None, big: bool, out: Any
+) -> None:
+    store = FileStore(
+        f"writer-{writer}",
+        store_dir=directory,
+        cache_size=0,
+        create_dir=False,
+        page_pool_bytes=pool,
+    )
     deadline = time.monotonic() + seconds
     count = 0
     while time.monotonic() < deadline:
         count += 1
-        store.set(thing(key, writer, count, size=64 * 1024), key=key)
-        store.set(thing(key, writer, count, size=SIZE), key=key)
+        store.set(thing(key, writer, count, size=64 * 1024 if big else 64), key=key)
+        store.set(thing(key, writer, count, size=SIZE if big else 128), key=key)
     store.close()
     out.put(count)
 
@@ -238,9 +264,13 @@ def _busy(seconds: float) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("pool", [None, 0], ids=["reuse", "no-reuse"])
+@pytest.mark.parametrize(
+    ("pool", "big"),
+    [(None, True), (0, True), (0, False)],
+    ids=["reuse", "no-reuse", "no-reuse-small"],
+)
 def test_readers_under_load_never_see_an_overwritten_key_missing(
-    directory: str, pool: int | None
+    directory: str, pool: int | None, big: bool
 ) -> None:
     """Two writers overwrite one key without a pause, two processes keep the cores busy.
 
@@ -254,7 +284,7 @@ def test_readers_under_load_never_see_an_overwritten_key_missing(
     out = context.Queue()
     others = [context.Process(target=_busy, args=(6.0,)) for _ in range(2)]
     others += [
-        context.Process(target=_overwrite, args=(directory, "k", writer, 5.0, out))
+        context.Process(target=_overwrite, args=(directory, "k", writer, 5.0, pool, big, out))
         for writer in range(2)
     ]
     for other in others:
@@ -274,7 +304,7 @@ def test_readers_under_load_never_see_an_overwritten_key_missing(
                     problems.append(why)
                 del got
             runs.append(reads)
-        writes = [out.get(timeout=120) for _ in range(2)]
+        writes = collect(out, others, 2)
     finally:
         for other in others:
             other.join(timeout=60)
@@ -450,3 +480,33 @@ def test_memory_after_churn_is_the_pools_alone(private_tmpfs: Any) -> None:
     assert held - baseline <= live + pool.pooled_bytes + MB
     store.close()
     assert wait_for_memory(directory, baseline + live) - baseline <= live + MB
+
+
+@pytest.mark.parametrize("pool", [None, 0], ids=["reuse", "no-reuse"])
+def test_a_reader_that_cannot_lock_the_keys_file_yet_retries_not_missing(
+    directory: str, pool: int | None
+) -> None:
+    """A reader whose lock attempt fails (the file it opened is being rewritten, as a pool
+    writer holds it) opens the key again until it gets a version: never "missing".
+
+    Here the key's file is held exclusively for 0.3 s by another open file description, so
+    every attempt in that time fails; the old reader gave up after three and said missing.
+    """
+    import fcntl
+
+    store = make(directory, cache_size=0, page_pool_bytes=pool)
+    store.set(thing("k", 0, 7), key="k")
+    holder = os.open(os.path.join(directory, "k"), os.O_RDONLY)
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    timer = threading.Timer(0.3, os.close, args=(holder,))
+    timer.start()
+    try:
+        start = time.monotonic()
+        got = store.get("k")
+        waited = time.monotonic() - start
+    finally:
+        timer.join(timeout=30)
+    assert got is not None and wrong(got, "k") is None and got["seq"] == 7
+    assert waited >= 0.25  # it waited for the lock rather than report the key missing
+    del got
+    store.close()
