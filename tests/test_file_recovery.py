@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import pickle
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +23,10 @@ from proxystore.exceptions import StoreError
 from proxystore.store.backends.file_dir import (
     DEAD_WRITER_AGE,
     FOREIGN_TEMP_AGE,
+    process_tag,
     temp_name,
 )
-from proxystore.store.file import FileStore
+from proxystore.store.file import FileStore, is_memory_file_system
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -56,10 +61,21 @@ def age(path: Path, seconds: float) -> None:
     os.utime(path, (then, then))
 
 
-def test_a_killed_writers_temp_file_is_removed_when_the_next_store_opens(
-    tmp_path: Path,
-) -> None:
-    directory = tmp_path / "store"
+@pytest.fixture(params=["disk", "memory"])
+def place(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path]:
+    """A directory for a store on disk, or on a memory file system (writers lock temps)."""
+    if request.param == "disk":
+        yield tmp_path
+        return
+    if not (os.path.isdir("/dev/shm") and is_memory_file_system("/dev/shm")):
+        pytest.skip("/dev/shm is not a memory file system here")
+    path = Path(tempfile.mkdtemp(prefix="proxystore-recovery-", dir="/dev/shm"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_a_killed_writers_temp_file_is_removed_when_the_next_store_opens(place: Path) -> None:
+    directory = place / "store"
     FileStore("owner", store_dir=directory)
     child = subprocess.Popen(
         [sys.executable, "-c", WRITER, str(directory)],
@@ -78,34 +94,55 @@ def test_a_killed_writers_temp_file_is_removed_when_the_next_store_opens(
         child.wait(timeout=30)
         assert child.stdout is not None
         child.stdout.close()
-    FileStore("early", store_dir=directory)  # too fresh to be sure: kept
-    assert temps[0].exists()
-    age(temps[0], DEAD_WRITER_AGE + 1)
-    FileStore("next", store_dir=directory)
+    FileStore("next", store_dir=directory)  # at once: the name says which process wrote it
     assert not temps[0].exists()
+    assert os.listdir(directory) == []
 
 
-def test_a_running_writers_temp_file_is_never_removed(tmp_path: Path) -> None:
-    directory = tmp_path / "store"
+def test_a_running_writers_temp_file_is_never_removed(place: Path) -> None:
+    directory = place / "store"
     store = FileStore("owner", store_dir=directory)
     mine = directory / temp_name("0123456789abcdef")  # this process: alive
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        theirs = directory / mine.name.replace(f"-{os.getpid()}-", f"-{sleeper.pid}-")
+        theirs = directory / f".tmp-{process_tag(sleeper.pid)}-0123456789abcdef"
+        start = int(process_tag(sleeper.pid).split("-")[1][1:])
+        # The same process id, started at another time: a dead writer whose id was reused.
+        reused = directory / theirs.name.replace(f"-s{start}-", f"-s{start + 1}-")
         foreign_old = directory / ".tmp-123-otherhost-0123456789abcdef"
         foreign_new = directory / ".tmp-124-otherhost-0123456789abcdef"
-        for path in (mine, theirs, foreign_old, foreign_new):
+        for path in (mine, theirs, reused, foreign_old, foreign_new):
             path.write_bytes(b"partial")
             age(path, FOREIGN_TEMP_AGE - 60)
         age(foreign_old, FOREIGN_TEMP_AGE + 60)
-        assert store.files.remove_dead_temps() == 1
+        assert store.files.remove_dead_temps() == 2
         assert mine.exists() and theirs.exists() and foreign_new.exists()
-        assert not foreign_old.exists()
+        assert not foreign_old.exists() and not reused.exists()
     finally:
         sleeper.kill()
         sleeper.wait(timeout=30)
-    assert store.files.remove_dead_temps() == 1  # the sleeper is gone now
+    with open(theirs, "rb") as held:  # the writer (in another pid namespace, say) locks it
+        fcntl.flock(held, fcntl.LOCK_EX)
+        assert store.files.remove_dead_temps() == 0
+        assert theirs.exists()
+    assert store.files.remove_dead_temps() == 1  # the sleeper is gone, nothing locks it
     assert not theirs.exists()
+
+
+def test_a_temp_name_without_a_start_time_waits_for_its_age(tmp_path: Path) -> None:
+    """Older names (or a host without /proc) carry no start time: the old rule applies."""
+    directory = tmp_path / "store"
+    store = FileStore("owner", store_dir=directory)
+    sleeper = subprocess.Popen([sys.executable, "-c", "pass"])
+    sleeper.wait(timeout=30)
+    tag = process_tag(os.getpid())
+    host = tag.split("-", 2)[2]
+    old = directory / f".tmp-{sleeper.pid}-{host}-0123456789abcdef"
+    old.write_bytes(b"partial")
+    assert store.files.remove_dead_temps() == 0  # too fresh to be sure
+    age(old, DEAD_WRITER_AGE + 1)
+    assert store.files.remove_dead_temps() == 1
+    assert not old.exists()
 
 
 RESOLVE = textwrap.dedent(

@@ -127,11 +127,43 @@ def test_idle_pool_gives_memory_back(directory: str) -> None:
     assert hidden(directory) == [] and pooled(store) == 0
 
 
-def test_bad_pool_settings_are_refused(directory: str) -> None:
-    with pytest.raises(ValueError, match="page_pool_bytes"):
-        make(directory, page_pool_bytes=-1)
-    with pytest.raises(ValueError, match="page_pool_idle"):
-        make(directory, page_pool_idle=0)
+@pytest.mark.parametrize(
+    ("option", "value", "error"),
+    [
+        ("page_pool_bytes", -1, ValueError),
+        ("page_pool_bytes", 0.5, TypeError),  # not silently "off"
+        ("page_pool_bytes", 2.0**30, TypeError),
+        ("page_pool_bytes", True, TypeError),
+        ("page_pool_bytes", "1g", TypeError),
+        ("page_pool_idle", 0, ValueError),
+        ("page_pool_idle", -1.0, ValueError),
+        ("page_pool_idle", float("nan"), ValueError),  # the idle thread spun at 100% CPU
+        ("page_pool_idle", float("inf"), ValueError),
+        ("page_pool_idle", 1e300, ValueError),
+        ("page_pool_idle", True, TypeError),
+        ("page_pool_idle", "30", TypeError),
+        ("cache_size", -1, ValueError),
+        ("cache_size", 1.5, TypeError),
+        ("host_cache_bytes", 0, ValueError),
+        ("host_cache_bytes", 1.5, TypeError),
+    ],
+)
+def test_bad_numeric_options_are_refused_naming_them(
+    directory: str, option: str, value: object, error: type[Exception]
+) -> None:
+    before = sorted(os.listdir(directory))
+    with pytest.raises(error, match=option) as info:
+        make(os.path.join(directory, "store"), **{option: value})
+    assert repr(value) in str(info.value)
+    assert sorted(os.listdir(directory)) == before  # refused before anything was made
+
+
+def test_good_numeric_options_of_other_number_types_are_taken(directory: str) -> None:
+    store = make(directory, page_pool_bytes=np.int64(8 * MB), page_pool_idle=np.float32(5))
+    assert store.files.pool is not None and store.files.pool.limit == 8 * MB
+    assert store.files.pool.idle == 5.0
+    assert type(store.files.pool.limit) is int
+    store.close()
 
 
 def test_an_array_in_use_here_is_never_overwritten(directory: str) -> None:
@@ -399,8 +431,6 @@ def test_a_dead_processs_pool_files_are_removed_when_the_next_store_opens(
     import subprocess
     import sys
 
-    from proxystore.store.backends.file_dir import DEAD_WRITER_AGE
-
     result = subprocess.run(
         [sys.executable, "-c", KEEPER, directory], capture_output=True, text=True, timeout=120
     )
@@ -408,7 +438,45 @@ def test_a_dead_processs_pool_files_are_removed_when_the_next_store_opens(
     kept = ast.literal_eval(result.stdout.strip())  # the list the child printed
     assert len(kept) == 1 and kept[0] in os.listdir(directory)
     path = os.path.join(directory, kept[0])
-    then = time.time() - DEAD_WRITER_AGE - 1
-    os.utime(path, (then, then))
-    FileStore("next", store_dir=directory).close()
+    FileStore("next", store_dir=directory).close()  # at once, however fresh the file
     assert not os.path.exists(path)
+
+
+def test_kept_write_mappings_are_bounded_and_go_when_idle(directory: str) -> None:
+    from proxystore.store.backends.file_pool import KEPT_MAPPINGS
+
+    store = make(directory, cache_size=0, page_pool_idle=0.5)
+    pool = store.files.pool
+    assert pool is not None
+    keys = [store.set(array(2 * MB, seed)) for seed in range(KEPT_MAPPINGS + 2)]
+    for key in keys:
+        store.evict(key)
+    again = [store.set(array(2 * MB, seed)) for seed in range(KEPT_MAPPINGS + 2)]  # reused
+    assert 0 < pool.kept_mappings <= KEPT_MAPPINGS
+    deadline = time.monotonic() + 10
+    while pool.kept_mappings and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert pool.kept_mappings == 0 and pooled(store) == 0  # idle: all given back
+    for seed, key in enumerate(again):
+        assert np.array_equal(store.get(key), array(2 * MB, seed))
+    store.close()
+
+
+def test_a_reader_gives_up_on_a_key_that_never_holds_still_within_the_bound(
+    directory: str,
+) -> None:
+    """The retry of a replaced key is bounded in time and says so (TimeoutError)."""
+    import fcntl
+
+    path = os.path.join(directory, "k")
+    with open(path, "wb") as out:
+        out.write(b"x" * 100)
+    with open(path, "rb") as held:  # as a writer rewriting it would: every lock attempt fails
+        fcntl.flock(held, fcntl.LOCK_EX)
+        start = time.monotonic()
+        with pytest.raises(TimeoutError, match="replaced"):
+            file_maps.open_locked(path, wait=0.3)
+        assert 0.3 <= time.monotonic() - start < 10
+    opened = file_maps.open_locked(path, wait=0.3)  # holds still now
+    assert opened is not None
+    os.close(opened[0])

@@ -26,6 +26,8 @@ error naming the host.
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
 from typing import Any
 
@@ -45,6 +47,48 @@ from proxystore.store.layering import compose_layers
 from proxystore.store.layers.signing import check_signing_key
 
 __all__ = ["FileStore", "file_system_type", "is_memory_file_system", "mount_of"]
+
+_MAX_IDLE = 365 * 86400.0  # a year: beyond it, say "never" with page_pool_bytes=0 instead
+
+
+def _whole(name: str, option: str, value: object, *, least: int, optional: bool) -> None:
+    """Refuse an option that must be a whole number of at least ``least``."""
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(
+            f"FileStore {name!r}: {option} must be an int (a number of "
+            f"{'bytes' if 'bytes' in option else 'objects'}), got {value!r}"
+            + (" (None for the default)" if optional else "")
+        )
+    if value < least:
+        raise ValueError(f"FileStore {name!r}: {option} must be >= {least}, got {value!r}")
+
+
+def _check_options(
+    name: str,
+    *,
+    cache_size: object,
+    host_cache_bytes: object,
+    page_pool_bytes: object,
+    page_pool_idle: object,
+) -> None:
+    """Refuse a numeric option of the wrong type or out of range, naming it."""
+    _whole(name, "cache_size", cache_size, least=0, optional=False)
+    _whole(name, "host_cache_bytes", host_cache_bytes, least=1, optional=True)
+    _whole(name, "page_pool_bytes", page_pool_bytes, least=0, optional=True)
+    if isinstance(page_pool_idle, bool) or not isinstance(page_pool_idle, numbers.Real):
+        raise TypeError(
+            f"FileStore {name!r}: page_pool_idle must be a number of seconds, "
+            f"got {page_pool_idle!r}"
+        )
+    idle = float(page_pool_idle)
+    if not math.isfinite(idle) or not 0 < idle <= _MAX_IDLE:
+        raise ValueError(
+            f"FileStore {name!r}: page_pool_idle must be a finite number of seconds > 0 and "
+            f"<= {_MAX_IDLE:g} (a year), got {page_pool_idle!r}; to keep no pages at all, "
+            "pass page_pool_bytes=0"
+        )
 
 
 class FileStore(Store):
@@ -80,7 +124,8 @@ class FileStore(Store):
             put then costs a copy, not a page fault per 4 KiB (as Ray's object store keeps
             its memory). ``None`` (default): 1 GiB, at most a quarter of the file system;
             ``0``: off. Kept only by the process that evicted, and never rewritten while any
-            process still reads them.
+            process (or forked child) still reads them; see "Page reuse" in the FileStore
+            docs.
         page_pool_idle: Seconds without a put or an eviction after which the kept pages are
             given back to the system.
 
@@ -88,8 +133,13 @@ class FileStore(Store):
         StoreError: If ``store_dir`` cannot be created, is not safe to use (a symbolic link,
             owned by another user, writable by others), or ``zero_copy=True`` and it is not on
             a memory file system.
-        ValueError: If ``readonly=True`` without zero-copy, or ``signing_key`` is too short.
-        TypeError: If ``signing_key`` is not bytes.
+        ValueError: If ``readonly=True`` without zero-copy, ``signing_key`` is too short, or
+            a numeric option is out of range (``cache_size`` and ``page_pool_bytes`` ``>= 0``,
+            ``host_cache_bytes`` ``>= 1``, ``page_pool_idle`` finite, ``> 0`` and at most a
+            year); the message names the option.
+        TypeError: If ``signing_key`` is not bytes, or a numeric option is not a number of
+            the right kind (``cache_size``, ``host_cache_bytes`` and ``page_pool_bytes`` are
+            ints: ``0.5`` is refused, not taken for ``0``).
     """
 
     def __init__(
@@ -109,6 +159,13 @@ class FileStore(Store):
         page_pool_bytes: int | None = None,
         page_pool_idle: float = DEFAULT_IDLE,
     ) -> None:
+        _check_options(
+            name,
+            cache_size=cache_size,
+            host_cache_bytes=host_cache_bytes,
+            page_pool_bytes=page_pool_bytes,
+            page_pool_idle=page_pool_idle,
+        )
         directory = os.path.abspath(os.fspath(store_dir))
         if signing_key is not None:  # checked before anything touches the file system
             check_signing_key(signing_key, f"FileStore {name!r}")
@@ -138,13 +195,9 @@ class FileStore(Store):
                 f"which are off for {directory!r}"
             )
         backend.zero_copy, backend.readonly = mapped, readonly
-        if page_pool_bytes is not None and page_pool_bytes < 0:
-            raise ValueError(f"FileStore {name!r}: page_pool_bytes must be >= 0")
-        if page_pool_idle <= 0:
-            raise ValueError(f"FileStore {name!r}: page_pool_idle must be > 0 seconds")
         if on_memory:
-            limit = default_limit(directory) if page_pool_bytes is None else page_pool_bytes
-            backend.reuse_pages(limit=limit, idle=page_pool_idle)
+            limit = default_limit(directory) if page_pool_bytes is None else int(page_pool_bytes)
+            backend.reuse_pages(limit=limit, idle=float(page_pool_idle))
         kwargs: dict[str, Any] = {"store_dir": directory, "cache_size": cache_size}
         if zero_copy is not None:
             kwargs["zero_copy"] = zero_copy
@@ -153,9 +206,9 @@ class FileStore(Store):
         if shared:
             kwargs["shared"] = True
         if page_pool_bytes is not None:
-            kwargs["page_pool_bytes"] = page_pool_bytes
+            kwargs["page_pool_bytes"] = int(page_pool_bytes)
         if page_pool_idle != DEFAULT_IDLE:
-            kwargs["page_pool_idle"] = page_pool_idle
+            kwargs["page_pool_idle"] = float(page_pool_idle)
         kwargs["create_dir"] = False  # a worker never creates the directory
         # Copy-on-write arrays are private to each get (never cached); read-only mappings give
         # read-only arrays without a copy.

@@ -20,29 +20,27 @@ of writers that died (:meth:`FileBackend.remove_dead_temps`).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
-import mmap
 import os
 import socket
 import stat as stat_mode
-import time
 from collections.abc import Iterator
 
 from proxystore.buffers import alloc_buffer
 from proxystore.exceptions import InvalidKeyError, StoreError
-from proxystore.serialize import Buffer
 from proxystore.store.backends.base import BackendBase, Fetched, KeyInfo, Parts, new_key
 from proxystore.store.backends.file_dir import (
     file_system_type,
-    is_dead_temp,
+    install,
     is_memory_file_system,
     mount_of,
+    remove_if_dead,
     temp_files,
     temp_name,
     unsafe_reason,
+    write_all,
 )
-from proxystore.store.backends.file_maps import map_file, open_locked, populate_export
+from proxystore.store.backends.file_maps import REPLACED_WAIT, map_file, open_locked, populate
 from proxystore.store.backends.file_pool import PagePool, delete_file
 
 __all__ = [
@@ -52,36 +50,6 @@ __all__ = [
     "mount_of",
     "populate",
 ]
-
-_IOV_MAX = min(getattr(os, "sysconf", lambda _: 1024)("SC_IOV_MAX"), 1024)
-_MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22)  # Linux 5.14+
-_LIBC = ctypes.CDLL(None, use_errno=True)  # ctypes calls release the interpreter lock
-
-
-def populate(data: Buffer) -> None:
-    """Fill the page table of a writable memory mapping without holding the interpreter lock.
-
-    Used by the background half of a resolve (``MADV_POPULATE_READ``, Linux 5.14+), so a
-    task's first pass over a copy-on-write array does not fault every few pages. Anything but a
-    writable mapping is left alone.
-    """
-    if isinstance(data, memoryview) and populate_export(data):
-        return
-    mapping = data.obj if isinstance(data, memoryview) else None
-    if not isinstance(mapping, mmap.mmap):
-        return
-    try:
-        anchor = ctypes.c_char.from_buffer(mapping)
-    except (TypeError, ValueError):
-        return
-    try:
-        _LIBC.madvise(
-            ctypes.c_void_p(ctypes.addressof(anchor)),
-            ctypes.c_size_t(len(mapping)),
-            ctypes.c_int(_MADV_POPULATE_READ),
-        )  # a kernel without MADV_POPULATE_READ answers EINVAL: nothing lost
-    finally:
-        del anchor
 
 
 def _remove(path: str) -> None:
@@ -212,10 +180,8 @@ class FileBackend(BackendBase):
         """
         removed = 0
         for name, _, age in self.temp_files():
-            if is_dead_temp(name, age):
-                with contextlib.suppress(OSError):  # gone already, or not ours to remove
-                    os.unlink(os.path.join(self.directory, name))
-                    removed += 1
+            if remove_if_dead(os.path.join(self.directory, name), age):
+                removed += 1
         return removed
 
     def temp_files(self) -> list[tuple[str, int, float]]:
@@ -292,28 +258,16 @@ class FileBackend(BackendBase):
     def put(self, key: str | None, parts: Parts) -> str:
         """Write the pieces with ``writev`` to a temporary file, then rename it into place.
 
-        With page reuse, the pieces go into a pooled file instead when one fits, and the file
-        an explicit key replaces joins the pool (linked there first: readers see the old or
-        the new object, never neither).
+        With page reuse, the pieces go into a pooled file instead when one fits. On a memory
+        file system the new file is exchanged with the one the key named (atomically: readers
+        see the old or the new object, never neither), and the old file, then named by this
+        process alone, joins the pool or is deleted (see
+        :mod:`~proxystore.store.backends.file_pool`).
         """
-        explicit = key is not None
+        new = key is None
         if key is None:
             key = new_key()
         path = self.path(key)
-        if explicit and self.pool is not None:
-            replaced = self.pool.keep_replaced(key, path)
-            try:
-                self._put(key, path, parts)
-            except BaseException:
-                if replaced is not None:
-                    self.pool.abandon(replaced)
-                raise
-            if replaced is not None:
-                self.pool.admit(replaced)
-            return key
-        return self._put(key, path, parts)
-
-    def _put(self, key: str, path: str, parts: Parts) -> str:
         # Not derived from the key, so any key the file system accepts as a name works.
         if not self._checked:
             if self.create:
@@ -321,12 +275,37 @@ class FileBackend(BackendBase):
             else:
                 self._ready("write", key)
         views = [memoryview(part).cast("B") for part in parts if memoryview(part).nbytes]
+        source = None
         if self.pool is not None:
             try:
-                if self.pool.write(key, path, views, sum(view.nbytes for view in views)):
-                    return key
+                source = self.pool.write(views, sum(view.nbytes for view in views))
             except OSError as exc:
                 raise self._error("write", path, exc) from exc
+        if source is not None:
+            try:
+                self._install(source, path, new=new)
+                return key
+            except FileNotFoundError:
+                pass  # the directory was cleared meanwhile: write a new file
+            except OSError as exc:
+                _remove(source)
+                raise self._error("write", path, exc) from exc
+            except BaseException:
+                _remove(source)
+                raise
+        temp = self._write_temp(key, views)
+        try:
+            self._install(temp, path, new=new)
+        except OSError as exc:
+            _remove(temp)
+            raise self._error("write", path, exc) from exc
+        except BaseException:
+            _remove(temp)
+            raise
+        return key
+
+    def _write_temp(self, key: str, views: list[memoryview]) -> str:
+        """Write ``views`` to a new temporary file (locked while written); return its path."""
         temp = os.path.join(self.directory, temp_name(new_key()[:16]))
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
         try:
@@ -340,29 +319,48 @@ class FileBackend(BackendBase):
         except OSError as exc:
             raise self._error("create", temp, exc) from exc
         try:
-            try:
-                os.fchmod(fd, self.file_mode)  # whatever the umask
-                while views:
-                    written = os.writev(fd, views[:_IOV_MAX])
-                    while views and written >= views[0].nbytes:
-                        written -= views[0].nbytes
-                        views.pop(0)
-                    if written:
-                        views[0] = views[0][written:]
-                now = time.time_ns()
-                os.utime(fd, ns=(now, now))
-            finally:
-                os.close(fd)
-            os.replace(temp, path)
-            if self.pool is not None:
-                self.pool.discard(key)
+            write_all(fd, views, self.file_mode, lock=self.locking)
         except OSError as exc:
             _remove(temp)
-            raise self._error("write", path, exc) from exc
+            raise self._error("write", os.path.join(self.directory, key), exc) from exc
         except BaseException:
             _remove(temp)
             raise
-        return key
+        return temp
+
+    def _install(self, source: str, path: str, *, new: bool = False) -> None:
+        """Rename the finished file ``source`` to ``path``; retire the file it replaces."""
+        if not self.locking:
+            os.replace(source, path)
+        elif install(source, path, new=new):
+            self._retire(source)  # the replaced file, now under our name alone
+
+    def _retire(self, private: str) -> None:
+        """Pool or delete a file that only this process names."""
+        if self.pool is not None and self.pool.adopt(private):
+            return
+        delete_file(private)
+
+    def _private_path(self) -> str:
+        if self.pool is not None:
+            return self.pool.private_path()
+        return os.path.join(self.directory, temp_name(new_key()[:16]))
+
+    def _take_away(self, path: str) -> None:
+        """Remove the file of a key (evict): rename it to a name of ours, then retire it.
+
+        Raises:
+            OSError: If it exists but cannot be removed.
+        """
+        if not self.locking:
+            os.unlink(path)
+            return
+        if not stat_mode.S_ISREG(os.lstat(path).st_mode):
+            os.unlink(path)  # not one of our files: fails as it should for a directory
+            return
+        private = self._private_path()
+        os.rename(path, private)  # only one process wins this name: the file is ours now
+        self._retire(private)
 
     def get(self, key: str) -> Fetched:
         """Read (or map) the whole file of ``key`` into one buffer, with its write time."""
@@ -371,7 +369,14 @@ class FileBackend(BackendBase):
             return None
         try:
             if self.locking or self.zero_copy:  # mappings always lock (see file_maps)
-                opened = open_locked(path)
+                try:
+                    opened = open_locked(path)
+                except TimeoutError:
+                    raise self.error(
+                        f"{self.where} could not read key {key!r}: its file {path!r} was "
+                        f"replaced under every attempt for {REPLACED_WAIT:g} s (it is being "
+                        "rewritten without a pause); read it again when writing slows down"
+                    ) from None
                 if opened is None:
                     raise FileNotFoundError(path)
                 fd, stat = opened
@@ -421,13 +426,8 @@ class FileBackend(BackendBase):
         With page reuse, a large file goes to the pool instead (the key is gone all the same).
         """
         path = self.path(key)
-        if self.pool is not None and self.pool.give(key, path):
-            return
         try:
-            if self.locking:
-                delete_file(path)
-            else:
-                os.unlink(path)
+            self._take_away(path)
         except FileNotFoundError:
             pass
         except OSError as exc:
@@ -443,7 +443,10 @@ class FileBackend(BackendBase):
             with contextlib.suppress(OSError, StoreError):
                 for info in list(self.scan()):
                     with contextlib.suppress(OSError):
-                        delete_file(os.path.join(self.directory, info.key))
+                        path = os.path.join(self.directory, info.key)
+                        private = os.path.join(self.directory, temp_name(new_key()[:16]))
+                        os.rename(path, private)
+                        delete_file(private)
         shutil.rmtree(self.directory, ignore_errors=True)
         self._cleared = True
         self._checked = False

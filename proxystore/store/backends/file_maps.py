@@ -6,21 +6,32 @@ one arena mapped:
 
 * **Locks say who reads.** Every reader holds a shared ``flock`` on the file for as long as
   anything rebuilt on its pages is alive (:func:`open_locked` takes it and checks that the
-  file is still the one under the key). A writer reuses the pages of an evicted object only
-  when it can take the exclusive lock (:mod:`~proxystore.store.backends.file_pool`), so no
-  live array ever sees its bytes change.
+  file is still the one under the key; a key replaced meanwhile is opened again, until
+  :data:`REPLACED_WAIT` seconds have passed). A writer reuses or truncates the pages of a
+  file only when it can take the exclusive lock (:mod:`~proxystore.store.backends.file_pool`),
+  so no live array ever sees its bytes change or vanish.
 * **Mappings are parked, not torn down.** When the last object rebuilt on a mapping is
-  garbage collected, the mapping is *parked*: its lock is released and its page table kept.
-  The next object written into the same pages (the writer reuses them) is then resolved
-  without a single page fault. A copy-on-write mapping is parked only if no page of it was
-  written (read from ``/proc/self/pagemap``), so a reused mapping always shows the file.
+  garbage collected, the mapping is *parked*: its locked descriptor is closed (the mapping
+  itself was made from another, unlocked, description of the file) and its page table
+  kept. The next object written into the same pages (the writer reuses them) is then
+  resolved without a single page fault. A copy-on-write mapping is parked only if no page
+  of it was written (read from ``/proc/self/pagemap``), so a reused mapping always shows
+  the file.
 
-Parked mappings are bounded (:data:`PARKED_MAX` per process) and dropped, by a map (at most
-once a second), when unused for :data:`PARKED_IDLE` seconds or when their file was deleted.
-They never keep memory the store gave back: a file is deleted (evicted without pooling, or
-given back by a pool) after truncating it to zero whenever nobody holds a lock on it, and a
-mapping of a deleted file is never parked. A child process (``fork``) never parks nor unlocks
-what it inherited: those locks are its parent's.
+**Fork.** A ``flock`` belongs to the open file description, which a forked child shares. So a
+mapping is never unlocked with ``LOCK_UN`` (that would unlock the child's copy too): closing
+the locked descriptor drops this process's hold only, and the lock stays while a child still
+holds its copy (the mapping is made from a second, unlocked description, since a mapping
+keeps its description, and so a lock on it, alive). A child never parks what it inherited;
+it closes it when its objects die.
+
+**Memory.** Parked mappings are bounded (:data:`PARKED_MAX` per process) and dropped, by a
+map (at most once a second), when unused for :data:`PARKED_IDLE` seconds or when their file was
+deleted. They never keep memory the store gave back: a file is deleted (evicted, replaced or
+given back by a pool) after truncating it to zero whenever nobody holds a lock on it, and when
+a file was deleted under a reader, the last reader to let go truncates it (nobody else holds a
+lock then, and parked mappings are never read again), so parked mappings elsewhere keep no
+memory either.
 """
 
 from __future__ import annotations
@@ -37,15 +48,19 @@ import time
 import weakref
 from typing import Any
 
+from proxystore.serialize import Buffer
+
 __all__ = [
     "PARKED_IDLE",
     "PARKED_MAX",
+    "REPLACED_WAIT",
     "drop_parked",
     "export_mapping",
     "is_mapped",
     "map_file",
     "open_locked",
     "parked_count",
+    "populate",
     "populate_export",
 ]
 
@@ -56,8 +71,10 @@ PARKED_IDLE = 30.0
 
 _PAGE = mmap.PAGESIZE
 _MAP_FAILED = ctypes.c_void_p(-1).value
-_MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22)
-_OPEN_TRIES = 3
+_MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22)  # Linux 5.14+
+REPLACED_WAIT = 30.0
+"""Seconds a reader keeps opening a key that is replaced between its open and its lock (each
+retry sees a newer version) before it gives up with :class:`TimeoutError`."""
 _SWEEP_EVERY = 1.0  # seconds between sweeps of the parked mappings on the read path
 
 _LIBC = ctypes.CDLL(None, use_errno=True)  # ctypes calls release the interpreter lock
@@ -104,27 +121,89 @@ def raw_populate(address: int, length: int, advice: int = _MADV_POPULATE_READ) -
 
 
 class _Mapping:
-    """One mapping of one file in this process, with the descriptor that holds its lock."""
+    """One mapping of one file in this process.
 
-    __slots__ = ("address", "fd", "ident", "length", "pid", "populated", "private", "used")
+    Two descriptors: ``fd`` holds the shared lock while the mapping is in use (``-1`` while
+    parked), and ``watch``, another open file description without a lock, is what the
+    mapping was made from (a mapping keeps its description alive, so a lock on it would
+    outlive every descriptor) and tells whether the file was deleted.
+    """
+
+    __slots__ = (
+        "address",
+        "fd",
+        "ident",
+        "length",
+        "pid",
+        "populated",
+        "private",
+        "used",
+        "watch",
+    )
 
     def __init__(self, fd: int, ident: tuple[int, int], length: int, *, private: bool) -> None:
-        self.fd = fd
         self.ident = ident
         self.length = length
         self.private = private
         self.pid = os.getpid()
         self.used = time.monotonic()
         self.populated = False  # the page table was filled (a reused mapping keeps it)
-        self.address = raw_map(fd, length, private=private, writable=False)
+        self.address = 0
+        self.watch = os.open(f"/proc/self/fd/{fd}", os.O_RDONLY)  # a new description
+        try:
+            self.address = raw_map(self.watch, length, private=private, writable=False)
+        except BaseException:
+            os.close(self.watch)
+            raise
+        self.fd = fd  # owned from here on
 
     def close(self) -> None:
-        """Unmap and close (closing never unlocks a descriptor a parent still holds)."""
+        """Unmap and close (closing never unlocks a descriptor a child still holds)."""
         if self.address:
             raw_unmap(self.address, self.length)
             self.address = 0
-        with contextlib.suppress(OSError):
-            os.close(self.fd)
+        for fd in (self.fd, self.watch):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self.fd = self.watch = -1
+
+    def let_go(self) -> None:
+        """Close a mapping in use until now (its objects died).
+
+        If its file was deleted meanwhile and this was the last lock on it, truncate it: its
+        memory returns although parked mappings elsewhere still refer to it (see the module).
+        """
+        if self.watch < 0 or self.pid != os.getpid() or not _deleted(self.watch):
+            self.close()
+            return
+        try:
+            writable = os.open(f"/proc/self/fd/{self.watch}", os.O_RDWR)
+        except OSError:
+            self.close()  # not ours to truncate (another user's object)
+            return
+        self.close()  # this process's hold; a forked child may still hold its copy
+        try:
+            fcntl.flock(writable, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new description
+        except OSError:
+            pass  # another reader (or a child) still holds it: the last one truncates
+        else:
+            with contextlib.suppress(OSError):
+                os.ftruncate(writable, 0)
+        finally:
+            os.close(writable)
+
+    def detach(self) -> None:
+        """Close the locked descriptor (to park): the lock goes unless a child holds a copy."""
+        if self.fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+        self.fd = -1
+
+    def adopt(self, fd: int) -> None:
+        """Take over ``fd`` (opened and locked on this mapping's file) when leaving the park."""
+        self.detach()
+        self.fd = fd
 
     def clean(self) -> bool:
         """Whether no page of a private mapping was written (always true for shared ones)."""
@@ -169,14 +248,10 @@ class _Registry:
         return found
 
     def park(self, mapping: _Mapping) -> None:
-        if mapping.pid != os.getpid() or _deleted(mapping.fd) or not mapping.clean():
-            mapping.close()
+        if mapping.pid != os.getpid() or _deleted(mapping.watch) or not mapping.clean():
+            mapping.let_go()
             return
-        try:
-            fcntl.flock(mapping.fd, fcntl.LOCK_UN)
-        except OSError:
-            mapping.close()
-            return
+        mapping.detach()
         mapping.used = time.monotonic()
         dropped: list[_Mapping] = []
         with self.lock:
@@ -206,7 +281,7 @@ class _Registry:
         dropped = []
         with self.lock:
             for slot, mapping in list(self.parked.items()):
-                stale = everything or now - mapping.used >= PARKED_IDLE or _deleted(mapping.fd)
+                stale = everything or now - mapping.used >= PARKED_IDLE or _deleted(mapping.watch)
                 if stale and self.parked.get(slot) is mapping:
                     dropped.append(self.parked.pop(slot))
         for mapping in dropped:
@@ -243,18 +318,23 @@ def drop_parked() -> None:
     _REGISTRY.sweep(everything=True)
 
 
-def open_locked(path: str) -> tuple[int, os.stat_result] | None:
+def open_locked(path: str, wait: float = REPLACED_WAIT) -> tuple[int, os.stat_result] | None:
     """Open ``path`` read-only with a shared lock; ``None`` if it is missing.
 
     The lock is taken without waiting: a file another process holds exclusively is being
-    rewritten from a pool of evicted objects, so the key no longer names it. After locking,
-    the file must still be the one at ``path`` (an evicted file is renamed away first);
-    otherwise the key was replaced or evicted meanwhile and is opened again (a few times).
+    rewritten from a pool of evicted objects or deleted, so the key no longer names it. After
+    locking, the file must still be the one at ``path`` (a file leaves its key by a rename
+    first); otherwise the key was replaced meanwhile and is opened again, until it holds
+    still: a replaced key always names the old or the new version, so a reader never reports
+    it missing. ``None`` only when the key itself is missing (never written, or evicted).
 
     Raises:
-        OSError: Any error but a missing file.
+        TimeoutError: If the key was replaced under every open for ``wait`` seconds.
+        OSError: Any other error but a missing file.
     """
-    for _ in range(_OPEN_TRIES):
+    deadline = None
+    tries = 0
+    while True:
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
         except FileNotFoundError:
@@ -266,21 +346,30 @@ def open_locked(path: str) -> tuple[int, os.stat_result] | None:
                 if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
                     raise
                 os.close(fd)
-                continue
-            opened = os.fstat(fd)
-            try:
-                named = os.stat(path, follow_symlinks=False)
-            except FileNotFoundError:
+            else:
+                opened = os.fstat(fd)
+                try:
+                    named = os.stat(path, follow_symlinks=False)
+                except FileNotFoundError:
+                    os.close(fd)
+                    return None  # evicted since the open
+                if (named.st_dev, named.st_ino) == (opened.st_dev, opened.st_ino):
+                    return fd, opened
                 os.close(fd)
-                return None
-            if (named.st_dev, named.st_ino) == (opened.st_dev, opened.st_ino):
-                return fd, opened
-            os.close(fd)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.close(fd)
             raise
-    return None
+        tries += 1
+        now = time.monotonic()
+        if deadline is None:
+            deadline = now + wait
+        elif now >= deadline:
+            raise TimeoutError(
+                errno.ETIMEDOUT, f"replaced under each of {tries} opens in {wait:g} s", path
+            )
+        if tries > 3:
+            time.sleep(min(0.01, 0.0001 * tries))  # let the writers finish a version
 
 
 def map_file(fd: int, info: os.stat_result, *, private: bool) -> memoryview:
@@ -297,14 +386,8 @@ def map_file(fd: int, info: os.stat_result, *, private: bool) -> memoryview:
     size = info.st_size
     mapping = _REGISTRY.take(ident, private, size)
     if mapping is not None:
-        try:
-            fcntl.flock(mapping.fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # shares the lock we hold
-        except OSError:
-            mapping.close()
-            mapping = None
-        else:
-            os.close(fd)
-    if mapping is None:
+        mapping.adopt(fd)  # the descriptor that holds our lock now
+    else:
         try:
             mapping = _Mapping(fd, ident, size, private=private)
         except BaseException:
@@ -340,3 +423,29 @@ def populate_export(view: memoryview) -> bool:
         raw_populate(mapping.address, mapping.length)
         mapping.populated = True
     return True
+
+
+def populate(data: Buffer) -> None:
+    """Fill the page table of a writable memory mapping without holding the interpreter lock.
+
+    Used by the background half of a resolve (``MADV_POPULATE_READ``, Linux 5.14+), so a
+    task's first pass over a copy-on-write array does not fault every few pages. Anything but a
+    writable mapping is left alone.
+    """
+    if isinstance(data, memoryview) and populate_export(data):
+        return
+    mapping = data.obj if isinstance(data, memoryview) else None
+    if not isinstance(mapping, mmap.mmap):
+        return
+    try:
+        anchor = ctypes.c_char.from_buffer(mapping)
+    except (TypeError, ValueError):
+        return
+    try:
+        _LIBC.madvise(
+            ctypes.c_void_p(ctypes.addressof(anchor)),
+            ctypes.c_size_t(len(mapping)),
+            ctypes.c_int(_MADV_POPULATE_READ),
+        )  # a kernel without MADV_POPULATE_READ answers EINVAL: nothing lost
+    finally:
+        del anchor

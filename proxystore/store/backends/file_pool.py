@@ -3,20 +3,37 @@
 Faulting fresh pages into a memory file system costs several times the copy itself (each
 4 KiB page is allocated, zeroed and mapped). Ray's object store avoids it by keeping its
 memory; a :class:`PagePool` does the same for a zero-copy
-:class:`~proxystore.store.backends.file.FileBackend`:
+:class:`~proxystore.store.backends.file.FileBackend`.
 
-* **Evicting** an object of at least :data:`MIN_POOLED` bytes renames its file to a hidden
-  pool name instead of deleting it (the key is gone at once, as before).
-* **Writing** an object takes the smallest pooled file that is large enough and that no
-  process reads (an exclusive ``flock`` succeeds: every reader holds a shared one, see
-  :mod:`~proxystore.store.backends.file_maps`), truncates it to the new size, copies the
-  bytes in through a mapping this process keeps, and renames it to the key. After the first
-  reuse of a file the write is one ``memcpy`` into memory whose pages are already there.
-* **Bounded**: the pool holds at most ``limit`` bytes (oldest files go first), and when the
-  store has been idle for ``idle`` seconds a background thread gives everything back. Files
-  leaving the pool are truncated first, so their memory returns even if a parked mapping in
-  another process still refers to them. Pool files are named ``.pool-<pid>-<host>-...``:
-  those of a process that died are removed like its unfinished writes.
+**The claim.** A file has exactly one name at any time (nothing here makes hard links). A
+file leaves a key only by an atomic rename of the key's name to a fresh name of this process
+(``evict``), or by an atomic exchange with the new version's file (``renameat2`` with
+``RENAME_EXCHANGE``, :func:`~proxystore.store.backends.file_dir.install`: the key names the
+new file, and the old one comes back under the writer's name, so the key is never missing).
+Only one process can win a rename of a given name, so whoever holds the file under its own
+name owns it alone: it is in at most one pool, and no key names it. That owner may then
+:meth:`PagePool.adopt` it (files of :data:`MIN_POOLED` bytes up to the pool's bound) or
+delete it.
+
+**A write never touches a file anything can still read.** Readers hold a shared ``flock``
+while anything rebuilt on a file's pages is alive, in this process, another, or a forked
+child (see :mod:`~proxystore.store.backends.file_maps`). A write takes the smallest pooled
+file that is large enough and whose exclusive lock it gets, truncates it to the new size,
+copies the bytes in through a mapping, releases the lock, and the caller installs it under
+the key. Files are truncated (to shrink, or to give memory back) only by their owner and only
+under the exclusive lock.
+
+**Bounded**: the pool holds at most ``limit`` bytes (oldest files go first), and when the
+store has been idle for ``idle`` seconds a background thread gives everything back. A file
+leaving the pool is truncated first when nobody reads it, so its memory returns even if a
+parked mapping in another process still refers to it. Every pooled byte is counted in
+:attr:`PagePool.pooled_bytes`. A writer also keeps the writable mappings of the last
+:data:`KEPT_MAPPINGS` files it wrote, which now hold objects under keys (they own no memory of
+their own), to skip mapping them again if it pools them later; they go when the pool is idle.
+If such a file is deleted by another process meanwhile, its memory still returns: the deleter
+truncates it when nobody reads it, else the last reader does. Pool files
+are named ``.pool-<pid>-s<start>-<host>-...``: those of a process that died are removed like
+its unfinished writes, at the next open of the directory.
 
 Each process has its own pool per store directory; a forked child starts with an empty one.
 """
@@ -28,6 +45,7 @@ import contextlib
 import ctypes
 import fcntl
 import os
+import stat as stat_mode
 import threading
 import time
 import weakref
@@ -40,7 +58,7 @@ from proxystore.store.backends.file_maps import raw_map, raw_populate, raw_unmap
 __all__ = [
     "DEFAULT_IDLE",
     "DEFAULT_LIMIT",
-    "LIVE_MAX",
+    "KEPT_MAPPINGS",
     "MIN_POOLED",
     "PagePool",
     "default_limit",
@@ -54,10 +72,11 @@ DEFAULT_LIMIT = 1 << 30
 :func:`default_limit`)."""
 DEFAULT_IDLE = 30.0
 """Default seconds without a write or an eviction after which a pool gives its memory back."""
-LIVE_MAX = 32
-"""Most written objects whose writable mapping a process keeps, to reuse when evicted."""
 
+KEPT_MAPPINGS = 8
+"""Most writable mappings of written objects a process keeps, to reuse when it evicts them."""
 _PREMAP_WAIT = 1.0  # seconds a write waits for a file being mapped in the background
+_DRAIN_WAIT = 10.0  # seconds a drain waits for a file being mapped in the background
 _MADV_POPULATE_WRITE = 23  # Linux 5.14+; older kernels answer EINVAL and pages fault instead
 
 
@@ -72,6 +91,10 @@ def default_limit(directory: str) -> int:
 
 def delete_file(path: str) -> None:
     """Delete ``path``, truncating it first when nobody reads it (no lock held on it).
+
+    ``path`` is a name only this process knows. Never called on a key's name: a key's file
+    is first renamed to a name of this process (see the module), so no other process can be
+    rewriting the file being truncated.
 
     The truncation returns the memory at once even if another process keeps a parked mapping
     of the file (see :mod:`~proxystore.store.backends.file_maps`); a file somebody reads is
@@ -153,13 +176,21 @@ class PagePool:
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._pooled: list[_File] = []
-        self._live: dict[str, _File] = {}
+        # Writable mappings of files this process wrote, by file (a mapping keeps its file,
+        # so the number is never another file's): reused if this process pools them again.
+        self._mapped: dict[tuple[int, int], tuple[int, int]] = {}
         self._last = time.monotonic()
         self._generation = 0  # bumped when the pool is emptied at once (drain, fork)
         self._premapping: _File | None = None  # out of the list while the thread maps it
         self._reaper: threading.Thread | None = None
         self._pid = os.getpid()
         _POOLS.add(self)
+
+    @property
+    def kept_mappings(self) -> int:
+        """How many writable mappings of written objects this process keeps (see module)."""
+        with self._lock:
+            return len(self._mapped)
 
     @property
     def pooled_bytes(self) -> int:
@@ -172,66 +203,70 @@ class PagePool:
         if self._pid != os.getpid():  # a forked child: the parent's files are not ours
             self.forget()
 
-    def write(self, key: str, path: str, views: Sequence[memoryview], size: int) -> bool:
-        """Write ``views`` (``size`` bytes in all) to ``path`` through a pooled file.
+    def write(self, views: Sequence[memoryview], size: int) -> str | None:
+        """Write ``views`` (``size`` bytes in all) into a pooled file; return its name.
 
-        Returns ``False`` (nothing done) when no pooled file fits or is free; the caller then
-        writes a new file.
+        The file leaves the pool: the caller installs it under the key (``file_dir.install``) (it is
+        named by this process only, unlocked, its pages mapped by nobody here). Returns
+        ``None`` (nothing done) when no pooled file fits or is free; the caller then writes a
+        new file.
 
         Raises:
-            OSError: If the reused file could not be written or renamed (it is deleted).
+            OSError: If the reused file could not be written (it is deleted).
         """
         if size < MIN_POOLED:
-            return False
+            return None
         self._adopt()
-        found = self._take(size)
-        if found is None:
-            return False
-        try:
+        while True:
+            found = self._take(size)
+            if found is None:
+                return None
             try:
-                if found.size > size:
-                    os.ftruncate(found.fd, size)
-                    found.size = size
-                if found.address and found.mapped < size:  # never expected: sizes only shrink
-                    found.unmap()
-                if not found.address:
-                    found.address = raw_map(found.fd, size, private=False, writable=True)
-                    found.mapped = size
-                    raw_populate(found.address, size, _MADV_POPULATE_WRITE)
-                target = memoryview((ctypes.c_char * size).from_address(found.address)).cast("B")
-                offset = 0
-                for view in views:
-                    target[offset : offset + view.nbytes] = view
-                    offset += view.nbytes
-                target.release()
-                now = time.time_ns()
-                os.utime(found.fd, ns=(now, now))
-            finally:
-                fcntl.flock(found.fd, fcntl.LOCK_UN)
-            os.replace(found.path, path)
-        except BaseException:
-            found.release()
-            raise
-        found.path = path
-        dropped = None
-        with self._lock:
-            self._last = time.monotonic()
-            old = self._live.pop(key, None)
-            self._live[key] = found
-            if len(self._live) > LIVE_MAX:
-                dropped = self._live.pop(next(iter(self._live)))
-            self._ensure_reaper()
-        for each in (old, dropped):
-            if each is not None:
-                each.close()
-        return True
-
-    def discard(self, key: str) -> None:
-        """Forget the kept mapping of ``key`` (its file was just replaced by a new one)."""
-        with self._lock:
-            known = self._live.pop(key, None)
-        if known is not None:
-            known.close()
+                try:
+                    info = os.fstat(found.fd)
+                    if info.st_nlink != 1 or info.st_size < size:
+                        found.size = -1  # never expected (the file is ours alone): drop it
+                    else:
+                        if info.st_size > size:
+                            os.ftruncate(found.fd, size)
+                        found.size = size
+                        if found.address and found.mapped < size:
+                            found.unmap()
+                        if not found.address:
+                            found.address = raw_map(found.fd, size, private=False, writable=True)
+                            found.mapped = size
+                            raw_populate(found.address, size, _MADV_POPULATE_WRITE)
+                        target = (ctypes.c_char * size).from_address(found.address)
+                        view = memoryview(target).cast("B")
+                        offset = 0
+                        for part in views:
+                            view[offset : offset + part.nbytes] = part
+                            offset += part.nbytes
+                        view.release()
+                        del target
+                        now = time.time_ns()
+                        os.utime(found.fd, ns=(now, now))
+                finally:
+                    fcntl.flock(found.fd, fcntl.LOCK_UN)
+            except BaseException:
+                found.release()
+                raise
+            if found.size < 0:
+                found.release()
+                continue
+            dropped = []
+            with self._lock:
+                self._last = time.monotonic()
+                if found.address:  # kept for when this process evicts the object again
+                    self._mapped[found.ident] = (found.address, found.mapped)
+                    found.address = found.mapped = 0
+                    while len(self._mapped) > KEPT_MAPPINGS:
+                        dropped.append(self._mapped.pop(next(iter(self._mapped))))
+                self._ensure_reaper()
+            found.close()
+            for address, length in dropped:
+                raw_unmap(address, length)
+            return found.path
 
     def _take(self, size: int) -> _File | None:
         """Take the smallest free pooled file of at least ``size`` bytes, locked exclusively.
@@ -259,96 +294,55 @@ class PagePool:
                     return None
                 self._wake.wait(timeout=left)
 
-    def _claim(self, key: str, path: str) -> _File | bool:
-        """Open the file of ``key`` for rewriting (reusing the mapping kept from writing it).
-
-        Returns the file, or ``True`` if it is missing, ``False`` if it is not to be pooled
-        (too small or too large, or not ours to rewrite).
-        """
-        with self._lock:
-            known = self._live.pop(key, None)
-        try:
-            info: os.stat_result | None = os.stat(path, follow_symlinks=False)
-        except FileNotFoundError:
-            info = None
-        except OSError:
-            if known is not None:
-                known.close()
-            return False
-        if info is None or not MIN_POOLED <= info.st_size <= self.limit:
-            if known is not None:
-                known.close()
-            return info is None
-        if known is not None and known.ident != (info.st_dev, info.st_ino):
-            known.close()  # rewritten under the key by someone else since
-            known = None
-        if known is None:
-            try:
-                fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW)
-            except FileNotFoundError:
-                return True
-            except OSError:
-                return False  # not ours to rewrite (another user's object): delete it
-            known = _File(fd, path, os.fstat(fd))
-            if known.ident != (info.st_dev, info.st_ino):
-                known.close()
-                return False
-        known.size = info.st_size
-        return known
-
     def _new_pool_path(self) -> str:
         """A fresh pool name in the store directory (see ``file_dir.pool_name``)."""
         return os.path.join(self.directory, pool_name(new_key()[:16]))
 
-    def give(self, key: str, path: str) -> bool:
-        """Move the file of an evicted ``key`` into the pool.
+    def private_path(self) -> str:
+        """A fresh name to rename a key's file to before it is adopted (or deleted)."""
+        return self._new_pool_path()
 
-        Returns ``True`` if the key's file is gone (pooled, or already missing), ``False`` if
-        the caller should delete it (too small or too large to keep, or not ours to rewrite).
+    def adopt(self, path: str) -> bool:
+        """Pool the file ``path``, which only this process names (see the module).
+
+        Returns ``False`` if the caller should delete it instead: too small or too large to
+        keep (or the pool is off), or not ours to rewrite.
         """
         if self.limit <= 0:
             return False
-        self._adopt()
-        claimed = self._claim(key, path)
-        if isinstance(claimed, bool):
-            return claimed
-        pooled = self._new_pool_path()
         try:
-            os.rename(path, pooled)
-        except OSError as exc:
-            claimed.close()
-            return isinstance(exc, FileNotFoundError)
-        claimed.path = pooled
+            if not MIN_POOLED <= os.lstat(path).st_size <= self.limit:
+                return False  # the common case of small objects: no need to open it
+        except OSError:
+            return False
+        self._adopt()
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW)
+        except OSError:
+            return False  # gone, or not ours to rewrite (another user's object)
+        try:
+            info = os.fstat(fd)
+            keep = (
+                stat_mode.S_ISREG(info.st_mode)
+                and info.st_nlink == 1
+                and MIN_POOLED <= info.st_size <= self.limit
+            )
+            if keep and not os.path.basename(path).startswith(".pool-"):
+                pooled = self._new_pool_path()
+                os.rename(path, pooled)
+                path = pooled
+        except OSError:
+            keep = False
+        if not keep:
+            os.close(fd)
+            return False
+        claimed = _File(fd, path, info)
+        with self._lock:
+            kept = self._mapped.pop(claimed.ident, None)
+        if kept is not None:  # written by this process: its pages are mapped already
+            claimed.address, claimed.mapped = kept
         self.admit(claimed)
         return True
-
-    def keep_replaced(self, key: str, path: str) -> _File | None:
-        """Before ``key`` is written again: link its current file to a pool name.
-
-        The key still names the old file until the new one is renamed over it; then
-        :meth:`admit` the returned file into the pool (or :meth:`abandon` it if the write
-        failed). ``None`` when there is nothing to keep.
-        """
-        if self.limit <= 0:
-            return None
-        self._adopt()
-        claimed = self._claim(key, path)
-        if isinstance(claimed, bool):
-            return None
-        pooled = self._new_pool_path()
-        try:
-            os.link(path, pooled, follow_symlinks=False)
-            linked = os.stat(pooled, follow_symlinks=False)
-        except OSError:
-            claimed.close()
-            return None
-        if (linked.st_dev, linked.st_ino) != claimed.ident:  # replaced meanwhile
-            with contextlib.suppress(OSError):
-                os.unlink(pooled)
-            claimed.close()
-            return None
-        claimed.path = pooled
-        return claimed
 
     def admit(self, claimed: _File) -> None:
         """Add a file, already under its pool name, to the pool."""
@@ -361,12 +355,6 @@ class PagePool:
             self._wake.notify_all()  # to map the new file ahead of the next write
         for each in released:
             each.release()
-
-    def abandon(self, claimed: _File) -> None:
-        """Drop a file from :meth:`keep_replaced` whose key was not written (it stays there)."""
-        with contextlib.suppress(OSError):
-            os.unlink(claimed.path)  # the pool name only
-        claimed.close()
 
     def _trim(self) -> list[_File]:
         released = []
@@ -397,14 +385,14 @@ class PagePool:
             with self._wake:
                 job = None
                 while job is None:
-                    if not self._pooled and not self._live:
+                    if not self._pooled and not self._mapped:
                         self._reaper = None
                         return
                     left = self._last + self.idle - time.monotonic()
                     if left <= 0:
                         self._reaper = None
                         pooled, self._pooled = self._pooled, []
-                        live, self._live = self._live, {}
+                        mapped, self._mapped = self._mapped, {}
                         break
                     job = next((each for each in self._pooled if not each.address), None)
                     if job is not None:
@@ -416,8 +404,8 @@ class PagePool:
             if job is None:
                 for each in pooled:
                     each.release()
-                for each in live.values():
-                    each.close()
+                for address, length in mapped.values():
+                    raw_unmap(address, length)
                 return
             self._premap(job, generation)
 
@@ -433,17 +421,17 @@ class PagePool:
         except OSError:
             with self._wake:
                 self._premapping = None
+                job.release()
                 self._wake.notify_all()
-            job.release()
             return
         with self._wake:
             self._premapping = None
-            self._wake.notify_all()  # a write may be waiting for this file
             if generation == self._generation:
                 self._pooled.append(job)
                 self._pooled.sort(key=lambda each: each.used)  # oldest first, for _trim
-                return
-        job.release()  # drained meanwhile
+            else:
+                job.release()  # drained meanwhile (under the lock: drain waits for it)
+            self._wake.notify_all()  # a write or a drain may be waiting for this file
 
     def drain(self) -> None:
         """Give back every pooled file and drop every kept mapping now."""
@@ -452,13 +440,18 @@ class PagePool:
             return
         with self._wake:
             pooled, self._pooled = self._pooled, []
-            live, self._live = self._live, {}
+            mapped, self._mapped = self._mapped, {}
             self._generation += 1
             self._wake.notify_all()  # the background thread ends
+            # A file being mapped in the background is given back by that thread, with the
+            # lock held: wait for it, so nothing kept outlives the drain.
+            deadline = time.monotonic() + _DRAIN_WAIT
+            while self._premapping is not None and time.monotonic() < deadline:
+                self._wake.wait(timeout=max(0.0, deadline - time.monotonic()))
         for each in pooled:
             each.release()
-        for each in live.values():
-            each.close()
+        for address, length in mapped.values():
+            raw_unmap(address, length)
 
     def forget(self) -> None:
         """In a forked child: drop the parent's files without touching them."""
@@ -466,13 +459,15 @@ class PagePool:
         self._wake = threading.Condition(self._lock)
         self._generation += 1
         pooled, self._pooled = self._pooled, []
-        live, self._live = self._live, {}
+        mapped, self._mapped = self._mapped, {}
         if self._premapping is not None:  # the parent's thread was mapping it
             pooled.append(self._premapping)
             self._premapping = None
         self._reaper = None
         self._pid = os.getpid()
-        for each in [*pooled, *live.values()]:
+        for address, length in mapped.values():
+            raw_unmap(address, length)  # this process's copy of the mapping only
+        for each in pooled:
             each.close()  # closes this process's copy of the descriptor and mapping only
 
 
