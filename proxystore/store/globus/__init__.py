@@ -13,8 +13,8 @@ Every part of the store is in this package:
   for tasks, translating globus-sdk's errors), private.
 
 Logging in to Globus is a command-line program, ``proxystore-globus-auth``
-(:mod:`proxystore.cli.globus_login`), whose saved tokens (:mod:`proxystore.store.globus.tokens`) a store made without a
-``transfer_client`` uses.
+(:mod:`proxystore.cli.globus_login`); a store made without a ``transfer_client`` uses the tokens
+it saved (:mod:`proxystore.store.globus.tokens`).
 """
 
 from __future__ import annotations
