@@ -201,8 +201,9 @@ class FileStore(Store):
         stop at a page fault every few pages; the task runs meanwhile.
         """
         token = super().prefetch(key, strict=strict)
-        if self.zero_copy and not self.readonly and token is not None and token[0] is not None:
-            populate(token[0][0])
+        fetched = None if token is None else token.fetched
+        if self.zero_copy and not self.readonly and fetched is not None:
+            populate(fetched[0])
         return token
 
     def __repr__(self) -> str:

@@ -31,7 +31,7 @@ from proxystore.store.base import Store, StoreFactory
 from proxystore.store.codec import Codec
 from proxystore.store.layering import compose_layers
 from proxystore.store.redis_config import check_port, parse_url
-from proxystore.store.store_factory import MISSING
+from proxystore.store.store_factory import MISSING, ResolvingStore
 
 __all__ = ["WIRE_OPTIONS", "RedisFactory", "RedisStore", "uses_wire"]
 
@@ -49,7 +49,7 @@ class RedisFactory(StoreFactory[T]):
     error says which host looked where (and whether a loopback address was the cause).
     """
 
-    def _finish(self, store: Store, obj: Any) -> T:
+    def _finish(self, store: ResolvingStore, obj: Any) -> T:
         if obj is MISSING and isinstance(store, RedisStore):
             hint = store._redis.loopback_hint()
             if hint:
