@@ -27,11 +27,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from proxystore.proxy import Proxy, get_key
+from proxystore.store._cache import LRUCache
+from proxystore.store._inflight import InFlight
 from proxystore.store.backends.base import Backend, Fetched, new_key
-from proxystore.store.cache import LRUCache
 from proxystore.store.codec import Codec, RawBytes
 from proxystore.store.description import StoreDescription
-from proxystore.store.inflight import InFlight
 from proxystore.store.layers.timing import TimingLayer
 from proxystore.store.settings import StoreSettings
 from proxystore.store.stats import StatsRecorder, TimeStats
@@ -59,6 +59,11 @@ class Store:
             <proxystore.store.settings.StoreSettings.kwargs>` instead).
         settings: The store's validated settings (``FileSettings``, ``RedisSettings``, ...),
             kept as :attr:`settings`; they describe the store to other processes.
+
+    Attributes:
+        cache: This process's LRU cache of deserialized objects (key to write time and
+            object): ``store.cache.clear()`` empties it, ``store.cache.cached_keys()`` lists
+            its keys.
 
     Raises:
         ValueError: If ``name`` is empty or ``cache_size`` is negative.

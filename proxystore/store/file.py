@@ -41,7 +41,7 @@ from proxystore.store.backends.file import (
 from proxystore.store.backends.file_pool import DEFAULT_IDLE, default_limit
 from proxystore.store.base import Store
 from proxystore.store.codec import Codec
-from proxystore.store.layering import compose_layers
+from proxystore.store.layers.compose import compose_layers
 from proxystore.store.layers.signing import check_signing_key
 
 __all__ = ["FileStore", "file_system_type", "is_memory_file_system", "mount_of"]
@@ -71,7 +71,7 @@ class FileStore(Store):
             re-created in a worker never creates the directory.
         host_cache: For a ``store_dir`` on a network file system: a directory on a memory
             file system shared by the processes of this host, where each object is copied
-            once per host and mapped from (see :mod:`proxystore.store.layering`).
+            once per host and mapped from (see :mod:`proxystore.store.layers.compose`).
         host_cache_bytes: Bound of the host cache (default: half of its file system).
         host_cache_wait: Seconds a resolver waits for another process of the host that is
             fetching the same key, before fetching it itself (default: 60 s).

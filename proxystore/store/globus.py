@@ -44,7 +44,7 @@ from proxystore.store.globus_tasks import (
     TransferClientLike,
     TransferTasks,
 )
-from proxystore.store.layering import compose_layers
+from proxystore.store.layers.compose import compose_layers
 
 __all__ = [
     "HOSTNAME_ENV",
@@ -109,7 +109,7 @@ class GlobusStore(Store):
             deserialized (:class:`~proxystore.store.layers.signing.SigningLayer`). Travels with
             proxies like a password.
         host_cache: A directory on a memory file system shared by the processes of this host
-            (see :mod:`proxystore.store.layering`): each object is read from the local
+            (see :mod:`proxystore.store.layers.compose`): each object is read from the local
             endpoint once per host and mapped from there.
         host_cache_bytes: Bound of the host cache (default: half of its file system).
         host_cache_wait: Seconds a resolver waits for another process of the host that is
