@@ -139,6 +139,10 @@ def get_or_make(name: str, make: Callable[[], N]) -> Named:
 
 def get_or_create(description: Description) -> Named:
     """Return the store a description names, creating and registering it if there is none."""
+    with _lock:  # the path of every resolve: one lookup, nothing else
+        store = _stores.get(description.name)
+    if store is not None:
+        return store
     return get_or_make(description.name, lambda: _create(description))
 
 
