@@ -16,7 +16,7 @@ from proxystore.store import Store, get_store, init_store, unregister_store
 from proxystore.store.description import StoreDescription, is_secret
 from proxystore.store.file import FileStore
 from proxystore.store.local import LocalStore
-from proxystore.store.registry import get_or_init_store
+from proxystore.store.registry import get_or_create, get_or_init_store
 
 PASSWORD = "hunter2-do-not-show"
 
@@ -66,6 +66,8 @@ def test_get_or_create_makes_the_store_once(tmp_path: Path) -> None:
         assert isinstance(made, FileStore) and made is not original
         assert made.store_dir == original.store_dir
         assert description.get_or_create() is made is get_store(name)
+        assert get_or_create(description) is made  # the method is the registry's call
+        assert made.description == original.description  # an equal store
     finally:
         unregister_store(name)
         original.cleanup()

@@ -217,11 +217,13 @@ def test_exists_is_false_when_the_chunks_are_gone(store_factory: Any) -> None:
     key = store.set(b"c" * 5000)
     try:
         assert store.exists(key)
+        p: Proxy[Any] = store.proxy(key=key)
         raw.unlink(key + CHUNKS)  # what an LRU eviction of the chunk list does
         assert raw.exists(key)
         assert not store.exists(key)
         assert store.get(key, default="gone") == "gone"
-        p: Proxy[Any] = store.proxy(key=key)
+        with pytest.raises(ValueError, match="no object under key"):
+            store.proxy(key=key)
         with pytest.raises(ProxyResolveMissingKey):
             extract(p)
     finally:

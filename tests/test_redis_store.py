@@ -606,7 +606,9 @@ def test_resolve_async_error_surfaces_on_use(store: RedisStore) -> None:
     from proxystore.exceptions import ProxyResolveMissingKey
 
     key = f"missing-{uuid.uuid4().hex}"
+    store.set("soon gone", key=key)
     p = store.proxy(key=key)
+    store.evict(key)
     resolve_async(p)
     with pytest.raises(ProxyResolveMissingKey, match=key):
         len(p)

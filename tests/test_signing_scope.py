@@ -114,8 +114,8 @@ def test_an_object_moved_under_another_key_is_refused(signed: Store) -> None:
         (custom, f"new-{uuid.uuid4().hex[:8]}"),  # custom under a key that did not exist
     ]
     for source, target in cases:
-        proxy = signed.proxy(key=target)
         move(signed, source, target)
+        proxy = signed.proxy(key=target)  # the key exists now (proxy(key=) checks that)
         signed.cache.clear()
         with pytest.raises(IntegrityError, match="moved from another key") as caught:
             signed.get(target)

@@ -29,9 +29,9 @@ from proxystore.store.backends.redis import (
 )
 from proxystore.store.base import Store, StoreFactory
 from proxystore.store.codec import Codec
-from proxystore.store.layering import compose_layers
+from proxystore.store.layers.compose import compose_layers
 from proxystore.store.redis_config import check_port, parse_url
-from proxystore.store.store_factory import MISSING
+from proxystore.store.store_factory import MISSING, ResolvingStore
 
 __all__ = ["WIRE_OPTIONS", "RedisFactory", "RedisStore", "uses_wire"]
 
@@ -49,7 +49,7 @@ class RedisFactory(StoreFactory[T]):
     error says which host looked where (and whether a loopback address was the cause).
     """
 
-    def _finish(self, store: Store, obj: Any) -> T:
+    def _finish(self, store: ResolvingStore, obj: Any) -> T:
         if obj is MISSING and isinstance(store, RedisStore):
             hint = store._redis.loopback_hint()
             if hint:
@@ -83,7 +83,7 @@ class RedisStore(Store):
             messages use it to explain a loopback address used on another host).
         host_cache: A directory on a memory file system (``/dev/shm/proxystore``) shared by
             the processes of this host: each object is fetched once per host into it and
-            mapped from there by every process (see :mod:`proxystore.store.layering`).
+            mapped from there by every process (see :mod:`proxystore.store.layers.compose`).
         host_cache_bytes: Bound of the host cache (default: half of its file system).
         host_cache_wait: Seconds a resolver waits for another process of the host that is
             fetching the same key, before fetching it itself (default: ``socket_timeout``).
