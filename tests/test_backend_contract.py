@@ -341,8 +341,8 @@ def test_close_keeps_the_objects_and_the_backend_may_be_used_again(case: Case) -
 
 def test_large_values_round_trip(case: Case) -> None:
     if case.by_reference:
-        value = bytearray(8 * MB)
-        assert got(case, case.put(None, [value])) is value
+        obj = bytearray(8 * MB)
+        assert got(case, case.put(None, [obj])) is obj
         return
     block = os.urandom(MB)
     parts = [block * 5, memoryview(block * 3)[1:], b"tail"]  # 8 MB, unevenly split
