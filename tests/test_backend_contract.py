@@ -278,16 +278,7 @@ def test_put_batch_returns_the_keys_in_order(case: Case) -> None:
         assert got(case, key) == stored(case, parts), key
 
 
-def test_an_empty_batch_is_no_keys(case: Case, request: pytest.FixtureRequest) -> None:
-    if case.kind == "globus":
-        request.node.add_marker(
-            pytest.mark.xfail(
-                raises=StoreError,
-                strict=True,
-                reason="GlobusBackend.put_batch([]) submits a transfer of no items (refused); "
-                "Store.set_batch([]) returns before it",
-            )
-        )
+def test_an_empty_batch_is_no_keys(case: Case) -> None:
     assert case.backend.put_batch([]) == []
 
 
