@@ -1,4 +1,4 @@
-"""The raw RESP client (proxystore.store.redis_wire) and RedisStore's use of it, on real servers."""
+"""The raw RESP client (proxystore.store.redis._wire) and RedisStore's use of it, on servers."""
 
 from __future__ import annotations
 
@@ -20,14 +20,14 @@ from proxystore.buffers import alloc_buffer
 from proxystore.exceptions import StoreAuthError, StoreConnectionError, StoreError
 from proxystore.serialize import serialize_parts
 from proxystore.store.redis import WIRE_OPTIONS, RedisStore, uses_wire
-from proxystore.store.redis_pool import ConnectionPool
-from proxystore.store.redis_wire import (
+from proxystore.store.redis._wire.connection import (
     LARGE_REPLY,
     SMALL_ARGUMENT,
     Connection,
     Overflow,
     encode,
 )
+from proxystore.store.redis._wire.pool import ConnectionPool
 from tests.redis_server import free_port
 from tests.test_redis_store import PASSWORD, private_redis
 

@@ -1,4 +1,4 @@
-"""``ConnectionPool``: lends :mod:`~proxystore.store.redis_wire` connections to threads.
+"""``ConnectionPool``: lends :mod:`~proxystore.store.redis._wire.connection` connections to threads.
 
 One pool per process and server; see :class:`ConnectionPool`.
 """
@@ -11,7 +11,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any, Callable
 
-from proxystore.store.redis_wire import Argument, Connection, MalformedReply, Reply
+from proxystore.store.redis._wire.connection import Argument, Connection, MalformedReply, Reply
 
 __all__ = ["ConnectionPool"]
 

@@ -1,7 +1,7 @@
-"""Listing the objects of a :class:`~proxystore.store.backends.redis.RedisBackend`.
+"""Listing the objects of a :class:`~proxystore.store.redis.backend.RedisBackend`.
 
 Used by the ``proxystore`` command-line tool (``proxystore ls redis://...``). Kept out of
-:mod:`proxystore.store.backends.redis` so that module stays about moving bytes; it reads the
+:mod:`proxystore.store.redis.backend` so that module stays about moving bytes; it reads the
 value layout (header, chunk lists) defined there.
 """
 
@@ -12,8 +12,8 @@ from collections.abc import Iterator
 import redis
 
 from proxystore.store.backends.base import KeyInfo
-from proxystore.store.backends.redis import RedisBackend
-from proxystore.store.backends.redis_clients import CHUNKS_SUFFIX, HEADER, MAGIC
+from proxystore.store.redis._clients import CHUNKS_SUFFIX, HEADER, MAGIC
+from proxystore.store.redis.backend import RedisBackend
 
 __all__ = ["scan_keys"]
 

@@ -27,7 +27,7 @@ from proxystore.exceptions import (
     StoreTimeoutError,
 )
 from proxystore.hosts import is_loopback
-from proxystore.store.redis_wire import Stalled
+from proxystore.store.redis._wire.connection import Stalled
 
 __all__ = ["is_loopback", "loopback_hint", "translate"]
 
@@ -54,7 +54,7 @@ def translate(backend: Any, key: str | None = None) -> Iterator[None]:
     """Translate redis-py errors raised inside the block into ProxyStore errors.
 
     Args:
-        backend: The :class:`~proxystore.store.backends.redis.RedisBackend` (its ``where``,
+        backend: The :class:`~proxystore.store.redis.backend.RedisBackend` (its ``where``,
             ``address``, ``host``, ``created_on``, ``timeout``, store name and type).
         key: The key of the operation, if any.
     """

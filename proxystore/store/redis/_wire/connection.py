@@ -51,10 +51,9 @@ from typing import Any
 from redis import exceptions
 
 from proxystore.buffers import LARGE_BUFFER, aligned_buffer, byte_view
-from proxystore.secret import Secret
+from proxystore.secret import Secret, reveal
 from proxystore.serialize import Buffer
-from proxystore.store.redis_config import open_socket
-from proxystore.store.redis_resp import CRLF, SMALL_ARGUMENT, Argument, encode, server_error
+from proxystore.store.redis._wire.resp import CRLF, SMALL_ARGUMENT, Argument, encode, server_error
 
 __all__ = [
     "LARGE_REPLY",
@@ -69,6 +68,8 @@ __all__ = [
     "Reply",
     "Stalled",
     "encode",
+    "open_socket",
+    "ssl_context",
 ]
 
 Reply = Any
@@ -148,7 +149,7 @@ class Connection:
     """One connection to a Redis server, speaking RESP2.
 
     Not thread-safe: use one connection per thread
-    (:class:`~proxystore.store.redis_pool.ConnectionPool` hands them out).
+    (:class:`~proxystore.store.redis._wire.pool.ConnectionPool` hands them out).
 
     Args:
         host: Server host name or address (for TLS, the name checked in its certificate).
@@ -535,3 +536,88 @@ class Connection:
 
     def __repr__(self) -> str:
         return f"Connection({self.address})"
+
+
+_CERT_REQS = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
+
+
+def ssl_context(options: dict[str, Any]) -> ssl.SSLContext | None:
+    """Build the TLS context of ``options`` (``None`` when ``ssl`` is off), as redis-py does.
+
+    Raises:
+        ValueError: If ``ssl_cert_reqs`` is not ``none``, ``optional`` or ``required``.
+        OSError: If a certificate or key file cannot be read.
+    """
+    if not options.get("ssl"):
+        return None
+    reqs = options.get("ssl_cert_reqs", "required")
+    if isinstance(reqs, str):
+        if reqs.lower() not in _CERT_REQS:
+            raise ValueError(
+                f"ssl_cert_reqs must be 'none', 'optional' or 'required', got {reqs!r}"
+            )
+        mode = _CERT_REQS[reqs.lower()]
+    else:
+        mode = ssl.VerifyMode(reqs)
+    context = ssl.create_default_context()
+    context.check_hostname = bool(options.get("ssl_check_hostname", mode != ssl.CERT_NONE))
+    context.verify_mode = mode
+    certfile = options.get("ssl_certfile")
+    if certfile:
+        password = options.get("ssl_password")
+        context.load_cert_chain(
+            certfile,
+            options.get("ssl_keyfile"),
+            password=(lambda: reveal(password) or "") if password is not None else None,
+        )
+    cafile, capath, cadata = (options.get(f"ssl_ca_{kind}") for kind in ("certs", "path", "data"))
+    if cafile or capath or cadata:
+        context.load_verify_locations(cafile, capath, cadata)
+    if options.get("ssl_min_version") is not None:
+        context.minimum_version = options["ssl_min_version"]
+    if options.get("ssl_ciphers"):
+        context.set_ciphers(options["ssl_ciphers"])
+    return context
+
+
+def open_socket(
+    host: str,
+    port: int,
+    *,
+    unix_socket_path: str | None = None,
+    connect_timeout: float | None = None,
+    timeout: float | None = None,
+    context: ssl.SSLContext | None = None,
+    keepalive: bool = False,
+) -> socket.socket:
+    """Connect to a Redis server; every wait is bounded.
+
+    Connecting and the TLS handshake wait at most ``connect_timeout``; the socket returned
+    has ``timeout`` set for every later send and receive.
+
+    Raises:
+        OSError: If connecting or the handshake failed or timed out (``ssl.SSLError`` for TLS).
+    """
+    sock: socket.socket
+    if unix_socket_path is not None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(connect_timeout)
+            sock.connect(unix_socket_path)
+        except BaseException:
+            sock.close()
+            raise
+    else:
+        sock = socket.create_connection((host, port), timeout=connect_timeout)
+    try:
+        if unix_socket_path is None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if keepalive:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        if context is not None:
+            sock = context.wrap_socket(sock, server_hostname=host or None)
+        sock.settimeout(timeout)
+    except BaseException:
+        sock.close()
+        raise
+    return sock

@@ -1,7 +1,7 @@
 """``RedisStore``: objects kept in a Redis server.
 
 A :class:`~proxystore.store.base.Store` over a
-:class:`~proxystore.store.backends.redis.RedisBackend` (see there for the value layout, the
+:class:`~proxystore.store.redis.backend.RedisBackend` (see there for the value layout, the
 two clients and the error translation).
 
 The server is named by ``hostname``/``port``, by ``unix_socket_path``, or by ``url=``
@@ -21,16 +21,16 @@ from typing import Any, TypeVar
 from proxystore.exceptions import ProxyResolveMissingKey
 from proxystore.proxy import Proxy
 from proxystore.secret import wrap
-from proxystore.store.backends.redis import (
+from proxystore.store.base import Store, StoreFactory
+from proxystore.store.codec import Codec
+from proxystore.store.layering import compose_layers
+from proxystore.store.redis.backend import (
     DEFAULT_CHUNK_SIZE,
     WIRE_OPTIONS,
     RedisBackend,
     uses_wire,
 )
-from proxystore.store.base import Store, StoreFactory
-from proxystore.store.codec import Codec
-from proxystore.store.layering import compose_layers
-from proxystore.store.redis_config import check_port, parse_url
+from proxystore.store.redis.settings import check_port, parse_url
 from proxystore.store.store_factory import MISSING
 
 __all__ = ["WIRE_OPTIONS", "RedisFactory", "RedisStore", "uses_wire"]

@@ -11,9 +11,9 @@ whose chunk list is gone (evicted by Redis' ``maxmemory`` policy) is missing: ``
 false and ``get`` finds nothing.
 
 Two clients speak to the server, with the same layout
-(:mod:`~proxystore.store.backends.redis_clients`):
+(:mod:`~proxystore.store.redis._clients`):
 
-* by default, :mod:`proxystore.store.redis_wire`, a minimal RESP client on a raw socket (TCP,
+* by default, the store's own minimal RESP client (``_wire``) on a raw socket (TCP,
   unix socket or TLS): the serialized pieces of an object are sent straight from its memory
   and a value is received straight into one preallocated buffer (``recv_into``) that the
   deserializer shares with the arrays it rebuilds. A large value costs one copy on each side
@@ -24,7 +24,7 @@ Two clients speak to the server, with the same layout
 
 One set of connections per backend and per process: a backend used after ``fork`` opens new
 ones. redis-py errors (raised by either client) are translated by
-:mod:`~proxystore.store.backends.redis_errors`. Passwords are kept as
+:mod:`~proxystore.store.redis._errors`. Passwords are kept as
 :class:`~proxystore.secret.Secret`: no password appears in a ``repr``, an error message or a
 traceback's locals.
 """
@@ -40,7 +40,7 @@ from proxystore.buffers import byte_view
 from proxystore.exceptions import InvalidKeyError, StoreError
 from proxystore.serialize import Buffer
 from proxystore.store.backends.base import BackendBase, Fetched, Parts, new_key
-from proxystore.store.backends.redis_clients import (
+from proxystore.store.redis._clients import (
     CHUNKS_SUFFIX,
     HEADER,
     MAGIC,
@@ -48,8 +48,9 @@ from proxystore.store.backends.redis_clients import (
     Parsed,
     make_client,
 )
-from proxystore.store.backends.redis_errors import loopback_hint, translate
-from proxystore.store.redis_config import (
+from proxystore.store.redis._errors import loopback_hint, translate
+from proxystore.store.redis._wire.resp import SMALL_ARGUMENT, Argument
+from proxystore.store.redis.settings import (
     WIRE_OPTIONS,
     check_options,
     check_port,
@@ -57,7 +58,6 @@ from proxystore.store.redis_config import (
     check_ttl,
     uses_wire,
 )
-from proxystore.store.redis_resp import SMALL_ARGUMENT, Argument
 
 __all__ = [
     "CHUNKS_SUFFIX",

@@ -1,6 +1,6 @@
 """RESP2 encoding of commands, and the mapping of error replies to redis-py's exceptions.
 
-The sending half of :mod:`proxystore.store.redis_wire`, on its own: :func:`encode` turns
+The sending half of :mod:`proxystore.store.redis._wire.connection`, on its own: :func:`encode` turns
 commands into the pieces ``socket.sendmsg`` sends, copying small arguments into shared pieces
 and passing large ones through as views of the caller's memory.
 """

@@ -4,27 +4,20 @@
   :func:`check_ttl` the expiry, before anything connects: errors name the setting and the store.
 * :func:`parse_url` reads ``redis://[[user]:password@]host[:port][/db]``,
   ``rediss://...`` (TLS) and ``unix:///path/to/socket[?db=N]``, as redis-py's ``from_url``.
-* :func:`ssl_context` builds an :class:`ssl.SSLContext` from redis-py's own ``ssl_*`` keywords
-  (:data:`SSL_OPTIONS`), so TLS runs on the store's fast client
-  (:mod:`proxystore.store.redis_wire`); an ``ssl_*`` keyword it does not know is an error,
-  never silently ignored.
-* :func:`open_socket` opens a TCP or unix socket, wraps it in TLS, and bounds every wait: the
-  connection and the TLS handshake by the connect timeout, every later send and receive by
-  the socket timeout.
+* TLS takes redis-py's own ``ssl_*`` keywords (:data:`SSL_OPTIONS`) and runs on the store's
+  fast client; an ``ssl_*`` keyword it does not know is an error, never silently ignored.
 
 Passwords arrive as :class:`~proxystore.secret.Secret` and are unwrapped only here and in the
-handshake of :mod:`~proxystore.store.redis_wire`.
+handshake of :mod:`~proxystore.store.redis._wire.connection`.
 """
 
 from __future__ import annotations
 
 import math
-import socket
-import ssl
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from proxystore.secret import Secret, reveal
+from proxystore.secret import Secret
 
 __all__ = [
     "MAX_TIMEOUT",
@@ -35,9 +28,7 @@ __all__ = [
     "check_port",
     "check_ssl_options",
     "check_ttl",
-    "open_socket",
     "parse_url",
-    "ssl_context",
     "uses_wire",
 ]
 
@@ -80,8 +71,6 @@ MAX_TTL = 10**12
 
 MAX_TIMEOUT = 10**9
 """Longest socket timeout in seconds (about 31 years; ``None`` means no limit)."""
-
-_CERT_REQS = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
 
 
 def uses_wire(redis_kwargs: dict[str, Any]) -> bool:
@@ -286,85 +275,3 @@ def check_ssl_options(options: dict[str, Any]) -> None:
             f"RedisStore does not support {', '.join(unknown)}; the TLS keywords it honours "
             f"are ssl=True and {', '.join(sorted(SSL_OPTIONS))}"
         )
-
-
-def ssl_context(options: dict[str, Any]) -> ssl.SSLContext | None:
-    """Build the TLS context of ``options`` (``None`` when ``ssl`` is off), as redis-py does.
-
-    Raises:
-        ValueError: If ``ssl_cert_reqs`` is not ``none``, ``optional`` or ``required``.
-        OSError: If a certificate or key file cannot be read.
-    """
-    if not options.get("ssl"):
-        return None
-    reqs = options.get("ssl_cert_reqs", "required")
-    if isinstance(reqs, str):
-        if reqs.lower() not in _CERT_REQS:
-            raise ValueError(
-                f"ssl_cert_reqs must be 'none', 'optional' or 'required', got {reqs!r}"
-            )
-        mode = _CERT_REQS[reqs.lower()]
-    else:
-        mode = ssl.VerifyMode(reqs)
-    context = ssl.create_default_context()
-    context.check_hostname = bool(options.get("ssl_check_hostname", mode != ssl.CERT_NONE))
-    context.verify_mode = mode
-    certfile = options.get("ssl_certfile")
-    if certfile:
-        password = options.get("ssl_password")
-        context.load_cert_chain(
-            certfile,
-            options.get("ssl_keyfile"),
-            password=(lambda: reveal(password) or "") if password is not None else None,
-        )
-    cafile, capath, cadata = (options.get(f"ssl_ca_{kind}") for kind in ("certs", "path", "data"))
-    if cafile or capath or cadata:
-        context.load_verify_locations(cafile, capath, cadata)
-    if options.get("ssl_min_version") is not None:
-        context.minimum_version = options["ssl_min_version"]
-    if options.get("ssl_ciphers"):
-        context.set_ciphers(options["ssl_ciphers"])
-    return context
-
-
-def open_socket(
-    host: str,
-    port: int,
-    *,
-    unix_socket_path: str | None = None,
-    connect_timeout: float | None = None,
-    timeout: float | None = None,
-    context: ssl.SSLContext | None = None,
-    keepalive: bool = False,
-) -> socket.socket:
-    """Connect to a Redis server; every wait is bounded.
-
-    Connecting and the TLS handshake wait at most ``connect_timeout``; the socket returned
-    has ``timeout`` set for every later send and receive.
-
-    Raises:
-        OSError: If connecting or the handshake failed or timed out (``ssl.SSLError`` for TLS).
-    """
-    sock: socket.socket
-    if unix_socket_path is not None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.settimeout(connect_timeout)
-            sock.connect(unix_socket_path)
-        except BaseException:
-            sock.close()
-            raise
-    else:
-        sock = socket.create_connection((host, port), timeout=connect_timeout)
-    try:
-        if unix_socket_path is None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if keepalive:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        if context is not None:
-            sock = context.wrap_socket(sock, server_hostname=host or None)
-        sock.settimeout(timeout)
-    except BaseException:
-        sock.close()
-        raise
-    return sock

@@ -1,6 +1,6 @@
-"""The two clients of :class:`~proxystore.store.backends.redis.RedisBackend`, one layout.
+"""The two clients of :class:`~proxystore.store.redis.backend.RedisBackend`, one layout.
 
-* ``_WireClient``, over :mod:`proxystore.store.redis_wire` connections (the default: plain
+* ``_WireClient``, over the store's own RESP connections (``_wire``; the default: plain
   TCP, unix sockets and TLS), moves values without extra copies;
 * ``_RedisPyClient``, over redis-py, for settings the wire client does not do (RESP3,
   custom pools, credential providers, ...). redis-py's default retries are turned off unless
@@ -26,10 +26,16 @@ from redis.retry import Retry
 from proxystore.buffers import alloc_buffer
 from proxystore.secret import reveal
 from proxystore.serialize import Buffer
-from proxystore.store.redis_config import ssl_context
-from proxystore.store.redis_pool import ConnectionPool
-from proxystore.store.redis_resp import Argument
-from proxystore.store.redis_wire import MAX_BULK, Connection, MalformedReply, Overflow, Stalled
+from proxystore.store.redis._wire.connection import (
+    MAX_BULK,
+    Connection,
+    MalformedReply,
+    Overflow,
+    Stalled,
+    ssl_context,
+)
+from proxystore.store.redis._wire.pool import ConnectionPool
+from proxystore.store.redis._wire.resp import Argument
 
 __all__ = ["CHUNKS_SUFFIX", "HEADER", "MAGIC", "Inconsistent", "Parsed", "make_client"]
 
@@ -87,7 +93,7 @@ def _integer(conn: Connection, reply: Any, command: str) -> int:
 
 
 class _WireClient:
-    """The backend's operations over :mod:`proxystore.store.redis_wire` connections.
+    """The backend's operations over :mod:`proxystore.store.redis._wire.connection` connections.
 
     Every reply is checked to be of the kind its command has (a string for ``GET``, an
     integer for ``LLEN``, ...): anything else is :class:`MalformedReply`.
