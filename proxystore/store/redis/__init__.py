@@ -16,8 +16,13 @@ The whole of the Redis backend, in one package:
 from __future__ import annotations
 
 from proxystore.store.redis._scan import scan_keys
-from proxystore.store.redis.backend import DEFAULT_CHUNK_SIZE, RedisBackend
-from proxystore.store.redis.settings import MAX_TTL, WIRE_OPTIONS, parse_url, uses_wire
+from proxystore.store.redis.backend import (
+    DEFAULT_CHUNK_SIZE,
+    WIRE_OPTIONS,
+    RedisBackend,
+    uses_wire,
+)
+from proxystore.store.redis.settings import MAX_TTL, RedisSettings, parse_url
 from proxystore.store.redis.store import RedisFactory, RedisStore
 
 __all__ = [
@@ -26,6 +31,7 @@ __all__ = [
     "WIRE_OPTIONS",
     "RedisBackend",
     "RedisFactory",
+    "RedisSettings",
     "RedisStore",
     "parse_url",
     "scan_keys",

@@ -50,19 +50,12 @@ from proxystore.store.redis._clients import (
 )
 from proxystore.store.redis._errors import loopback_hint, translate
 from proxystore.store.redis._wire.resp import SMALL_ARGUMENT, Argument
-from proxystore.store.redis.settings import (
-    WIRE_OPTIONS,
-    check_options,
-    check_port,
-    check_ssl_options,
-    check_ttl,
-    uses_wire,
-)
 
 __all__ = [
     "CHUNKS_SUFFIX",
     "DEFAULT_CHUNK_SIZE",
     "REDIS_BULK_LIMIT",
+    "SSL_OPTIONS",
     "WIRE_OPTIONS",
     "RedisBackend",
     "check_key",
@@ -71,6 +64,45 @@ __all__ = [
 
 REDIS_BULK_LIMIT = 512 * 2**20
 DEFAULT_CHUNK_SIZE = 256 * 2**20
+
+SSL_OPTIONS = frozenset(
+    {
+        "ssl_ca_certs",
+        "ssl_ca_path",
+        "ssl_ca_data",
+        "ssl_certfile",
+        "ssl_keyfile",
+        "ssl_password",
+        "ssl_cert_reqs",
+        "ssl_check_hostname",
+        "ssl_min_version",
+        "ssl_ciphers",
+    }
+)
+"""The ``ssl_*`` keywords (redis-py's names and meanings) that the store understands."""
+
+WIRE_OPTIONS = frozenset(
+    {
+        "password",
+        "username",
+        "db",
+        "socket_timeout",
+        "socket_connect_timeout",
+        "socket_keepalive",
+        "client_name",
+        "ssl",
+        "unix_socket_path",
+        *SSL_OPTIONS,
+    }
+)
+"""The ``redis_kwargs`` the built-in RESP client honours. Any other option makes the store use
+redis-py instead."""
+
+
+def uses_wire(redis_kwargs: dict[str, Any]) -> bool:
+    """Return whether the built-in RESP client can honour every one of ``redis_kwargs``."""
+    return all(name in WIRE_OPTIONS for name in redis_kwargs)
+
 
 # Bounded waits unless the user chooses otherwise: no call can hang on a dead server.
 _DEFAULT_TIMEOUTS = {"socket_connect_timeout": 5.0, "socket_timeout": 60.0}
@@ -148,11 +180,10 @@ class RedisBackend(BackendBase):
         store_name: Name of the store, for messages.
         store_type: Class name of the store, for messages.
 
-    Raises:
-        TypeError: If ``chunk_size``, ``port`` or a numeric option has the wrong type.
-        ValueError: If ``chunk_size``, ``ttl``, ``port`` or a numeric option (timeouts,
-            ``db``, ``max_connections``) is not finite or out of range, or an ``ssl_*`` option
-            is unknown. Every message names the setting and the store.
+    The arguments are taken as they are: a store's are checked by its
+    :class:`~proxystore.store.redis.settings.RedisSettings`, those of a URL by
+    :func:`~proxystore.store.redis.settings.parse_url`. Nothing connects before the first
+    operation (:meth:`ping` checks the server).
     """
 
     def __init__(
@@ -168,20 +199,7 @@ class RedisBackend(BackendBase):
         store_type: str = "RedisStore",
     ) -> None:
         super().__init__(store_name=store_name, store_type=store_type)
-        where = self.where
-        if not isinstance(chunk_size, int) or isinstance(chunk_size, bool):
-            raise TypeError(f"{where}: chunk_size must be an int, got {type(chunk_size).__name__}")
-        if not 0 < chunk_size <= REDIS_BULK_LIMIT - HEADER.size:
-            raise ValueError(
-                f"{where}: chunk_size must be in (0, {REDIS_BULK_LIMIT - HEADER.size}], got "
-                f"{chunk_size}"
-            )
-        check_ttl(ttl, where)
-        settings = dict(options or {})
-        if not settings.get("unix_socket_path"):
-            check_port(port, where)
-        check_options(settings, where)
-        check_ssl_options(settings)
+        settings = options or {}
         self.host = host
         self.port = port
         self.chunk_size = chunk_size
