@@ -23,8 +23,10 @@ Two clients speak to the server, with the same layout
   :data:`WIRE_OPTIONS`. Its retries are off unless ``retry=`` is given.
 
 One set of connections per backend and per process: a backend used after ``fork`` opens new
-ones. redis-py errors (raised by either client) are translated by
-:mod:`~proxystore.store.redis._errors`. Passwords are kept as
+ones. Both clients raise this project's errors (:mod:`proxystore.exceptions`), once, naming
+the store, the host that made the call, the key and the server's address: the own client
+where it sees the failure, the redis-py client by translating redis-py's exceptions.
+Passwords are kept as
 :class:`~proxystore.secret.Secret`: no password appears in a ``repr``, an error message or a
 traceback's locals.
 """
@@ -48,7 +50,7 @@ from proxystore.store.redis._clients import (
     Parsed,
     make_client,
 )
-from proxystore.store.redis._errors import loopback_hint, translate
+from proxystore.store.redis._wire.errors import Where, loopback_hint
 from proxystore.store.redis._wire.resp import SMALL_ARGUMENT, Argument
 
 __all__ = [
@@ -212,7 +214,22 @@ class RedisBackend(BackendBase):
         path = settings.get("unix_socket_path")
         self.address = f"unix:{path}" if path else f"{host}:{port}"
         """Where the server is: ``host:port`` or ``unix:/path``."""
-        self.client = make_client(host, port, merged, wire=uses_wire(settings))
+        self.client = make_client(
+            host,
+            port,
+            merged,
+            wire=uses_wire(settings),
+            where=Where(
+                self.address,
+                host=host,
+                store=self.where,
+                store_name=self.store_name,
+                store_type=self.store_type,
+                created_on=created_on,
+                timeout=self.timeout,
+                db=self.db,
+            ),
+        )
 
     def check_key(self, key: object) -> str:
         """Return ``key`` if this store can use it (see :func:`check_key`), else raise.
@@ -224,10 +241,6 @@ class RedisBackend(BackendBase):
             return key  # the common case, kept short
         return check_key(key, self.where, store_name=self.store_name, store_type=self.store_type)
 
-    def translate(self, key: str | None = None) -> Any:
-        """Context manager: translate redis-py errors into ProxyStore errors about ``key``."""
-        return translate(self, key)
-
     def ping(self) -> None:
         """Check that the server answers and accepts the credentials.
 
@@ -236,8 +249,7 @@ class RedisBackend(BackendBase):
             StoreTimeoutError: If it does not answer in time.
             StoreAuthError: If it refuses the credentials.
         """
-        with self.translate():
-            self.client.ping()
+        self.client.ping()
 
     def loopback_hint(self) -> str:
         """The sentence for a loopback address used away from the creating host, or ``""``."""
@@ -270,8 +282,7 @@ class RedisBackend(BackendBase):
             if self._expiry:
                 commands.append(("PEXPIRE", chunks_key, self._expiry))
             commands.append(("SET", key, header, *expiry))
-        with self.translate(key):
-            self.client.write(commands)
+        self.client.write(key, commands)
         return key
 
     def _parse(self, key: str, value: Buffer) -> Parsed:
@@ -311,32 +322,30 @@ class RedisBackend(BackendBase):
         deserializer shares with the arrays it rebuilds.
         """
         key = self.check_key(key)
-        with self.translate(key):
-            value = self.client.get(key)
-            if value is None:
-                return None
-            timestamp, size, count = self._parse(key, value)
-            if count == 0:
-                payload = memoryview(value)[HEADER.size :]
-                if payload.nbytes != size:
-                    raise self._inconsistent(key)
-                return payload, timestamp
-            del value
-            try:
-                return self.client.get_chunked(key, lambda v: self._parse(key, v))
-            except Inconsistent:
-                raise self._inconsistent(key) from None
-            except (MemoryError, OverflowError):
-                raise self.error(
-                    f"{self.where}: the value of key {key!r} at {self.address} is "
-                    f"{size} bytes by its header, more than this process can allocate"
-                ) from None
+        value = self.client.get(key)
+        if value is None:
+            return None
+        timestamp, size, count = self._parse(key, value)
+        if count == 0:
+            payload = memoryview(value)[HEADER.size :]
+            if payload.nbytes != size:
+                raise self._inconsistent(key)
+            return payload, timestamp
+        del value
+        try:
+            return self.client.get_chunked(key, lambda v: self._parse(key, v))
+        except Inconsistent:
+            raise self._inconsistent(key) from None
+        except (MemoryError, OverflowError):
+            raise self.error(
+                f"{self.where}: the value of key {key!r} at {self.address} is "
+                f"{size} bytes by its header, more than this process can allocate"
+            ) from None
 
     def timestamp(self, key: str) -> float | None:
         """Return the write time of ``key`` (reads only the header), or ``None``."""
         key = self.check_key(key)
-        with self.translate(key):
-            value = self.client.get_header(key)
+        value = self.client.get_header(key)
         if not value:
             return None
         return self._parse(key, value)[0]
@@ -344,8 +353,7 @@ class RedisBackend(BackendBase):
     def exists(self, key: str) -> bool:
         """Return whether ``key`` is in Redis, with all of its chunks if it is chunked."""
         key = self.check_key(key)
-        with self.translate(key):
-            header, length = self.client.probe(key)
+        header, length = self.client.probe(key)
         if not header:
             return False
         if len(header) < HEADER.size or header[:4] != MAGIC:
@@ -355,8 +363,7 @@ class RedisBackend(BackendBase):
     def evict(self, key: str) -> None:
         """Delete ``key`` and its chunks (a missing key is not an error)."""
         key = self.check_key(key)
-        with self.translate(key):
-            self.client.unlink(key, key + CHUNKS_SUFFIX)
+        self.client.unlink(key, key + CHUNKS_SUFFIX)
 
     def close(self) -> None:
         """Close this process's connections (objects in Redis are left alone)."""
