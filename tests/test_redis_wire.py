@@ -517,3 +517,23 @@ def test_store_threads_share_the_pool(store_factory: Any, client_kind: str) -> N
     finally:
         for key in keys:
             store.evict(key)
+
+
+def test_the_wire_client_raises_only_our_errors_and_never_imports_redis_py() -> None:
+    """One translation: the wire client makes this project's errors itself (no redis-py)."""
+    import ast
+    from pathlib import Path
+
+    import proxystore.store.redis._wire as wire
+
+    for path in Path(wire.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            assert not any(name.split(".")[0] == "redis" for name in names), path.name
+    # Each failure of a raw connection is one of ours, naming the server.
+    port = free_port()
+    with pytest.raises(StoreConnectionError, match=f"127.0.0.1:{port}") as info:
+        Connection("127.0.0.1", port, connect_timeout=2)
+    assert not isinstance(info.value, redis.exceptions.RedisError)
