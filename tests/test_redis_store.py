@@ -22,6 +22,7 @@ import pytest
 import redis
 
 from proxystore.exceptions import (
+    ForeignValueError,
     InvalidKeyError,
     StoreAuthError,
     StoreConnectionError,
@@ -234,7 +235,8 @@ def test_foreign_value_is_a_clear_error(
         for call in (store.get, store.get_timestamp):
             with pytest.raises(StoreError, match="does not hold a ProxyStore value") as info:
                 call(key)
-            assert type(info.value) is StoreError  # the backend's one error for bad framing
+            assert type(info.value) is ForeignValueError  # the backend's one error for bad framing
+            assert info.value.key == key
             message = str(info.value)
             assert repr(key) in message and store.address in message and store.name in message
     finally:

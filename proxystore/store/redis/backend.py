@@ -39,7 +39,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from proxystore.buffers import byte_view
-from proxystore.exceptions import InvalidKeyError, StoreError
+from proxystore.exceptions import ForeignValueError, InvalidKeyError
 from proxystore.serialize import Buffer
 from proxystore.store.backends.base import BackendBase, Fetched, Parts, new_key
 from proxystore.store.redis._clients import (
@@ -289,30 +289,38 @@ class RedisBackend(BackendBase):
         """The header of ``key``'s value.
 
         Raises:
-            StoreError: If the value is not framed as this store writes values (a value of
-                another program). Always exactly ``StoreError`` (the backend's error for bad
-                framing; a signing layer above may turn it into ``IntegrityError``).
+            ForeignValueError: If the value is not framed as this store writes values (a value
+                of another program, or damaged); a signing layer above turns it into an
+                ``IntegrityError``.
         """
         view = memoryview(value)
         if view.nbytes < HEADER.size or view[:4] != MAGIC:
-            raise self.error(
+            raise self._foreign(
+                key,
                 f"{self.where}: Redis key {key!r} at {self.address} does not hold a ProxyStore "
                 f"value: its {view.nbytes} bytes do not start with the store's header (written "
                 "by another program, or not by a RedisStore). Use another key, or delete that "
-                "one if it is stale."
+                "one if it is stale.",
             )
         _, timestamp, size, count = HEADER.unpack_from(view)
         if not math.isfinite(timestamp):
-            raise self.error(
+            raise self._foreign(
+                key,
                 f"{self.where}: the header of key {key!r} at {self.address} has no valid write "
-                f"time ({timestamp!r}): the value was damaged or written by another program"
+                f"time ({timestamp!r}): the value was damaged or written by another program",
             )
         return timestamp, size, count
 
-    def _inconsistent(self, key: str) -> StoreError:
-        return self.error(
+    def _foreign(self, key: str, message: str) -> ForeignValueError:
+        return ForeignValueError(
+            message, key=key, store_name=self.store_name, store_type=self.store_type
+        )
+
+    def _inconsistent(self, key: str) -> ForeignValueError:
+        return self._foreign(
+            key,
             f"{self.where}: the chunks of key {key!r} at {self.address} are inconsistent with "
-            "its header (the value was damaged or written by another program)"
+            "its header (the value was damaged or written by another program)",
         )
 
     def get(self, key: str) -> Fetched:
