@@ -3,7 +3,7 @@
 One module per backend, all speaking the protocol of :mod:`proxystore.store.backends.base`:
 
 * :mod:`~proxystore.store.backends.memory`: this process's memory;
-* :mod:`~proxystore.store.backends.file`: one file per key in a directory;
+* :mod:`~proxystore.store.file.backend`: one file per key in a directory;
 * :mod:`~proxystore.store.backends.redis`: a Redis server (imports ``redis``);
 * :mod:`~proxystore.store.backends.globus`: files moved between Globus endpoints (imports
   ``globus_sdk``).

@@ -1,7 +1,7 @@
 """``FileStore``: one file per key in a directory shared by every process that uses it.
 
 A :class:`~proxystore.store.base.Store` over a
-:class:`~proxystore.store.backends.file.FileBackend` (see there for the file layout, atomic
+:class:`~proxystore.store.file.backend.FileBackend` (see there for the file layout, atomic
 writes and write times).
 
 Zero-copy on one machine: when ``store_dir`` is on a memory file system (tmpfs or ramfs, such
@@ -29,24 +29,22 @@ from __future__ import annotations
 import math
 import numbers
 import os
-from typing import Any
+from typing import Any, TypeVar
 
 from proxystore.exceptions import StoreError
 from proxystore.store.backends.base import Fetched
-from proxystore.store.backends.file import (
-    FileBackend,
-    file_system_type,
-    is_memory_file_system,
-    mount_of,
-    populate,
-)
-from proxystore.store.backends.file_pool import DEFAULT_IDLE, default_limit
-from proxystore.store.base import Store
+from proxystore.store.base import Store, StoreFactory
 from proxystore.store.codec import Codec
+from proxystore.store.file._maps import populate
+from proxystore.store.file._pool import DEFAULT_IDLE, default_limit
+from proxystore.store.file.backend import FileBackend
+from proxystore.store.file.directory import file_system_type
 from proxystore.store.layering import compose_layers
 from proxystore.store.layers.signing import check_signing_key
 
-__all__ = ["FileStore", "file_system_type", "is_memory_file_system", "mount_of"]
+__all__ = ["FileFactory", "FileStore"]
+
+T = TypeVar("T")
 
 _MAX_IDLE = 365 * 86400.0  # a year: beyond it, say "never" with page_pool_bytes=0 instead
 
@@ -89,6 +87,15 @@ def _check_options(
             f"<= {_MAX_IDLE:g} (a year), got {page_pool_idle!r}; to keep no pages at all, "
             "pass page_pool_bytes=0"
         )
+
+
+class FileFactory(StoreFactory[T]):
+    """Factory of :class:`FileStore` proxies.
+
+    Carries the key and the store's description; in a process without the store it re-creates
+    one on the same directory (never creating it: a directory missing there is an error that
+    names the host), then reads or maps the key's file.
+    """
 
 
 class FileStore(Store):
@@ -141,6 +148,8 @@ class FileStore(Store):
             the right kind (``cache_size``, ``host_cache_bytes`` and ``page_pool_bytes`` are
             ints: ``0.5`` is refused, not taken for ``0``).
     """
+
+    factory_class = FileFactory
 
     def __init__(
         self,

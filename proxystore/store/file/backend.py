@@ -29,27 +29,19 @@ from collections.abc import Iterator
 from proxystore.buffers import alloc_buffer
 from proxystore.exceptions import InvalidKeyError, StoreError
 from proxystore.store.backends.base import BackendBase, Fetched, KeyInfo, Parts, new_key
-from proxystore.store.backends.file_dir import (
-    file_system_type,
+from proxystore.store.file._maps import REPLACED_WAIT, map_file, open_locked
+from proxystore.store.file._pool import PagePool, delete_file
+from proxystore.store.file.directory import (
     install,
     is_memory_file_system,
-    mount_of,
     remove_if_dead,
     temp_files,
     temp_name,
     unsafe_reason,
     write_all,
 )
-from proxystore.store.backends.file_maps import REPLACED_WAIT, map_file, open_locked, populate
-from proxystore.store.backends.file_pool import PagePool, delete_file
 
-__all__ = [
-    "FileBackend",
-    "file_system_type",
-    "is_memory_file_system",
-    "mount_of",
-    "populate",
-]
+__all__ = ["FileBackend"]
 
 
 def _remove(path: str) -> None:
@@ -114,8 +106,8 @@ class FileBackend(BackendBase):
 
         Readers hold a shared lock on each file while they use it (on every memory file
         system, pool or not), and the writer reuses only files nobody reads (see
-        :mod:`~proxystore.store.backends.file_pool` and
-        :mod:`~proxystore.store.backends.file_maps`).
+        ``_pool`` and
+        ``_maps``).
 
         Args:
             limit: Most bytes kept (``0``: keep nothing).
@@ -153,7 +145,7 @@ class FileBackend(BackendBase):
     def check(self) -> None:
         """Refuse a directory that other users could have planted or could write.
 
-        See :func:`~proxystore.store.backends.file_dir.unsafe_reason` for the rules.
+        See :func:`~proxystore.store.file.directory.unsafe_reason` for the rules.
 
         Raises:
             StoreError: Naming the directory and the reason, if it is not safe to use.
@@ -175,7 +167,7 @@ class FileBackend(BackendBase):
     def remove_dead_temps(self) -> int:
         """Remove the temporary files of writers that died; return how many were removed.
 
-        See :func:`~proxystore.store.backends.file_dir.is_dead_temp`: a running writer's file
+        See :func:`~proxystore.store.file.directory.is_dead_temp`: a running writer's file
         is never removed.
         """
         removed = 0
@@ -262,7 +254,7 @@ class FileBackend(BackendBase):
         file system the new file is exchanged with the one the key named (atomically: readers
         see the old or the new object, never neither), and the old file, then named by this
         process alone, joins the pool or is deleted (see
-        :mod:`~proxystore.store.backends.file_pool`).
+        ``_pool``).
         """
         new = key is None
         if key is None:
@@ -368,7 +360,7 @@ class FileBackend(BackendBase):
         if not self._checked and not self._ready("read", key):
             return None
         try:
-            if self.locking or self.zero_copy:  # mappings always lock (see file_maps)
+            if self.locking or self.zero_copy:  # mappings always lock (see _maps)
                 try:
                     opened = open_locked(path)
                 except TimeoutError:
