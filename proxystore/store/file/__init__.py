@@ -28,11 +28,13 @@ from __future__ import annotations
 
 from proxystore.store.file.backend import FileBackend
 from proxystore.store.file.directory import file_system_type, is_memory_file_system, mount_of
+from proxystore.store.file.settings import FileSettings
 from proxystore.store.file.store import FileFactory, FileStore
 
 __all__ = [
     "FileBackend",
     "FileFactory",
+    "FileSettings",
     "FileStore",
     "file_system_type",
     "is_memory_file_system",
