@@ -18,8 +18,8 @@ import warnings
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, Callable, TypeVar
 
+from benchmarks.harness import SkipCase, huge_tmpfs
 from proxystore.store import Store, init_store, unregister_store
-from proxystore.store.file import mount_of
 
 T = TypeVar("T")
 
@@ -30,34 +30,6 @@ RAY_MISSING = "Ray is not installed (python -m pip install -e '.[bench]')"
 
 STORE_DIRS = {"file-shm": "/dev/shm", "file-tmp": "/tmp"}
 """Where each file store keeps its files."""
-
-HUGE_TMPFS_ENV = "PROXYSTORE_BENCH_HUGE_TMPFS"
-"""Names a directory on a tmpfs mounted with huge pages (``huge=within_size`` or ``always``).
-
-When set, the zero-copy cases also run the standard workload with the store there (store kind
-``file-huge``). Mounting one needs root, e.g.
-``mount -t tmpfs -o size=2g,huge=within_size tmpfs /mnt/huge``.
-"""
-
-
-def huge_tmpfs() -> str | None:
-    """The directory named by :data:`HUGE_TMPFS_ENV`, or ``None`` when it is not set.
-
-    Raises:
-        RuntimeError: If it is set but is not a directory on a tmpfs mounted with huge pages.
-    """
-    path = os.environ.get(HUGE_TMPFS_ENV)
-    if not path:
-        return None
-    mount = mount_of(path) if os.path.isdir(path) else None
-    huge = [option for option in (mount[1] if mount else []) if option.startswith("huge=")]
-    if mount is None or mount[0] != "tmpfs" or not huge or huge[-1] in ("huge=never", "huge=deny"):
-        raise RuntimeError(
-            f"{HUGE_TMPFS_ENV}={path!r} must be a directory on a tmpfs mounted with "
-            "huge=within_size or huge=always (as root: mount -t tmpfs -o "
-            "size=2g,huge=within_size tmpfs DIR)"
-        )
-    return path
 
 
 def _free_port() -> int:
@@ -173,7 +145,7 @@ class Context:
         """A private directory for ``kind``, removed at the end.
 
         ``file-shm`` and ``file-tmp`` are under :data:`STORE_DIRS`; ``file-huge`` is under the
-        directory named by :data:`HUGE_TMPFS_ENV`.
+        directory named by :data:`~benchmarks.harness.HUGE_TMPFS_ENV`.
         """
 
         def make() -> str:
@@ -285,8 +257,6 @@ class Context:
         """
 
         def make() -> Any:
-            from benchmarks.harness import SkipCase
-
             # Before Ray is imported (it reads them then), and inherited by its processes: no
             # usage statistics sent anywhere, and 127.0.0.1 kept as the node's address. Without
             # the second, Ray replaces a loopback _node_ip_address by the machine's routable

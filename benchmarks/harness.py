@@ -67,6 +67,37 @@ class Target:
         return value < self.bound if self.strict else value <= self.bound
 
 
+HUGE_TMPFS_ENV = "PROXYSTORE_BENCH_HUGE_TMPFS"
+"""Names a directory on a tmpfs mounted with huge pages (``huge=within_size`` or ``always``).
+
+When set, the zero-copy cases also run the standard workload with the store there (store kind
+``file-huge``). Mounting one needs root, e.g.
+``mount -t tmpfs -o size=2g,huge=within_size tmpfs /mnt/huge``.
+"""
+
+
+def huge_tmpfs() -> str | None:
+    """The directory named by :data:`HUGE_TMPFS_ENV`, or ``None`` when it is not set.
+
+    Raises:
+        RuntimeError: If it is set but is not a directory on a tmpfs mounted with huge pages.
+    """
+    path = os.environ.get(HUGE_TMPFS_ENV)
+    if not path:
+        return None
+    from proxystore.store.file import mount_of
+
+    mount = mount_of(path) if os.path.isdir(path) else None
+    huge = [option for option in (mount[1] if mount else []) if option.startswith("huge=")]
+    if mount is None or mount[0] != "tmpfs" or not huge or huge[-1] in ("huge=never", "huge=deny"):
+        raise RuntimeError(
+            f"{HUGE_TMPFS_ENV}={path!r} must be a directory on a tmpfs mounted with "
+            "huge=within_size or huge=always (as root: mount -t tmpfs -o "
+            "size=2g,huge=within_size tmpfs DIR)"
+        )
+    return path
+
+
 class SkipCase(Exception):
     """Raised by a case's ``prepare`` when the case cannot run here (the message says why).
 
@@ -445,7 +476,6 @@ def _versions(names: list[str]) -> dict[str, str]:
 
 
 def _file_systems() -> dict[str, str | None]:
-    from benchmarks.context import huge_tmpfs
     from proxystore.store.file import mount_of
 
     found = {path: _fs_type(path) for path in ("/dev/shm", "/tmp")}

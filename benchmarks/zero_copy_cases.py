@@ -60,9 +60,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from benchmarks.context import Context, huge_tmpfs
+from benchmarks.context import Context
 from benchmarks.executor_cases import _sum_task
-from benchmarks.harness import MB, Case, Target, Trial
+from benchmarks.harness import MB, Case, Target, Trial, huge_tmpfs
 from proxystore.proxy import get_key
 
 TASKS = 8

@@ -12,6 +12,7 @@ The tree::
     │   ├── StoreConnectionError                   the backend server cannot be reached
     │   ├── StoreTimeoutError (also TimeoutError)  a bounded wait ran out
     │   ├── StoreAuthError                         the backend refused our credentials
+    │   ├── ForeignValueError                      a value not framed as the store writes them
     │   └── IntegrityError                         a signed object failed its signature check
     └── ProxyResolveMissingKey (also KeyError)     a proxy's object is gone from its store
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "ForeignValueError",
     "IntegrityError",
     "InvalidKeyError",
     "MissingExtraError",
@@ -136,6 +138,29 @@ class StoreTimeoutError(StoreError, TimeoutError):
 
 class StoreAuthError(StoreError):
     """The backend refused the store's credentials, or there are none to use."""
+
+
+class ForeignValueError(StoreError):
+    """A key holds a value this store did not write: its framing is not the store's.
+
+    Another program wrote it, or it was damaged. Nothing of it was deserialized. On a store
+    with a ``signing_key`` the signing layer raises :class:`IntegrityError` instead (an object
+    without a valid signature), chained from this error.
+
+    Attributes:
+        key: The key.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        key: str,
+        store_name: str | None = None,
+        store_type: str | None = None,
+    ) -> None:
+        super().__init__(message, store_name=store_name, store_type=store_type)
+        self.key = key
 
 
 class IntegrityError(StoreError):

@@ -1,4 +1,8 @@
-"""The shape of the code: no import cycle (see docs/architecture.rst)."""
+"""The shape of the code: no import cycle anywhere (see docs/architecture.rst).
+
+Every import counts: at module level, inside functions, and under ``TYPE_CHECKING`` (a cycle
+hidden there is still a cycle in the design). ``benchmarks/`` is checked too.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,11 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = {"proxystore": "proxystore", "integrations": "proxystore.integrations"}
+PACKAGES = {
+    "proxystore": "proxystore",
+    "integrations": "proxystore.integrations",
+    "benchmarks": "benchmarks",
+}
 
 
 def _modules() -> dict[str, Path]:
@@ -20,15 +28,11 @@ def _modules() -> dict[str, Path]:
 
 
 def _imports(name: str, path: Path, known: dict[str, Path]) -> set[str]:
-    """Modules of ours that ``name`` imports at run time (``TYPE_CHECKING`` blocks excluded)."""
+    """Modules of ours that ``name`` imports anywhere (functions and ``TYPE_CHECKING`` too)."""
     out: set[str] = set()
     is_package = path.name == "__init__.py"
 
     def visit(node: ast.AST) -> None:
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-            for child in node.orelse:
-                visit(child)
-            return
         if isinstance(node, ast.Import):
             out.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -92,3 +96,68 @@ def test_no_import_cycle() -> None:
 
 def test_the_cycle_finder_finds_a_cycle() -> None:
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_the_walk_sees_type_checking_and_function_level_imports(tmp_path: Path) -> None:
+    source = tmp_path / "a.py"
+    source.write_text(
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n"
+        "    from pkg.b import B\n"
+        "def f() -> None:\n"
+        "    import pkg.c\n"
+        "class K:\n"
+        "    def g(self) -> None:\n"
+        "        from . import d\n",
+        encoding="utf-8",
+    )
+    known = {name: source for name in ("pkg.a", "pkg.b", "pkg.c", "pkg.d", "pkg.e")}
+    assert _imports("pkg.a", source, known) == {"pkg.b", "pkg.c", "pkg.d"}
+
+
+def _calls_at_import(path: Path) -> list[str]:
+    """Calls a module makes at its top level to names it imported from our packages."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    ours: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom) and (
+            node.level or (node.module or "").split(".")[0] in PACKAGES
+        ):
+            ours.update(alias.asname or alias.name for alias in node.names)
+        elif isinstance(node, ast.Import):
+            ours.update(
+                alias.asname or alias.name.split(".")[0]
+                for alias in node.names
+                if alias.name.split(".")[0] in PACKAGES
+            )
+    found = []
+    for node in tree.body:
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call):
+            target = node.value.func
+            while isinstance(target, ast.Attribute):
+                target = target.value
+            if isinstance(target, ast.Name) and target.id in ours:
+                found.append(f"{path.name}:{node.lineno}: {ast.unparse(node.value)}")
+    return found
+
+
+def test_the_hook_finder_finds_a_hook(tmp_path: Path) -> None:
+    source = tmp_path / "registry.py"
+    source.write_text(
+        "from proxystore.store.description import set_locator\n"
+        "import proxystore.store._table as table\n"
+        "print('fine: not ours')\n"
+        "set_locator(print)\n"
+        "table.install(print)\n",
+        encoding="utf-8",
+    )
+    assert _calls_at_import(source) == [
+        "registry.py:4: set_locator(print)",
+        "registry.py:5: table.install(print)",
+    ]
+
+
+def test_no_module_installs_a_hook_by_import() -> None:
+    """No module calls into another of ours when imported (a hook set by an import)."""
+    found = [call for path in _modules().values() for call in _calls_at_import(path)]
+    assert found == []

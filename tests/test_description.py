@@ -16,7 +16,7 @@ from proxystore.store import Store, get_store, init_store, unregister_store
 from proxystore.store.description import StoreDescription, is_secret
 from proxystore.store.file import FileStore
 from proxystore.store.local import LocalStore
-from proxystore.store.registry import get_or_init_store
+from proxystore.store.registry import get_or_create, get_or_init_store
 
 PASSWORD = "hunter2-do-not-show"
 
@@ -66,6 +66,8 @@ def test_get_or_create_makes_the_store_once(tmp_path: Path) -> None:
         assert isinstance(made, FileStore) and made is not original
         assert made.store_dir == original.store_dir
         assert description.get_or_create() is made is get_store(name)
+        assert get_or_create(description) is made  # the method is the registry's call
+        assert made.description == original.description  # an equal store
     finally:
         unregister_store(name)
         original.cleanup()
@@ -79,6 +81,16 @@ class SlowStore(LocalStore):
         super().__init__(name)
 
 
+class SignallingSlowStore(SlowStore):
+    """A :class:`SlowStore` that says when its creation (under its name's lock) has begun."""
+
+    creating = threading.Event()
+
+    def __init__(self, name: str, delay: float = 0.0) -> None:
+        type(self).creating.set()
+        super().__init__(name, delay)
+
+
 def test_registry_lookups_never_wait_on_a_slow_creation() -> None:
     slow, other, present = (f"reg-{kind}-{uuid.uuid4().hex[:8]}" for kind in "sop")
     ready = init_store("local", present)
@@ -87,13 +99,17 @@ def test_registry_lookups_never_wait_on_a_slow_creation() -> None:
 
     def create_slow() -> None:
         started.set()
-        made.append(get_or_init_store("tests.test_description:SlowStore", slow, {"delay": 2.0}))
+        made.append(
+            get_or_init_store("tests.test_description:SignallingSlowStore", slow, {"delay": 2.0})
+        )
 
+    SignallingSlowStore.creating.clear()
     thread = threading.Thread(target=create_slow)
     thread.start()
     try:
         assert started.wait(timeout=10)
-        time.sleep(0.1)  # the slow creation is under way, holding its name's lock
+        # The slow creation is under way, holding its name's lock.
+        assert SignallingSlowStore.creating.wait(timeout=10), "the slow creation never began"
         start = time.monotonic()
         assert get_store(present) is ready  # a lookup
         assert get_store(slow) is None  # not there yet, and no waiting for it

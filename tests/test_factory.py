@@ -1,16 +1,26 @@
-"""Factories: SimpleFactory, LambdaFactory (with real background resolution), custom ones."""
+"""Factories: SimpleFactory, LambdaFactory (with real background resolution), custom ones,
+and the store factory (re-creation through the registry, errors, prefetching)."""
 
 from __future__ import annotations
 
 import pickle
+import socket
 import threading
+import uuid
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
+from proxystore.exceptions import StoreConnectionError
 from proxystore.factory import Factory, LambdaFactory, SimpleFactory
-from proxystore.proxy import Proxy, extract, is_resolved, resolve_async
+from proxystore.proxy import Proxy, extract, get_factory, get_key, is_resolved, resolve_async
+from proxystore.store import get_store, init_store, unregister_store
+from proxystore.store.base import MISSING, Prefetched
+from proxystore.store.file import FileStore
+from proxystore.store.registry import get_or_create
+from tests.redis_server import private_redis
 
 
 class Recorder:
@@ -238,3 +248,61 @@ def test_custom_factory_with_async_support() -> None:
     resolve_async(p)
     assert p == "prefetched"
     assert factory.started_in is not threading.current_thread()
+
+
+def test_a_resolve_error_is_a_new_error_chained_from_the_backends() -> None:
+    """The key, store and host are added by a new error of the same type, ``from`` the
+    backend's, which is left as it was raised."""
+    name = f"factory-chain-{uuid.uuid4().hex[:8]}"
+    with private_redis() as (_, port):
+        store = init_store("redis", name, hostname="127.0.0.1", port=port, socket_timeout=2)
+        proxy = store.proxy(np.arange(3))
+        store.cache.clear()
+    try:  # the server is gone now
+        with pytest.raises(StoreConnectionError) as caught:
+            extract(proxy)
+        error, cause = caught.value, caught.value.__cause__
+        assert isinstance(cause, StoreConnectionError) and cause is not error
+        assert f"resolving key {get_key(proxy)!r} of RedisStore {name!r}" in str(error)
+        assert "resolving key" not in str(cause)  # the original is not rewritten
+        assert str(error).startswith(str(cause))
+        assert error.address == cause.address == f"127.0.0.1:{port}"
+        assert error.store_name == cause.store_name
+        assert getattr(error, "resolving_host", None) == socket.gethostname()
+        assert getattr(cause, "resolving_host", None) is None
+        again = pickle.loads(pickle.dumps(error))
+        assert type(again) is StoreConnectionError and str(again) == str(error)
+    finally:
+        store.close()
+        unregister_store(name)
+
+
+def test_prefetch_gives_a_named_value_that_complete_finishes(tmp_path: Path) -> None:
+    store = FileStore(f"factory-pre-{uuid.uuid4().hex[:8]}", store_dir=tmp_path, cache_size=4)
+    try:
+        key = store.set({"a": 1})
+        token = store.prefetch(key)
+        assert isinstance(token, Prefetched) and token.fetched is not None
+        assert store.complete(key, token) == {"a": 1}
+        assert store.prefetch(key) is None  # cached now: nothing to fetch
+        missing = store.prefetch("no-such-key")
+        assert isinstance(missing, Prefetched) and missing.fetched is None
+        assert store.complete("no-such-key", missing, default=MISSING) is MISSING
+    finally:
+        store.cleanup()
+
+
+def test_a_factory_re_creates_its_store_through_the_registry(tmp_path: Path) -> None:
+    name = f"factory-again-{uuid.uuid4().hex[:8]}"
+    original = FileStore(name, store_dir=tmp_path / "d", cache_size=3)  # not registered
+    factory = pickle.loads(pickle.dumps(get_factory(original.proxy([1, 2]))))
+    try:
+        assert get_store(name) is None
+        made = factory.get_store()
+        assert isinstance(made, FileStore) and made is not original
+        assert get_store(name) is made is get_or_create(original.description)
+        assert made.description == original.description  # an equal store
+        assert factory.resolve() == [1, 2]
+    finally:
+        unregister_store(name)
+        original.cleanup()

@@ -26,6 +26,7 @@ from proxystore.store.layers.host_cache import HostCacheLayer
 from proxystore.store.redis import RedisStore
 from tests.host_tier_tasks import resolve_and_describe
 from tests.redis_server import private_redis
+from tests.support.waiting import wait_until
 
 N = 1_000_000  # 8 MB arrays
 
@@ -143,8 +144,12 @@ def test_a_newer_version_and_an_eviction_at_the_origin_are_seen(
         store.set(np.zeros(10), key="custom")
         assert store.get("custom")[0] == 0.0  # now in the host cache
         writer = RedisStore("writer", hostname="127.0.0.1", port=server)  # no host tier
-        time.sleep(0.01)
+        first = writer.backend.timestamp("custom")
+        assert first is not None
+        wait_until(lambda: time.time() > first + 0.001, timeout=10, what="the clock to advance")
         writer.set(np.ones(10), key="custom")
+        second = writer.backend.timestamp("custom")
+        assert second is not None and second > first, "the newer version has a newer write time"
         assert store.get("custom")[0] == 1.0, "the host cache revalidates against the origin"
         assert store.get("custom", strict=True)[0] == 1.0
         proxy = store.proxy(key="custom")

@@ -30,7 +30,7 @@ def imported_in_fresh_interpreter(statement: str) -> list[str]:
         "import proxystore as ps; ps.store.STORES.REDIS; ps.store.get_store('x')",
         "import proxystore.store, proxystore.proxy, proxystore.factory, proxystore.serialize",
         "import proxystore.store.registry, proxystore.store.base, proxystore.store.remote",
-        "import proxystore.store.local, proxystore.store.file, proxystore.store.cache",
+        "import proxystore.store.local, proxystore.store.file, proxystore.store.settings",
         "import proxystore.exceptions, proxystore.store.exceptions",
         "import proxystore.store.backends.memory, proxystore.store.file.backend",
         "import proxystore.store.layers, proxystore.store.description, proxystore.store.codec",

@@ -19,8 +19,6 @@ from proxystore.serialize import SerializationError  # noqa: E402
 from proxystore.store import Store, init_store, unregister_store  # noqa: E402
 from tests.integration_helpers import (  # noqa: E402
     ReadLoggingFileStore,
-    describe,
-    describe_after_gate,
     fail,
     large_arguments,
     make_big,
@@ -73,24 +71,6 @@ def pclient(client: Any, remote_store: Store) -> ProxyClient:
     return ProxyClient(client, store=remote_store, threshold=THRESHOLD)
 
 
-def test_results_equal_plain_client(client: Any, pclient: ProxyClient) -> None:
-    cases = [(BIG, SMALL), (BIG * 2, 3.0), (SMALL, BIG)]
-    expected = [client.submit(total, *c, pure=False).result() for c in cases]
-    assert [pclient.submit(total, *c).result() for c in cases] == expected
-    futures = pclient.map(total, [c[0] for c in cases], [c[1] for c in cases])
-    assert pclient.gather(futures) == expected
-
-
-def test_proxies_on_workers_with_prefetch(pclient: ProxyClient) -> None:
-    seen = pclient.submit(describe, BIG, SMALL, big_kw=BIG, small_kw=1, pure=False).result()
-    assert seen["pid"] != os.getpid()
-    big, small = seen["args"]
-    assert big["proxy"] and big["prefetching"] and not small["proxy"]
-    assert seen["kwargs"]["big_kw"]["proxy"] and not seen["kwargs"]["small_kw"]["proxy"]
-    items = pclient.submit(describe, [BIG, SMALL], pure=False).result()["items"]
-    assert [i["proxy"] for i in items] == [True, False]
-
-
 def test_dask_options_still_work(pclient: ProxyClient) -> None:
     future = pclient.submit(total, BIG, key="my-own-key")
     assert future.key == "my-own-key"
@@ -101,17 +81,6 @@ def test_dask_options_still_work(pclient: ProxyClient) -> None:
     # Dask futures pass through untouched: Dask resolves them on the worker as usual.
     upstream = pclient.submit(make_big, THRESHOLD, pure=False)
     assert pclient.submit(total, upstream, pure=False).result() == total(make_big(THRESHOLD))
-
-
-def test_shared_argument_stored_once_then_evicted(pclient: ProxyClient, tmp_path: Any) -> None:
-    gate = str(tmp_path / "gate")
-    futures = [pclient.submit(describe_after_gate, gate, BIG, pure=False) for _ in range(6)]
-    assert len(pclient.proxier.in_use()) == 1
-    open(gate, "w").close()
-    keys = {f.result()["args"][0]["key"] for f in futures}
-    assert len(keys) == 1
-    wait_until_released(pclient)
-    assert not pclient.store.exists(keys.pop())
 
 
 def test_evicted_after_failure_and_cancellation(pclient: ProxyClient) -> None:

@@ -18,8 +18,6 @@ from proxystore.serialize import SerializationError
 from proxystore.store import Store
 from tests.integration_helpers import (
     describe,
-    describe_after_gate,
-    fail,
     large_arguments,
     make_big,
     make_result,
@@ -72,69 +70,6 @@ def shm_store(store_factory: Any, tmp_path: Any) -> Iterator[Store]:
 def executor(pool_kind: str, remote_store: Store) -> Iterator[ProxyExecutor]:
     with ProxyExecutor(make_pool(pool_kind), store=remote_store, threshold=THRESHOLD) as ex:
         yield ex
-
-
-def test_results_equal_plain_executor(pool_kind: str, remote_store: Store) -> None:
-    args = [(BIG, SMALL), (BIG * 2, 3.0), (SMALL, BIG)]
-    with make_pool(pool_kind) as plain:
-        expected = [plain.submit(total, *a).result() for a in args]
-    with ProxyExecutor(make_pool(pool_kind), store=remote_store, threshold=THRESHOLD) as ex:
-        got = [ex.submit(total, *a).result() for a in args]
-        assert list(ex.map(total, [a[0] for a in args], [a[1] for a in args])) == expected
-    assert got == expected
-
-
-def test_large_by_proxy_small_by_value_with_prefetch(executor: ProxyExecutor) -> None:
-    seen = executor.submit(describe, BIG, SMALL, "text", big_kw=BIG, small_kw=7).result()
-    big, small, text = seen["args"]
-    assert big["proxy"] and not small["proxy"] and not text["proxy"]
-    assert big["prefetching"], "the worker must start resolving before the body runs"
-    assert seen["kwargs"]["big_kw"]["proxy"] and not seen["kwargs"]["small_kw"]["proxy"]
-    # The same array passed twice in one call is stored once.
-    assert seen["kwargs"]["big_kw"]["key"] == big["key"]
-
-
-def test_items_one_level_down(executor: ProxyExecutor) -> None:
-    seen = executor.submit(describe, [BIG, SMALL], {"a": BIG, "b": 1}).result()
-    assert [item["proxy"] for item in seen["items"]] == [True, False, True, False]
-    assert not seen["args"][0]["proxy"]  # the list itself travels by value
-
-
-def test_shared_argument_stored_once_and_evicted_after(
-    executor: ProxyExecutor, tmp_path: Any
-) -> None:
-    gate = str(tmp_path / "gate")
-    futures = [executor.submit(describe_after_gate, gate, BIG) for _ in range(8)]
-    assert len(executor.proxier.in_use()) == 1  # all 8 in flight share one stored copy
-    open(gate, "w").close()
-    keys = {f.result()["args"][0]["key"] for f in futures}
-    assert len(keys) == 1
-    wait_until_released(executor)
-    assert not executor.store.exists(keys.pop())
-
-
-def test_evicted_after_failure(executor: ProxyExecutor) -> None:
-    future = executor.submit(fail, BIG)
-    with pytest.raises(RuntimeError, match="on purpose"):
-        future.result()
-    wait_until_released(executor)
-    assert executor.proxier.in_use() == {}
-
-
-def test_evicted_after_cancellation(remote_store: Store) -> None:
-    gate = threading.Event()
-    with ProxyExecutor(
-        ThreadPoolExecutor(max_workers=1), store=remote_store, threshold=THRESHOLD
-    ) as ex:
-        blocker = ex.submit(gate.wait, 30)
-        queued = ex.submit(total, BIG * 3)
-        key = next(iter(ex.proxier.in_use()))
-        assert remote_store.exists(key)
-        assert queued.cancel()
-        assert ex.proxier.in_use() == {}
-        assert not remote_store.exists(key)
-        gate.set()
-        assert blocker.result() is True
 
 
 def test_keep_objects_when_evict_disabled(remote_store: Store) -> None:

@@ -26,9 +26,6 @@ from proxystore.proxy import Proxy, extract  # noqa: E402
 from proxystore.serialize import SerializationError  # noqa: E402
 from proxystore.store import Store  # noqa: E402
 from tests.integration_helpers import (  # noqa: E402
-    describe,
-    describe_after_gate,
-    fail,
     large_arguments,
     make_big,
     make_result,
@@ -99,42 +96,6 @@ def app(fn: Any, store: Store, label: str, **options: Any) -> ProxyApp:
     policy = options.pop("policy", None)
     kwargs: dict[str, Any] = {"policy": policy} if policy else {"threshold": THRESHOLD}
     return proxy_app(store=store, **kwargs)(python_app(fn, executors=[label], **options))
-
-
-def test_results_equal_plain_app(dfk: Any, label: str, remote_store: Store) -> None:
-    plain = python_app(total, executors=[label])
-    proxied = app(total, remote_store, label)
-    cases = [(BIG, SMALL), (BIG * 2, 3.0)]
-    assert [proxied(*c).result() for c in cases] == [plain(*c).result() for c in cases]
-
-
-def test_proxies_on_workers_with_prefetch(dfk: Any, label: str, remote_store: Store) -> None:
-    proxied = app(describe, remote_store, label)
-    seen = proxied(BIG, SMALL, big_kw=BIG).result()
-    big, small = seen["args"]
-    assert big["proxy"] and big["prefetching"] and not small["proxy"]
-    assert seen["kwargs"]["big_kw"]["proxy"]
-    if label == "htex":
-        assert seen["pid"] != os.getpid()
-    wait_until_released(proxied)
-    assert not remote_store.exists(big["key"])
-
-
-def test_shared_argument_and_failure(dfk: Any, tmp_path: Any, remote_store: Store) -> None:
-    gate = str(tmp_path / "gate")
-    proxied = app(describe_after_gate, remote_store, "htex")
-    futures = [proxied(gate, BIG) for _ in range(4)]
-    assert len(proxied.proxier.in_use()) == 1
-    open(gate, "w").close()
-    keys = {f.result()["args"][0]["key"] for f in futures}
-    assert len(keys) == 1
-    failing = app(fail, remote_store, "htex")
-    with pytest.raises(RuntimeError, match="on purpose"):
-        failing(BIG).result()
-    wait_until_released(proxied)
-    wait_until_released(failing)
-    assert not remote_store.exists(keys.pop())
-    assert failing.proxier.in_use() == {}
 
 
 def test_data_futures_pass_through(dfk: Any, remote_store: Store) -> None:

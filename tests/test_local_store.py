@@ -12,7 +12,8 @@ import pytest
 
 from proxystore.exceptions import ProcessLocalStoreError, StoreError
 from proxystore.proxy import Proxy, extract, is_resolved
-from proxystore.store.local import LocalStore
+from proxystore.store.local import LocalFactory, LocalSettings, LocalStore
+from proxystore.store.settings import StoreSettings
 
 
 def total(x: Any) -> float:
@@ -132,3 +133,17 @@ def test_proxy_after_unregister_says_objects_are_gone(store_factory: Any) -> Non
     with pytest.raises(ProcessLocalStoreError, match="no longer registered"):
         extract(p)
     assert get_store(store.name) is None  # no empty store was created behind the user's back
+
+
+def test_built_from_its_settings_and_described_by_them() -> None:
+    store = LocalStore("local-settings")
+    assert store.settings == LocalSettings("local-settings")
+    assert isinstance(store.settings, StoreSettings)
+    assert store.settings.where == "LocalStore 'local-settings'"
+    assert store.description.kwargs == {} and store.factory_class is LocalFactory
+    assert store.description.type_path == "proxystore.store.local:LocalStore"
+    again = LocalStore(store.description.name, **store.description.kwargs)
+    assert again.description == store.description  # the description re-creates an equal store
+    assert repr(store.settings) == "LocalSettings(name='local-settings')"
+    with pytest.raises(ValueError, match="non-empty"):
+        LocalSettings("")

@@ -28,8 +28,9 @@ from proxystore.proxy import Proxy, extract
 from proxystore.store import get_store, unregister_store
 from proxystore.store.description import StoreDescription
 from proxystore.store.redis import RedisFactory, RedisStore
-from proxystore.store.redis_config import MAX_TTL
+from proxystore.store.redis.settings import MAX_TTL
 from tests.redis_server import Server, free_port, private_server, tls_unsupported
+from tests.support.waiting import wait_until
 from tests.tls_certs import make_ca, make_server_cert
 
 CHUNKS = ":ps-chunks"
@@ -69,8 +70,11 @@ def test_objects_expire(redis_address: tuple[str, int]) -> None:
     try:
         small, large = store.set("small"), store.set(b"x" * 5000)
         assert store.exists(small) and store.exists(large)
-        time.sleep(0.8)
-        assert not store.exists(small) and not store.exists(large)
+        wait_until(
+            lambda: not store.exists(small) and not store.exists(large),
+            timeout=10,
+            what="both objects (ttl=0.3 s, one of them chunked) to expire",
+        )
         assert store.get(large, default="gone") == "gone"
     finally:
         store.cleanup()
@@ -217,11 +221,13 @@ def test_exists_is_false_when_the_chunks_are_gone(store_factory: Any) -> None:
     key = store.set(b"c" * 5000)
     try:
         assert store.exists(key)
+        p: Proxy[Any] = store.proxy(key=key)
         raw.unlink(key + CHUNKS)  # what an LRU eviction of the chunk list does
         assert raw.exists(key)
         assert not store.exists(key)
         assert store.get(key, default="gone") == "gone"
-        p: Proxy[Any] = store.proxy(key=key)
+        with pytest.raises(ValueError, match="no object under key"):
+            store.proxy(key=key)
         with pytest.raises(ProxyResolveMissingKey):
             extract(p)
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import multiprocessing
 import os
@@ -21,14 +22,16 @@ import pytest
 import redis
 
 from proxystore.exceptions import (
+    ForeignValueError,
     InvalidKeyError,
     StoreAuthError,
     StoreConnectionError,
     StoreError,
 )
 from proxystore.proxy import Proxy, get_factory, get_key, is_resolved, resolve_async
+from proxystore.secret import Secret
 from proxystore.store import get_store, init_store, unregister_store
-from proxystore.store.redis import RedisStore
+from proxystore.store.redis import RedisSettings, RedisStore
 from tests.redis_server import free_port, private_redis, replies
 
 CHUNKS = ":ps-chunks"
@@ -72,15 +75,20 @@ def unused_port() -> int:
 
 
 @pytest.mark.timeout(90)  # bounded: an error, never a hang (redis-py's retries take seconds)
-def test_connection_refused_raises_store_connection_error() -> None:
+@pytest.mark.parametrize("client", ["wire", "redis-py"])
+def test_connection_refused_raises_store_connection_error(client: str) -> None:
     port = unused_port()
+    options = {"max_connections": 4} if client == "redis-py" else {}
     with pytest.raises(StoreConnectionError) as info:
-        RedisStore("unreachable", hostname="127.0.0.1", port=port)
+        RedisStore("unreachable", hostname="127.0.0.1", port=port, **options)
     error = info.value
     assert f"127.0.0.1:{port}" in str(error)
     assert error.address == f"127.0.0.1:{port}"
     assert error.store_name == "unreachable" and error.store_type == "RedisStore"
-    assert isinstance(error.__cause__, redis.exceptions.ConnectionError)
+    if client == "wire":  # raised once, where the socket failed: no redis-py error in between
+        assert isinstance(error.__cause__, ConnectionRefusedError)
+    else:  # redis-py's error, translated once
+        assert isinstance(error.__cause__, redis.exceptions.ConnectionError)
     assert not isinstance(error, ConnectionError)  # never shadows the builtin meaning
     assert get_store("unreachable") is None
 
@@ -125,7 +133,7 @@ def test_auth_error(auth_redis: tuple[str, int], credentials: str) -> None:
     error = info.value
     assert f"{host}:{port}" in str(error)
     assert error.store_name == "auth-fails"
-    assert isinstance(error.__cause__, redis.exceptions.RedisError)
+    assert error.__cause__ is None  # raised once, by the wire client, from the server's reply
     assert_no_secret(str(error), repr(error), str(error.__cause__), repr(error.__dict__))
     if credentials == "wrong":
         assert kwargs["password"] not in str(error)
@@ -227,7 +235,8 @@ def test_foreign_value_is_a_clear_error(
         for call in (store.get, store.get_timestamp):
             with pytest.raises(StoreError, match="does not hold a ProxyStore value") as info:
                 call(key)
-            assert type(info.value) is StoreError  # the backend's one error for bad framing
+            assert type(info.value) is ForeignValueError  # the backend's one error for bad framing
+            assert info.value.key == key
             message = str(info.value)
             assert repr(key) in message and store.address in message and store.name in message
     finally:
@@ -402,6 +411,57 @@ def test_a_malformed_url_is_refused(url: str, problem: str) -> None:
         RedisStore("bad-url", url=url.format(port=free_port()))
     message = str(info.value)
     assert "'bad-url'" in message and "hunter2" not in message and "pass#word" not in message
+
+
+def test_settings_check_the_arguments_without_connecting() -> None:
+    port = free_port()  # nothing listens there: nothing may connect
+    cases: list[tuple[dict[str, Any], type[Exception], str]] = [
+        ({"ttl": float("inf")}, ValueError, "ttl"),
+        ({"chunk_size": 0}, ValueError, "chunk_size"),
+        ({"port": 0}, ValueError, "port"),
+        ({"redis_kwargs": {"db": -1}}, ValueError, "db"),
+        ({"redis_kwargs": {"socket_timeout": "1"}}, TypeError, "socket_timeout"),
+        ({"redis_kwargs": {"ssl_validate_ocsp": True}}, ValueError, "ssl_validate_ocsp"),
+    ]
+    for change, error, option in cases:
+        arguments: dict[str, Any] = {"hostname": "127.0.0.1", "port": port, **change}
+        with pytest.raises(error, match=option) as info:
+            RedisSettings("checked", **arguments)
+        assert "RedisStore 'checked'" in str(info.value)
+    settings = RedisSettings("parsed", url=f"redis://u:{PASSWORD}@127.0.0.1:{port}/2")
+    assert (settings.hostname, settings.port, settings.url) == ("127.0.0.1", port, None)
+    assert settings.redis_kwargs == {"username": "u", "password": Secret(PASSWORD), "db": 2}
+    assert PASSWORD not in repr(settings) + repr(settings.kwargs())
+    explicit = RedisSettings(
+        "parsed", url=f"redis://127.0.0.1:{port}/2", port=port + 1, redis_kwargs={"db": 4}
+    )
+    assert explicit.port == port + 1 and explicit.redis_kwargs["db"] == 4  # explicit wins
+
+
+def test_a_description_re_creates_an_equal_store(auth_redis: tuple[str, int]) -> None:
+    host, port = auth_redis
+    store = RedisStore(
+        "described",
+        url=f"redis://:{PASSWORD}@{host}:{port}/3",
+        ttl=30,
+        chunk_size=2**20,
+        signing_key=b"k" * 32,
+        socket_timeout=7,
+    )
+    try:
+        kwargs = store.description.kwargs
+        assert kwargs == store.settings.kwargs() and "url" not in kwargs
+        assert kwargs["db"] == 3 and kwargs["password"] == Secret(PASSWORD)
+        assert PASSWORD not in repr(store.settings) + repr(store.description)
+        again = RedisStore("described-again", **kwargs)
+        try:
+            assert again.settings == dataclasses.replace(store.settings, name="described-again")
+            assert again.description.kwargs == kwargs
+            assert again.get(store.set([1, 2])) == [1, 2]  # same server, db, key and ttl
+        finally:
+            again.close()
+    finally:
+        store.close()
 
 
 def test_a_database_the_server_lacks_is_reported_as_such(redis_address: tuple[str, int]) -> None:
@@ -606,7 +666,9 @@ def test_resolve_async_error_surfaces_on_use(store: RedisStore) -> None:
     from proxystore.exceptions import ProxyResolveMissingKey
 
     key = f"missing-{uuid.uuid4().hex}"
+    store.set("soon gone", key=key)
     p = store.proxy(key=key)
+    store.evict(key)
     resolve_async(p)
     with pytest.raises(ProxyResolveMissingKey, match=key):
         len(p)

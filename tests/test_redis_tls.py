@@ -14,7 +14,7 @@ import redis
 
 from proxystore.exceptions import StoreAuthError, StoreConnectionError, StoreError
 from proxystore.store.redis import RedisStore
-from proxystore.store.redis_config import parse_url
+from proxystore.store.redis.settings import parse_url
 from tests.redis_server import Server, private_server, tls_unsupported
 from tests.tls_certs import make_ca, make_server_cert
 

@@ -1,4 +1,4 @@
-"""The raw RESP client (proxystore.store.redis_wire) and RedisStore's use of it, on real servers."""
+"""The raw RESP client (proxystore.store.redis._wire) and RedisStore's use of it, on servers."""
 
 from __future__ import annotations
 
@@ -17,17 +17,22 @@ import pytest
 import redis
 
 from proxystore.buffers import alloc_buffer
-from proxystore.exceptions import StoreAuthError, StoreConnectionError, StoreError
+from proxystore.exceptions import (
+    StoreAuthError,
+    StoreConnectionError,
+    StoreError,
+    StoreTimeoutError,
+)
 from proxystore.serialize import serialize_parts
 from proxystore.store.redis import WIRE_OPTIONS, RedisStore, uses_wire
-from proxystore.store.redis_pool import ConnectionPool
-from proxystore.store.redis_wire import (
+from proxystore.store.redis._wire.connection import (
     LARGE_REPLY,
     SMALL_ARGUMENT,
     Connection,
-    Overflow,
     encode,
 )
+from proxystore.store.redis._wire.errors import Overflow
+from proxystore.store.redis._wire.pool import ConnectionPool
 from tests.redis_server import free_port
 from tests.test_redis_store import PASSWORD, private_redis
 
@@ -139,16 +144,16 @@ def test_large_reply_is_aligned_after_prefix(conn: Connection) -> None:
 def test_error_reply_raises_and_connection_stays_usable(conn: Connection) -> None:
     key = new_key(conn)
     conn.command("SET", key, b"string")
-    with pytest.raises(redis.exceptions.ResponseError, match="WRONGTYPE"):
+    with pytest.raises(StoreError, match="WRONGTYPE"):
         conn.command("LPUSH", key, b"x")
-    with pytest.raises(redis.exceptions.ResponseError, match="unknown command"):
+    with pytest.raises(StoreError, match="unknown command"):
         conn.command("NO-SUCH-COMMAND")
     assert conn.command("GET", key) == b"string"
 
 
 def test_pipeline_reads_every_reply_before_raising(conn: Connection) -> None:
     key = new_key(conn)
-    with pytest.raises(redis.exceptions.ResponseError):
+    with pytest.raises(StoreError):
         conn.pipeline([("SET", key, b"1"), ("INCRBY", key, b"not a number"), ("INCR", key)])
     assert conn.command("GET", key) == b"2"  # every command ran; the stream is still in step
 
@@ -160,10 +165,10 @@ def test_transaction(conn: Connection) -> None:
         b"v",
         1,
     ]
-    with pytest.raises(redis.exceptions.ResponseError, match="WRONGTYPE"):
+    with pytest.raises(StoreError, match="WRONGTYPE"):
         conn.transaction([("LPUSH", key, b"x"), ("SET", key, b"w")])
     assert conn.command("GET", key) == b"w"  # EXEC ran the rest
-    with pytest.raises(redis.exceptions.ResponseError):  # refused while queued: nothing runs
+    with pytest.raises(StoreError):  # refused while queued: nothing runs
         conn.transaction([("SET", key, b"z"), ("NO-SUCH-COMMAND",)])
     assert conn.command("GET", key) == b"w"
 
@@ -203,7 +208,7 @@ def test_alloc_buffer() -> None:
 
 def test_refused_connection_names_the_address() -> None:
     port = free_port()
-    with pytest.raises(redis.exceptions.ConnectionError, match=f"127.0.0.1:{port}") as info:
+    with pytest.raises(StoreConnectionError, match=f"127.0.0.1:{port}") as info:
         Connection("127.0.0.1", port, connect_timeout=2)
     assert not str(info.value).endswith(".")
 
@@ -216,7 +221,7 @@ def test_silent_server_times_out() -> None:
         port = listener.getsockname()[1]
         conn = Connection("127.0.0.1", port, connect_timeout=2, timeout=0.2)
         try:
-            with pytest.raises(redis.exceptions.TimeoutError, match=f"127.0.0.1:{port}"):
+            with pytest.raises(StoreTimeoutError, match=f"127.0.0.1:{port}"):
                 conn.command("PING")
         finally:
             conn.close()
@@ -237,7 +242,7 @@ def test_server_closing_the_connection_is_a_connection_error() -> None:
         thread.start()
         conn = Connection("127.0.0.1", port, connect_timeout=2, timeout=5)
         try:
-            with pytest.raises(redis.exceptions.ConnectionError, match="closed"):
+            with pytest.raises(StoreConnectionError, match="closed"):
                 conn.command("PING")
         finally:
             conn.close()
@@ -259,11 +264,11 @@ def test_auth(auth_redis: tuple[str, int]) -> None:
     conn = Connection(host, port, username="default", password=PASSWORD)
     assert conn.command("PING") == b"PONG"
     conn.close()
-    with pytest.raises(redis.exceptions.AuthenticationError) as info:
+    with pytest.raises(StoreAuthError) as info:
         Connection(host, port, password="wrong")
     assert "wrong" not in str(info.value)
     conn = Connection(host, port)  # no password: the first command is refused
-    with pytest.raises(redis.exceptions.AuthenticationError, match="NOAUTH"):
+    with pytest.raises(StoreAuthError, match="NOAUTH"):
         conn.command("PING")
     conn.close()
 
@@ -479,7 +484,8 @@ def test_connection_error_message_has_no_doubled_period() -> None:
     message = str(info.value)
     assert f"127.0.0.1:{port}" in message
     assert ".." not in message
-    assert isinstance(info.value.__cause__, redis.exceptions.ConnectionError)
+    # Raised once, by the wire client: the cause is the socket's error, not redis-py's.
+    assert isinstance(info.value.__cause__, ConnectionRefusedError)
 
 
 def test_store_auth_errors_and_secrets(auth_redis: tuple[str, int]) -> None:
@@ -511,3 +517,23 @@ def test_store_threads_share_the_pool(store_factory: Any, client_kind: str) -> N
     finally:
         for key in keys:
             store.evict(key)
+
+
+def test_the_wire_client_raises_only_our_errors_and_never_imports_redis_py() -> None:
+    """One translation: the wire client makes this project's errors itself (no redis-py)."""
+    import ast
+    from pathlib import Path
+
+    import proxystore.store.redis._wire as wire
+
+    for path in Path(wire.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            assert not any(name.split(".")[0] == "redis" for name in names), path.name
+    # Each failure of a raw connection is one of ours, naming the server.
+    port = free_port()
+    with pytest.raises(StoreConnectionError, match=f"127.0.0.1:{port}") as info:
+        Connection("127.0.0.1", port, connect_timeout=2)
+    assert not isinstance(info.value, redis.exceptions.RedisError)

@@ -211,7 +211,7 @@ def flip_a_bit(store: Store, key: str, offset: int) -> None:
         return
     import redis
 
-    from proxystore.store.backends.redis_clients import HEADER
+    from proxystore.store.redis._clients import HEADER
 
     client = redis.Redis(host=inner.host, port=inner.port)  # type: ignore[attr-defined]
     try:

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from proxystore.exceptions import IntegrityError, StoreError
+from proxystore.exceptions import ForeignValueError, IntegrityError
 from proxystore.proxy import extract
 from proxystore.store import init_store, unregister_store
 from proxystore.store.base import Store
@@ -114,8 +114,8 @@ def test_an_object_moved_under_another_key_is_refused(signed: Store) -> None:
         (custom, f"new-{uuid.uuid4().hex[:8]}"),  # custom under a key that did not exist
     ]
     for source, target in cases:
-        proxy = signed.proxy(key=target)
         move(signed, source, target)
+        proxy = signed.proxy(key=target)  # the key exists now (proxy(key=) checks that)
         signed.cache.clear()
         with pytest.raises(IntegrityError, match="moved from another key") as caught:
             signed.get(target)
@@ -258,9 +258,13 @@ def test_a_raw_redis_value_on_a_signed_store_runs_nothing(
     finally:
         client.close()
     store.cache.clear()
-    # The backend refuses the value before the signature is looked at (a StoreError naming
-    # the key; see docs/security.rst); either way nothing of it is deserialized.
-    with pytest.raises(StoreError) as caught:
-        store.get(key)
-    assert key in str(caught.value)
+    # The backend finds no value of its own there (ForeignValueError); on a signed store that
+    # is an object without a valid signature: IntegrityError, and nothing of it deserialized.
+    for call in (store.get, store.get_timestamp):
+        with pytest.raises(IntegrityError) as caught:
+            call(key)
+        assert key in str(caught.value) and caught.value.key == key
+        assert isinstance(caught.value.__cause__, ForeignValueError)
+    with pytest.raises(IntegrityError):
+        extract(store.proxy(key=key))
     assert not marker.exists()

@@ -11,7 +11,7 @@ import itertools
 import pickle
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -241,9 +241,31 @@ def test_proxy_evict_removes_after_resolve(store: Store) -> None:
     assert not store.exists(key)
 
 
-def test_proxy_of_missing_key_names_key_and_store(store: Store) -> None:
+def test_proxy_of_a_key_that_does_not_exist_fails_at_once(store: Store) -> None:
     key = _key()
+    with pytest.raises(ValueError) as info:
+        store.proxy(key=key)
+    assert key in str(info.value) and repr(store.name) in str(info.value)
+    assert not store.exists(key)
+
+
+def test_proxy_batch_of_keys_names_the_missing_ones(store: Store) -> None:
+    there = store.set("here")
+    gone = [_key(), _key()]
+    with pytest.raises(ValueError) as info:
+        store.proxy_batch(keys=[there, gone[0], gone[1]])
+    message = str(info.value)
+    assert gone[0] in message and gone[1] in message and there not in message
+    assert store.name in message
+    assert [extract(p) for p in store.proxy_batch(keys=[there, there])] == ["here", "here"]
+    store.evict(there)
+
+
+def test_a_proxy_whose_object_went_away_names_key_and_store(store: Store) -> None:
+    key = _key()
+    store.set("soon gone", key=key)
     p = store.proxy(key=key)
+    store.evict(key)
     with pytest.raises(ProxyResolveMissingKey) as info:
         extract(p)
     assert info.value.key == key
@@ -363,3 +385,43 @@ def test_a_layer_wraps_every_backend(store: Store) -> None:
     assert layer.owns_storage == innermost(layer).owns_storage
     store.evict(key)
     assert not store.exists(key)
+
+
+class CountingBackend(DictBackend):
+    """The DictBackend, counting the existence checks (each one a round trip elsewhere)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.checks: list[str] = []
+
+    def exists(self, key: str) -> bool:
+        self.checks.append("exists")
+        return super().exists(key)
+
+    def exists_batch(self, keys: Sequence[str]) -> list[bool]:
+        self.checks.append("exists_batch")
+        with self.lock:
+            return [key in self.data for key in keys]
+
+
+def test_proxies_of_objects_just_written_check_nothing() -> None:
+    backend = CountingBackend()
+    store = Store(f"test-count-{uuid.uuid4().hex[:8]}", backend)
+    register_store(store)
+    try:
+        _count_checks(store, backend)
+    finally:
+        unregister_store(store.name)
+
+
+def _count_checks(store: Store, backend: CountingBackend) -> None:
+    store.proxy("obj")
+    store.proxy("obj", key=_key())
+    store.proxy_batch(["a", "b", "c"])
+    store.proxy_batch(["a", "b"], keys=[_key(), _key()])
+    assert backend.checks == []
+    keys = store.set_batch([1, 2, 3])
+    assert [extract(p) for p in store.proxy_batch(keys=keys)] == [1, 2, 3]
+    assert backend.checks == ["exists_batch"]  # one batched check for the whole batch
+    store.proxy(key=keys[0])
+    assert backend.checks == ["exists_batch", "exists"]

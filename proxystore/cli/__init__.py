@@ -164,8 +164,7 @@ def _open_redis(url: str) -> Backend:
     from proxystore.store.registry import resolve_store_class
 
     resolve_store_class("redis")  # MissingExtraError when redis is not installed
-    from proxystore.store.backends.redis import RedisBackend
-    from proxystore.store.redis_config import parse_url
+    from proxystore.store.redis import RedisBackend, parse_url
 
     try:
         settings = parse_url(url)
@@ -218,9 +217,9 @@ def _one_line(message: str) -> str:
 
 
 def _scan(backend: Backend, pattern: str) -> Iterator[KeyInfo]:
-    redis_backends = sys.modules.get("proxystore.store.backends.redis")  # imported if opened
+    redis_backends = sys.modules.get("proxystore.store.redis.backend")  # imported if opened
     if redis_backends is not None and isinstance(backend, redis_backends.RedisBackend):
-        from proxystore.store.backends.redis_scan import scan_keys
+        from proxystore.store.redis import scan_keys
 
         return scan_keys(backend, pattern)  # SCAN MATCH: the pattern is applied by Redis
     if pattern != "*":

@@ -27,17 +27,17 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from proxystore.proxy import Proxy, get_key
+from proxystore.store._cache import LRUCache
+from proxystore.store._inflight import InFlight
 from proxystore.store.backends.base import Backend, Fetched, new_key
-from proxystore.store.cache import LRUCache
 from proxystore.store.codec import Codec, RawBytes
 from proxystore.store.description import StoreDescription
-from proxystore.store.inflight import InFlight
 from proxystore.store.layers.timing import TimingLayer
 from proxystore.store.settings import StoreSettings
 from proxystore.store.stats import StatsRecorder, TimeStats
-from proxystore.store.store_factory import MISSING, StoreFactory, check_factory_kwargs
+from proxystore.store.store_factory import MISSING, Prefetched, StoreFactory, check_factory_kwargs
 
-__all__ = ["MISSING", "Store", "StoreFactory"]
+__all__ = ["MISSING", "Prefetched", "Store", "StoreFactory"]
 
 _DEFAULT_CODEC = Codec()
 _NOT_CACHED: Any = object()
@@ -59,6 +59,11 @@ class Store:
             <proxystore.store.settings.StoreSettings.kwargs>` instead).
         settings: The store's validated settings (``FileSettings``, ``RedisSettings``, ...),
             kept as :attr:`settings`; they describe the store to other processes.
+
+    Attributes:
+        cache: This process's LRU cache of deserialized objects (key to write time and
+            object): ``store.cache.clear()`` empties it, ``store.cache.cached_keys()`` lists
+            its keys.
 
     Raises:
         ValueError: If ``name`` is empty or ``cache_size`` is negative.
@@ -301,11 +306,12 @@ class Store:
                 return cached
         return self._decode(key, self.get_bytes_with_timestamp(key), deserialize, default)
 
-    def prefetch(self, key: str, *, strict: bool = False) -> Any:
+    def prefetch(self, key: str, *, strict: bool = False) -> Prefetched | None:
         """Do the I/O part of a ``get`` (run in a background thread by ``resolve_async``).
 
-        Returns an opaque token for :meth:`complete`: ``None`` when a usable copy is cached
-        (or the store keeps objects by reference), else the fetched bytes.
+        Returns:
+            What :meth:`complete` finishes: ``None`` when a usable copy is cached (or the
+            store keeps objects by reference), else the :class:`Prefetched` bytes.
         """
         if self.codec.by_reference:
             return None
@@ -313,12 +319,12 @@ class Store:
             strict = self._strict_applies(key)
         if self._caching and self._cached(key, strict=strict) is not _NOT_CACHED:
             return None
-        return (self.get_bytes_with_timestamp(key),)
+        return Prefetched(self.get_bytes_with_timestamp(key))
 
     def complete(
         self,
         key: str,
-        token: Any,
+        token: Prefetched | None,
         *,
         deserialize: bool = True,
         strict: bool = False,
@@ -327,7 +333,7 @@ class Store:
         """Finish a ``get`` started by :meth:`prefetch`; same result as :meth:`get`."""
         if token is None:
             return self.get(key, deserialize=deserialize, strict=strict, default=default)
-        return self._decode(key, token[0], deserialize, default)
+        return self._decode(key, token.fetched, deserialize, default)
 
     def _strict_applies(self, key: str) -> bool:
         if not self.backend.is_immutable(key):
@@ -462,7 +468,8 @@ class Store:
             kwargs: Extra arguments for the store's factory class.
 
         Raises:
-            ValueError: If neither ``obj`` nor ``key`` is given.
+            ValueError: If neither ``obj`` nor ``key`` is given, or ``key`` alone names no
+                object in the store (checked now, not when a worker resolves the proxy).
             TypeError: If ``kwargs`` has an argument the factory class does not take (checked
                 before anything is stored).
         """
@@ -472,6 +479,14 @@ class Store:
             key = self.set(obj, key=key, serialize=serialize)
         elif key is None:
             raise ValueError("Store.proxy() needs an object to store or the key of a stored one")
+        elif not self.backend.exists(key):
+            raise self._missing([key])
+        return self._proxy_of(key, serialize, evict, strict, kwargs)
+
+    def _proxy_of(
+        self, key: str, serialize: bool, evict: bool, strict: bool, kwargs: Mapping[str, Any]
+    ) -> Proxy:
+        """The proxy of ``key``, an object known to be in the store (no round trip)."""
         if strict and self.backend.is_immutable(key):
             self._warn_strict(key)
             strict = False
@@ -484,6 +499,16 @@ class Store:
             **kwargs,
         )
         return Proxy(factory)
+
+    def _missing(self, keys: Sequence[str]) -> ValueError:
+        shown = ", ".join(repr(key) for key in keys[:5])
+        more = f" (and {len(keys) - 5} more)" if len(keys) > 5 else ""
+        plural = "s" if len(keys) > 1 else ""
+        return ValueError(
+            f"{type(self).__name__} {self.name!r} has no object under key{plural} "
+            f"{shown}{more}: store the object first (store.set(obj, key=...)), or proxy it "
+            "with store.proxy(obj)"
+        )
 
     def proxy_batch(
         self,
@@ -499,7 +524,9 @@ class Store:
         With both, ``objs[i]`` is stored under ``keys[i]``.
 
         Raises:
-            ValueError: If neither is given, or both are given with different lengths.
+            ValueError: If neither is given, both are given with different lengths, or
+                ``keys`` alone has keys that name no object in the store (checked at once, in
+                one batch, before any proxy is made).
         """
         if objs is None and keys is None:
             raise ValueError("Store.proxy_batch() needs objects to store or keys of stored ones")
@@ -507,10 +534,14 @@ class Store:
             raise ValueError(f"proxy_batch got {len(objs)} objects but {len(keys)} keys")
         if objs is not None:
             keys = self.set_batch(objs, keys=keys, serialize=serialize)
-        assert keys is not None
-        return [
-            self.proxy(key=key, serialize=serialize, evict=evict, strict=strict) for key in keys
-        ]
+        else:
+            assert keys is not None
+            keys = list(keys)
+            found = self.backend.exists_batch(keys)
+            missing = [key for key, there in zip(keys, found) if not there]
+            if missing:
+                raise self._missing(missing)
+        return [self._proxy_of(key, serialize, evict, strict, {}) for key in keys]
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"

@@ -3,8 +3,9 @@
 A description holds a store's type (``"module:ClassName"``), its name, the constructor
 arguments that re-create it, and whether statistics are on. Proxies carry one (inside their
 :class:`~proxystore.store.base.StoreFactory`), and so do the engine adapters' worker-side
-tasks; in a process without the store, :meth:`StoreDescription.get_or_create` creates and
-registers it once, from the description.
+tasks. It is plain data: in a process without the store, the registry creates and registers
+the store once from it (:func:`proxystore.store.registry.get_or_create`, which a factory's
+``get_store`` calls).
 
 Constructor arguments may hold secrets (a Redis password, a Globus client): they travel with
 the description, since workers need them, but its ``repr`` never shows their values.
@@ -15,27 +16,18 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any
 
-if TYPE_CHECKING:
-    from proxystore.store.base import Store
+import proxystore.store._table as _table
 
-__all__ = ["StoreDescription", "is_secret", "set_locator"]
+__all__ = ["StoreDescription", "is_secret"]
 
 _SECRET = re.compile(r"pass|secret|token|credential|auth|client|key", re.IGNORECASE)
-_Locator = Callable[["StoreDescription"], "Store"]
-_locator: _Locator | None = None
 
 
 def is_secret(argument: str) -> bool:
     """Return whether a constructor argument's value may be a secret (never shown)."""
     return _SECRET.search(argument) is not None
-
-
-def set_locator(locator: _Locator) -> None:
-    """Install the function that finds or creates a described store (the registry does)."""
-    global _locator
-    _locator = locator
 
 
 @dataclass(frozen=True, repr=False)
@@ -66,11 +58,13 @@ class StoreDescription:
             kwargs["stats"] = True
         return kwargs
 
-    def get_or_create(self) -> Store:
-        """Return the store registered under :attr:`name`, creating it from here if needed."""
-        # Installed by proxystore.store.registry, which the package imports before this module.
-        assert _locator is not None, "proxystore.store.registry is not imported"
-        return _locator(self)
+    def get_or_create(self) -> Any:
+        """Return the store registered under :attr:`name`, creating it from here if needed.
+
+        The same as :func:`proxystore.store.registry.get_or_create` (typed: it returns a
+        :class:`~proxystore.store.base.Store`), kept for callers of the method.
+        """
+        return _table.get_or_create(self)
 
     def __repr__(self) -> str:
         shown = ", ".join(

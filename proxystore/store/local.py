@@ -6,24 +6,49 @@ serialization and no copy, so ``store.get(key)`` returns the very object that wa
 Proxies of a ``LocalStore`` resolve in any thread of the creating process; resolved in another
 process they raise :class:`~proxystore.exceptions.ProcessLocalStoreError`, since the memory
 they point at is not there.
+
+Built the way every store is (see :mod:`proxystore.store.settings`): :class:`LocalSettings`
+(nothing to set besides the name) builds the backend and the codec.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
 
 from proxystore.exceptions import ProcessLocalStoreError
 from proxystore.store.backends.memory import MemoryBackend
 from proxystore.store.base import Store, StoreFactory
 from proxystore.store.codec import Codec
 from proxystore.store.registry import get_store
+from proxystore.store.settings import StoreSettings
 
-__all__ = ["LocalFactory", "LocalStore"]
+__all__ = ["LocalFactory", "LocalSettings", "LocalStore"]
 
 T = TypeVar("T")
 
 _BY_REFERENCE = Codec(by_reference=True)
+
+
+@dataclass(frozen=True, repr=False)
+class LocalSettings(StoreSettings):
+    """Settings of a :class:`LocalStore`: only its name (objects are kept by reference).
+
+    Attributes:
+        name: Name of the store.
+    """
+
+    store_type: ClassVar[str] = "LocalStore"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"store name must be a non-empty string, got {self.name!r}")
+
+    def build(self) -> tuple[MemoryBackend, Codec]:
+        """A by-reference memory backend and the codec that keeps objects as they are."""
+        backend = MemoryBackend(by_reference=True, store_name=self.name, store_type="LocalStore")
+        return backend, _BY_REFERENCE
 
 
 class LocalFactory(StoreFactory[T]):
@@ -69,5 +94,6 @@ class LocalStore(Store):
     """Objects live in this process only: engines with worker processes refuse this store."""
 
     def __init__(self, name: str) -> None:
-        backend = MemoryBackend(by_reference=True, store_name=name, store_type="LocalStore")
-        super().__init__(name, backend, cache_size=0, codec=_BY_REFERENCE)
+        settings = LocalSettings(name)
+        backend, codec = settings.build()
+        super().__init__(name, backend, cache_size=0, codec=codec, settings=settings)

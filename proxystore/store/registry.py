@@ -2,9 +2,10 @@
 
 Backends are named by dotted path and imported on first use, so importing ProxyStore never
 imports redis or globus-sdk. A factory that must re-create its store in a worker process goes
-through :func:`get_or_init_store` (or :meth:`StoreDescription.get_or_create
-<proxystore.store.description.StoreDescription.get_or_create>`), which is atomic per name: two
-proxies resolving in parallel threads end up with one store object.
+through the same table of stores (:func:`get_or_create` from a
+:class:`~proxystore.store.description.StoreDescription`, :func:`get_or_init_store` from a
+type, name and arguments), atomically per name: two proxies resolving in parallel threads end
+up with one store object.
 
 Locking: the table of stores is guarded by a lock held only for dictionary operations, so
 lookups never wait on a backend. Creating a store (a Redis ping, a Globus login) happens under
@@ -15,16 +16,15 @@ a lock of its own name only: a slow store delays nobody but those waiting for th
 from __future__ import annotations
 
 import enum
-import importlib
-import threading
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, Union
 
-from proxystore.exceptions import MissingExtraError, UnknownStoreError
+import proxystore.store._table as _table
+from proxystore.exceptions import UnknownStoreError
 from proxystore.proxy import Proxy, get_factory
 from proxystore.store.base import Store
-from proxystore.store.description import StoreDescription, set_locator
+from proxystore.store.description import StoreDescription
 
 __all__ = [
     "STORES",
@@ -65,48 +65,19 @@ class STORES(enum.Enum):
 StoreType = Union[STORES, str, "type[Store]"]
 """What :func:`init_store` accepts as a store type."""
 
-# Optional dependency of each backend module: (module that may be missing, extra to install).
-_EXTRAS: dict[str, tuple[str, str]] = {
-    "proxystore.store.redis": ("redis", "redis"),
-    "proxystore.store.globus": ("globus_sdk", "globus"),
-}
-
-_lock = threading.Lock()  # guards _stores and _name_locks; held for dict operations only
-_stores: dict[str, Store] = {}
-_name_locks: dict[str, threading.Lock] = {}
-
-
-def _name_lock(name: str) -> threading.Lock:
-    with _lock:
-        lock = _name_locks.get(name)
-        if lock is None:
-            lock = _name_locks[name] = threading.Lock()
-        return lock
-
 
 def _import_path(path: str) -> type[Store]:
-    module_name, _, qualname = path.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        dependency, extra = _EXTRAS.get(module_name, (None, None))
-        if extra is not None and exc.name is not None and exc.name.split(".")[0] == dependency:
-            raise MissingExtraError(
-                f"{qualname} needs the optional dependency {dependency!r}: "
-                f'install it with pip install "proxystore[{extra}]"',
-                extra=extra,
-                store_type=qualname,
-            ) from exc
-        raise UnknownStoreError(
-            f"cannot import store module {module_name!r} for store type {path!r}: {exc}",
-            store_type=path,
-        ) from exc
-    obj: Any = module
-    for part in qualname.split("."):
-        obj = getattr(obj, part, None)
-    if not (isinstance(obj, type) and issubclass(obj, Store)):
+    cls = _table.import_path(path)
+    if not issubclass(cls, Store):
         raise UnknownStoreError(f"{path!r} does not name a Store subclass", store_type=path)
-    return obj
+    return cls
+
+
+def _as_store(entry: _table.Named) -> Store:
+    """A table entry as the Store it is (only stores are registered)."""
+    if not isinstance(entry, Store):  # pragma: no cover - the table holds stores only
+        raise UnknownStoreError(f"the registry holds {entry!r}, which is not a Store")
+    return entry
 
 
 def resolve_store_class(store_type: StoreType) -> type[Store]:
@@ -164,25 +135,29 @@ def init_store(store_type: StoreType, name: str, **kwargs: Any) -> Store:
         UnknownStoreError: If ``store_type`` names no store (also a ``ValueError``).
         MissingExtraError: If the store's optional dependency is not installed.
     """
+    store = _make(store_type, name, kwargs)
+    register_store(store)
+    return store
+
+
+def _make(store_type: StoreType, name: str, kwargs: Mapping[str, Any]) -> Store:
     cls = resolve_store_class(store_type)
+    kwargs = dict(kwargs)
     stats = kwargs.pop("stats", False)
     store = cls(name, **kwargs)
     if stats:
         store.enable_stats()
-    register_store(store)
     return store
 
 
 def register_store(store: Store) -> None:
     """Register an existing store object under its name, replacing any store of that name."""
-    with _lock:
-        _stores[store.name] = store
+    _table.put(store)
 
 
 def unregister_store(name: str) -> None:
     """Remove the store registered under ``name`` (no-op if there is none)."""
-    with _lock:
-        _stores.pop(name, None)
+    _table.remove(name)
 
 
 def get_store(name_or_proxy: str | Proxy) -> Store | None:
@@ -200,8 +175,8 @@ def get_store(name_or_proxy: str | Proxy) -> Store | None:
             return None
     else:
         name = name_or_proxy
-    with _lock:
-        return _stores.get(name)
+    store = _table.get(name)
+    return None if store is None else _as_store(store)
 
 
 def get_or_init_store(store_type: str, name: str, kwargs: Mapping[str, Any]) -> Store:
@@ -211,27 +186,18 @@ def get_or_init_store(store_type: str, name: str, kwargs: Mapping[str, Any]) -> 
     per name: concurrent callers for one name get one store object; callers for other names
     and plain lookups never wait for the creation.
     """
-    with _lock:
-        store = _stores.get(name)
-    if store is not None:
-        return store
-    with _name_lock(name):
-        with _lock:
-            store = _stores.get(name)
-        if store is None:
-            store = init_store(store_type, name, **dict(kwargs))
-        return store
+    return _as_store(_table.get_or_make(name, lambda: _make(store_type, name, kwargs)))
 
 
 def get_or_create(description: StoreDescription) -> Store:
-    """Return the store a description names, creating it from the description if needed."""
-    return get_or_init_store(description.type_path, description.name, description.init_kwargs())
+    """Return the store a description names, creating and registering it if needed.
 
-
-set_locator(get_or_create)
+    What a :class:`~proxystore.store.base.StoreFactory` does to find its store in a worker
+    process (atomic per name, like :func:`get_or_init_store`).
+    """
+    return _as_store(_table.get_or_create(description))
 
 
 def registered_stores() -> Mapping[str, Store]:
     """Return a read-only snapshot of the registry (name to store)."""
-    with _lock:
-        return MappingProxyType(dict(_stores))
+    return MappingProxyType({name: _as_store(store) for name, store in _table.snapshot().items()})

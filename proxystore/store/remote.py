@@ -1,8 +1,10 @@
-"""``RemoteStore``: the name stores over a backend outside the process used to derive from.
+"""``RemoteStore``: an old name of :class:`~proxystore.store.base.Store`, kept for imports.
 
-Caching and ``strict`` now live in :class:`~proxystore.store.base.Store` itself, for every
-backend (see :mod:`proxystore.store.base`), so ``RemoteStore`` is :class:`Store`: a custom
-store is a ``Store`` composed with a backend (see the "Writing a backend" guide).
+Stores whose objects live outside the process (on a server or in files) used to derive from a
+``RemoteStore`` class that added the per-process cache and ``strict`` revalidation. Every
+store has those now, from :class:`~proxystore.store.base.Store` itself, whatever its backend,
+so ``RemoteStore`` is simply another name for ``Store``. A custom store is a ``Store`` over a
+backend of its own (see the "Writing a backend" guide).
 """
 
 from __future__ import annotations
@@ -12,4 +14,4 @@ from proxystore.store.base import Store
 __all__ = ["RemoteStore"]
 
 RemoteStore = Store
-"""The :class:`~proxystore.store.base.Store` (cache, ``strict``) over a remote backend."""
+"""The same class as :class:`~proxystore.store.base.Store`."""

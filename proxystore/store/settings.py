@@ -24,14 +24,14 @@ from typing import Any, ClassVar
 from proxystore.store.backends.base import Backend
 from proxystore.store.codec import Codec
 from proxystore.store.description import is_secret
-from proxystore.store.layering import compose_layers
+from proxystore.store.layers.compose import compose_layers
 
 __all__ = ["LayerSettings", "StoreSettings"]
 
 
 @dataclass(frozen=True, repr=False)
 class LayerSettings:
-    """The host tier and signing of a store (see :mod:`proxystore.store.layering`).
+    """The host tier and signing of a store (see :mod:`proxystore.store.layers.compose`).
 
     Attributes:
         host_cache: Directory of the host cache on a memory file system, or ``None``.

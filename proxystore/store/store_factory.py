@@ -2,11 +2,16 @@
 
 A factory holds a key and the store's
 :class:`~proxystore.store.description.StoreDescription`, never the store object, so a proxy
-pickles into another process and re-creates the store there (once per process and name).
+pickles into another process and re-creates the store there (once per process and name),
+through the process's table of stores (the registry), by an ordinary call.
+
+This module sits below :mod:`proxystore.store.base`: it knows a store only by what it calls
+on one (:class:`ResolvingStore`, which :class:`~proxystore.store.base.Store` satisfies).
 """
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 import socket
@@ -14,17 +19,17 @@ import threading
 import time
 from collections.abc import Mapping
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any, TypeVar
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar, cast
 
+import proxystore.store._table as _table
 from proxystore.exceptions import ProxyResolveMissingKey, StoreError
 from proxystore.factory import Factory, run_in_thread
+from proxystore.store.backends.base import Backend, Fetched
 from proxystore.store.description import StoreDescription
 from proxystore.store.layers.base import innermost
 
-if TYPE_CHECKING:
-    from proxystore.store.base import Store
-
-__all__ = ["MISSING", "StoreFactory", "check_factory_kwargs"]
+__all__ = ["MISSING", "Prefetched", "ResolvingStore", "StoreFactory", "check_factory_kwargs"]
 
 T = TypeVar("T")
 
@@ -49,6 +54,65 @@ class _Missing:
 MISSING: Any = _Missing()
 """Pass as ``default`` to :meth:`Store.get <proxystore.store.base.Store.get>` to tell a stored
 ``None`` from a missing key."""
+
+
+@dataclass(frozen=True)
+class Prefetched:
+    """The I/O half of a ``get``, done ahead of the rest.
+
+    :meth:`Store.prefetch <proxystore.store.base.Store.prefetch>` makes one (in a background
+    thread); :meth:`Store.complete <proxystore.store.base.Store.complete>` finishes it.
+
+    Attributes:
+        fetched: What the backend returned: the stored parts and their write time, or
+            ``None`` when the key is missing.
+    """
+
+    fetched: Fetched
+
+
+class ResolvingStore(Protocol):
+    """What a factory calls on its store (a :class:`~proxystore.store.base.Store` has it all)."""
+
+    @property
+    def name(self) -> str:
+        """Name of the store."""
+        ...
+
+    @property
+    def backend(self) -> Backend:
+        """The store's backend (possibly wrapped in layers)."""
+        ...
+
+    def get(
+        self, key: str, *, deserialize: bool = ..., strict: bool = ..., default: Any = ...
+    ) -> Any:
+        """Return the object under ``key``, or ``default``."""
+        ...
+
+    def prefetch(self, key: str, *, strict: bool = ...) -> Prefetched | None:
+        """Do the I/O part of a ``get``."""
+        ...
+
+    def complete(
+        self,
+        key: str,
+        token: Prefetched | None,
+        *,
+        deserialize: bool = ...,
+        strict: bool = ...,
+        default: Any = ...,
+    ) -> Any:
+        """Finish a ``get`` started by :meth:`prefetch`."""
+        ...
+
+    def evict(self, key: str) -> None:
+        """Remove ``key`` from the store."""
+        ...
+
+    def record(self, key: str, operation: str, seconds: float) -> None:
+        """Record one timed operation on ``key``."""
+        ...
 
 
 class StoreFactory(Factory[T]):
@@ -76,7 +140,7 @@ class StoreFactory(Factory[T]):
         self.evict = evict
         self.strict = strict
         self.deserialize = deserialize
-        self._future: Future[tuple[Store, Any]] | None = None
+        self._future: Future[tuple[ResolvingStore, Prefetched | None]] | None = None
         self._lock = threading.Lock()
 
     @property
@@ -94,11 +158,16 @@ class StoreFactory(Factory[T]):
         """Constructor arguments that re-create the store (a copy)."""
         return dict(self.description.kwargs)
 
-    def get_store(self) -> Store:
-        """Return the store in this process, creating it from the description if needed."""
-        return self.description.get_or_create()
+    def get_store(self) -> ResolvingStore:
+        """Return the store in this process, creating it from the description if needed.
 
-    def _finish(self, store: Store, obj: Any) -> T:
+        The process's table of stores is the registry's: a store created here is registered
+        (and :func:`~proxystore.store.registry.get_store` finds it).
+        """
+        # Only stores are in the table (see proxystore.store._table).
+        return cast(ResolvingStore, _table.get_or_create(self.description))
+
+    def _finish(self, store: ResolvingStore, obj: Any) -> T:
         if obj is MISSING:
             raise ProxyResolveMissingKey(
                 self.key, type(store).__name__, store.name, socket.gethostname(), location(store)
@@ -108,7 +177,7 @@ class StoreFactory(Factory[T]):
         result: T = obj
         return result
 
-    def _prefetch(self) -> tuple[Store, Any]:
+    def _prefetch(self) -> tuple[ResolvingStore, Prefetched | None]:
         store = self.get_store()
         return store, store.prefetch(self.key, strict=self.strict)
 
@@ -137,8 +206,10 @@ class StoreFactory(Factory[T]):
                     default=MISSING,
                 )
         except StoreError as exc:
-            _add_resolving_context(exc, self.key, self.description)
-            raise
+            located = _with_resolving_context(exc, self.key, self.description)
+            if located is exc:
+                raise
+            raise located from exc
         result = self._finish(store, obj)
         store.record(self.key, "resolve", time.perf_counter() - start)
         return result
@@ -167,7 +238,7 @@ class StoreFactory(Factory[T]):
         )
 
 
-def location(store: Store) -> str | None:
+def location(store: ResolvingStore) -> str | None:
     """Where ``store`` keeps its objects: the server address or directory, when known."""
     backend = innermost(store.backend)
     for attribute in ("address", "directory"):
@@ -177,19 +248,27 @@ def location(store: Store) -> str | None:
     return None
 
 
-def _add_resolving_context(error: StoreError, key: str, description: StoreDescription) -> None:
-    """Complete ``error``'s message with the key, the store and the host that resolved."""
+def _with_resolving_context(
+    error: StoreError, key: str, description: StoreDescription
+) -> StoreError:
+    """A new error like ``error`` (same type and attributes) naming the key, store and host.
+
+    ``error`` itself is left as it is (the caller chains the new one ``from`` it); an error
+    that already names its resolving host is returned unchanged.
+    """
+    if getattr(error, "resolving_host", None) is not None:
+        return error
     host = socket.gethostname()
-    message = str(error)
-    if getattr(error, "resolving_host", None) is None:
-        error.args = (
-            f"{message} [resolving key {key!r} of {description.type_name} "
-            f"{description.name!r} on host {host}]",
-            *error.args[1:],
-        )
-        error.resolving_host = host  # type: ignore[attr-defined]
-        if getattr(error, "key", None) is None:
-            error.key = key  # type: ignore[attr-defined]
+    located = copy.copy(error)  # StoreError.__reduce__ keeps the type and every attribute
+    located.args = (
+        f"{error} [resolving key {key!r} of {description.type_name} "
+        f"{description.name!r} on host {host}]",
+        *error.args[1:],
+    )
+    located.resolving_host = host  # type: ignore[attr-defined]
+    if getattr(located, "key", None) is None:
+        located.key = key  # type: ignore[attr-defined]
+    return located
 
 
 @functools.cache

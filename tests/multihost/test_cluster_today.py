@@ -26,6 +26,7 @@ from proxystore.integrations.dask import ProxyClient  # noqa: E402
 from proxystore.store import Store, init_store, unregister_store  # noqa: E402
 from tests.multihost.tasks import sum_on_host, sum_or_error  # noqa: E402
 from tests.multihost.testbed import TestBed, Traffic  # noqa: E402
+from tests.support.waiting import wait_until  # noqa: E402
 
 MB = 2**20
 SIZE = 100 * MB
@@ -211,6 +212,40 @@ def test_a_link_cut_mid_transfer_fails_the_task_within_the_socket_timeout(
         link_cut_then_restored(testbed, bed_client, store, array, expected)
 
 
+def redis_connections(testbed: TestBed, host: str, state: str = "established") -> dict[str, int]:
+    """``host``'s connections to the bed's Redis in ``state``: local address -> bytes in."""
+    redis_host, redis_port = testbed.redis_address
+    argv = ["ss", "-Htni", "state", state, "dst", f"{redis_host}:{redis_port}"]
+    found: dict[str, int] = {}
+    local = None
+    for line in testbed[host].run(argv).stdout.decode().splitlines():
+        if line and not line[0].isspace():  # a socket: Recv-Q Send-Q Local Peer
+            local = line.split()[2]
+            found[local] = 0
+        elif local is not None:  # its details
+            for field in line.split():
+                if field.startswith("bytes_received:"):
+                    found[local] = int(field.partition(":")[2])
+    return found
+
+
+def gave_up(testbed: TestBed, host: str, fetching: str, since: list[float]) -> bool:
+    """Whether ``host``'s store client has dropped ``fetching`` and stopped trying to reconnect.
+
+    Both must hold on polls at least 0.5 s apart (a reconnection follows a dropped connection
+    closely): ``since`` keeps when they were first seen to hold.
+    """
+    quiet = fetching not in redis_connections(testbed, host) and not redis_connections(
+        testbed, host, "syn-sent"
+    )
+    if not quiet:
+        since.clear()
+        return False
+    if not since:
+        since.append(time.monotonic())
+    return time.monotonic() - since[0] >= 0.5
+
+
 def link_cut_then_restored(
     testbed: TestBed, bed_client: Any, store: Store, array: np.ndarray, expected: float
 ) -> None:
@@ -225,8 +260,18 @@ def link_cut_then_restored(
             assert time.monotonic() < deadline, "the transfer into b never started"
             assert not future.done(), future
             time.sleep(0.05)
+        # The connection carrying the value (the one that has received the most so far).
+        fetching = max(redis_connections(testbed, "b").items(), key=lambda item: item[1])[0]
         b.link_down()
-        time.sleep(3.0 + 3.0)  # the socket timeout, and some
+        # The task's store gives up one socket timeout (3 s) after the cut and closes that
+        # connection (then a reconnection fails: no route); b cannot tell the scheduler while
+        # its link is down, so look at b's sockets.
+        since: list[float] = []
+        wait_until(
+            lambda: gave_up(testbed, "b", fetching, since),
+            timeout=60,
+            what=f"host b's store client to give up its Redis connection from {fetching}",
+        )
     finally:
         b.link_up()
         b.clear_rate()

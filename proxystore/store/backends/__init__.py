@@ -1,12 +1,11 @@
 """Byte-level backends: where a store's serialized objects live.
 
-One module per backend, all speaking the protocol of :mod:`proxystore.store.backends.base`:
-
-* :mod:`~proxystore.store.backends.memory`: this process's memory;
-* :mod:`~proxystore.store.file.backend`: one file per key in a directory;
-* :mod:`~proxystore.store.backends.redis`: a Redis server (imports ``redis``);
-* :mod:`~proxystore.store.backends.globus`: files moved between Globus endpoints (imports
-  ``globus_sdk``).
+This package holds the protocol every backend speaks (:mod:`proxystore.store.backends.base`:
+:class:`Backend`, :class:`BackendBase`, ``Fetched``, ``new_key``) and the one backend with no
+store package of its own, :mod:`~proxystore.store.backends.memory` (this process's memory, for
+``LocalStore``). Every other backend is the ``backend.py`` of its store's package
+(``proxystore.store.file.backend``, ``proxystore.store.redis.backend``,
+``proxystore.store.globus.backend``), next to the store, its settings and its helpers.
 
 Only the protocol is imported here, so ``import proxystore.store.backends`` stays light.
 """

@@ -90,6 +90,13 @@ class Backend(Protocol):
     def exists(self, key: str) -> bool:
         """Return whether ``key`` is present."""
 
+    def exists_batch(self, keys: Sequence[str]) -> list[bool]:
+        """Return whether each of ``keys`` is present, in order.
+
+        One round trip where the backend can batch; ``store.proxy_batch(keys=...)`` checks
+        its keys this way.
+        """
+
     def evict(self, key: str) -> None:
         """Remove ``key`` (a missing key is not an error)."""
 
@@ -156,6 +163,10 @@ class BackendBase(ABC):
     def put_batch(self, items: Sequence[tuple[str | None, Parts]]) -> list[str]:
         """One :meth:`put` per item (backends with a cheaper batch override this)."""
         return [self.put(key, parts) for key, parts in items]
+
+    def exists_batch(self, keys: Sequence[str]) -> list[bool]:
+        """One :meth:`exists` per key (backends with a cheaper batch override this)."""
+        return [self.exists(key) for key in keys]
 
     def is_immutable(self, key: str) -> bool:
         """Objects may be overwritten under their key: ``False``."""

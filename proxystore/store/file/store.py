@@ -76,7 +76,7 @@ class FileStore(Store):
             re-created in a worker never creates the directory.
         host_cache: For a ``store_dir`` on a network file system: a directory on a memory
             file system shared by the processes of this host, where each object is copied
-            once per host and mapped from (see :mod:`proxystore.store.layers`).
+            once per host and mapped from (see :mod:`proxystore.store.layers.compose`).
         host_cache_bytes: Bound of the host cache (default: half of its file system).
         host_cache_wait: Seconds a resolver waits for another process of the host that is
             fetching the same key, before fetching it itself (default: 60 s).
@@ -183,8 +183,9 @@ class FileStore(Store):
         stop at a page fault every few pages; the task runs meanwhile.
         """
         token = super().prefetch(key, strict=strict)
-        if self.zero_copy and not self.readonly and token is not None and token[0] is not None:
-            populate(token[0][0])
+        fetched = None if token is None else token.fetched
+        if self.zero_copy and not self.readonly and fetched is not None:
+            populate(fetched[0])
         return token
 
     def __repr__(self) -> str:

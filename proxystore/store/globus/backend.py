@@ -88,6 +88,8 @@ class GlobusBackend(BackendBase):
             StoreError: If a file cannot be written or (custom key) a transfer failed.
             StoreTimeoutError: If (custom key) a transfer did not finish within the timeout.
         """
+        if not items:
+            return []  # nothing to transfer (Globus refuses a transfer of no items)
         filenames = [new_key() if key is None else self._custom_filename(key) for key, _ in items]
         custom = [name for name, (key, _) in zip(filenames, items) if key is not None]
         self.tasks.wait_for_deletes(custom)

@@ -7,7 +7,8 @@ host-local cache, expiry) is written once as a :class:`Layer` and composed with 
 
 :class:`Layer` passes every call through to the wrapped backend; a layer overrides the calls
 its feature changes. The stack a store uses is ``store.backend``; the innermost backend is
-:func:`innermost`.
+:func:`innermost`. The layers a store's settings ask for (the host tier, then signing) are
+stacked in one place, :mod:`proxystore.store.layers.compose`.
 """
 
 from __future__ import annotations

@@ -44,6 +44,10 @@ class Layer:
         """Pass through."""
         return self.inner.exists(key)
 
+    def exists_batch(self, keys: Sequence[str]) -> list[bool]:
+        """Pass through."""
+        return self.inner.exists_batch(keys)
+
     def evict(self, key: str) -> None:
         """Pass through."""
         self.inner.evict(key)

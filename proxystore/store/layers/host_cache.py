@@ -409,13 +409,20 @@ class HostCacheLayer(Layer):
         for sub in os.scandir(self.root):  # every store's subdirectory: one bound for all
             if not sub.is_dir(follow_symlinks=False):
                 continue
-            for entry in os.scandir(sub.path):
+            try:
+                entries = os.scandir(sub.path)
+            except FileNotFoundError:  # that store's directory was removed meanwhile
+                continue
+            for entry in entries:
                 if not entry.is_file(follow_symlinks=False):
                     continue
                 if tier_files.is_temp(entry.name):
                     tier_files.remove_dead(entry.path)
                 elif not entry.name.startswith("."):
-                    info = entry.stat(follow_symlinks=False)
+                    try:
+                        info = entry.stat(follow_symlinks=False)
+                    except FileNotFoundError:  # evicted meanwhile (another thread or process)
+                        continue
                     files.append((info.st_atime_ns, info.st_size, entry.path))
         total = sum(size for _, size, _ in files)
         for _, size, path in sorted(files):

@@ -37,7 +37,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import datetime, timezone
 
-from proxystore.exceptions import IntegrityError
+from proxystore.exceptions import ForeignValueError, IntegrityError
 from proxystore.serialize import Buffer
 from proxystore.store.backends.base import Backend, Fetched, Parts, new_key
 from proxystore.store.layers.base import Layer, innermost
@@ -166,9 +166,15 @@ class SigningLayer(Layer):
         Raises:
             IntegrityError: If the object has no valid signature for this key under this
                 store's signing key, or the backend reports another write time than the
-                signed one.
+                signed one, or the backend holds a value it did not write under ``key``
+                (a :class:`~proxystore.exceptions.ForeignValueError` below).
         """
-        fetched = self.inner.get(key)
+        try:
+            fetched = self.inner.get(key)
+        except ForeignValueError as exc:
+            raise self._failed(
+                key, f"the backend holds no value of this store there ({exc})"
+            ) from exc
         if fetched is None:
             self._verified.pop(key, None)
             return None
@@ -226,7 +232,12 @@ class SigningLayer(Layer):
         Raises:
             IntegrityError: If the current version fails its check (see :meth:`get`).
         """
-        reported = self.inner.timestamp(key)
+        try:
+            reported = self.inner.timestamp(key)
+        except ForeignValueError as exc:
+            raise self._failed(
+                key, f"the backend holds no value of this store there ({exc})"
+            ) from exc
         if reported is None:
             self._verified.pop(key, None)
             return None

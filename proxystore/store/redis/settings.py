@@ -1,78 +1,46 @@
-"""Connection settings of ``RedisStore``: ``url=``, TLS (``ssl_*``), sockets, which client.
+"""``RedisSettings``: the arguments of a ``RedisStore``, validated once.
 
-* :func:`check_options` checks every numeric setting (finite, in range, the right type) and
-  :func:`check_ttl` the expiry, before anything connects: errors name the setting and the store.
-* :func:`parse_url` reads ``redis://[[user]:password@]host[:port][/db]``,
-  ``rediss://...`` (TLS) and ``unix:///path/to/socket[?db=N]``, as redis-py's ``from_url``.
-* :func:`ssl_context` builds an :class:`ssl.SSLContext` from redis-py's own ``ssl_*`` keywords
-  (:data:`SSL_OPTIONS`), so TLS runs on the store's fast client
-  (:mod:`proxystore.store.redis_wire`); an ``ssl_*`` keyword it does not know is an error,
-  never silently ignored.
-* :func:`open_socket` opens a TCP or unix socket, wraps it in TLS, and bounds every wait: the
-  connection and the TLS handshake by the connect timeout, every later send and receive by
-  the socket timeout.
+:class:`RedisSettings` holds what a :class:`~proxystore.store.redis.store.RedisStore` was
+created with (the server, the expiry, the chunk size, the connection settings of
+``redis_kwargs``, the host tier and signing), checks every argument before anything
+connects (errors name the option and the store), builds the backend and its layers
+(:meth:`RedisSettings.build`), and is the store's description: :meth:`RedisSettings.kwargs`
+re-creates an equal store in another process.
 
-Passwords arrive as :class:`~proxystore.secret.Secret` and are unwrapped only here and in the
-handshake of :mod:`~proxystore.store.redis_wire`.
+* ``url=`` is read by :func:`parse_url` (``redis://[[user]:password@]host[:port][/db]``,
+  ``rediss://...`` for TLS, ``unix:///path/to/socket[?db=N]``, as redis-py's ``from_url``)
+  into the other arguments, so a description never holds a URL.
+* TLS takes redis-py's own ``ssl_*`` keywords
+  (:data:`~proxystore.store.redis.backend.SSL_OPTIONS`) and runs on the store's fast client;
+  an ``ssl_*`` keyword it does not know is an error, never silently ignored.
+
+Passwords (``password``, ``ssl_password``, a URL's password) are kept as
+:class:`~proxystore.secret.Secret`: no ``repr``, log line or error shows them.
 """
 
 from __future__ import annotations
 
 import math
 import socket
-import ssl
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from proxystore.secret import Secret, reveal
-
-__all__ = [
-    "MAX_TIMEOUT",
-    "MAX_TTL",
-    "SSL_OPTIONS",
-    "WIRE_OPTIONS",
-    "check_options",
-    "check_port",
-    "check_ssl_options",
-    "check_ttl",
-    "open_socket",
-    "parse_url",
-    "ssl_context",
-    "uses_wire",
-]
-
-SSL_OPTIONS = frozenset(
-    {
-        "ssl_ca_certs",
-        "ssl_ca_path",
-        "ssl_ca_data",
-        "ssl_certfile",
-        "ssl_keyfile",
-        "ssl_password",
-        "ssl_cert_reqs",
-        "ssl_check_hostname",
-        "ssl_min_version",
-        "ssl_ciphers",
-    }
+from proxystore.secret import Secret, wrap
+from proxystore.store.codec import Codec
+from proxystore.store.description import is_secret
+from proxystore.store.redis._clients import HEADER
+from proxystore.store.redis.backend import (
+    DEFAULT_CHUNK_SIZE,
+    REDIS_BULK_LIMIT,
+    SSL_OPTIONS,
+    RedisBackend,
 )
-"""The ``ssl_*`` keywords (redis-py's names and meanings) that the store understands."""
+from proxystore.store.settings import LayerSettings, StoreSettings
 
-WIRE_OPTIONS = frozenset(
-    {
-        "password",
-        "username",
-        "db",
-        "socket_timeout",
-        "socket_connect_timeout",
-        "socket_keepalive",
-        "client_name",
-        "ssl",
-        "unix_socket_path",
-        *SSL_OPTIONS,
-    }
-)
-"""The ``redis_kwargs`` the built-in RESP client honours. Any other option makes the store use
-redis-py instead."""
+__all__ = ["MAX_DB", "MAX_TIMEOUT", "MAX_TTL", "RedisSettings", "parse_url"]
+
+_SECRETS = ("password", "ssl_password")
 
 MAX_TTL = 10**12
 """Longest ``ttl`` in seconds (about 31,700 years; Redis takes the expiry in milliseconds as a
@@ -81,12 +49,8 @@ MAX_TTL = 10**12
 MAX_TIMEOUT = 10**9
 """Longest socket timeout in seconds (about 31 years; ``None`` means no limit)."""
 
-_CERT_REQS = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
-
-
-def uses_wire(redis_kwargs: dict[str, Any]) -> bool:
-    """Return whether the built-in RESP client can honour every one of ``redis_kwargs``."""
-    return all(name in WIRE_OPTIONS for name in redis_kwargs)
+MAX_DB = 2**31 - 1
+"""Largest database number (the server's ``databases`` setting bounds it further)."""
 
 
 def _is_number(value: object) -> bool:
@@ -97,7 +61,7 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def check_ttl(ttl: object, where: str) -> None:
+def _check_ttl(ttl: object, where: str) -> None:
     """Check a ``ttl``: ``None``, or a finite number of seconds in ``(0, MAX_TTL]``.
 
     Raises:
@@ -117,7 +81,7 @@ def check_ttl(ttl: object, where: str) -> None:
         )
 
 
-def check_port(port: object, where: str) -> None:
+def _check_port(port: object, where: str) -> None:
     """Check a TCP port: an ``int`` in ``1..65535``.
 
     Raises:
@@ -155,7 +119,7 @@ def _check_int(name: str, value: object, where: str, low: int, high: int | None)
         raise ValueError(f"{where}: {name} must be {bound}, got {value}")
 
 
-def check_options(options: dict[str, Any], where: str) -> None:
+def _check_options(options: dict[str, Any], where: str) -> None:
     """Check the numeric connection settings in ``options`` before anything connects.
 
     ``socket_timeout``, ``socket_connect_timeout``: ``None`` or a finite number of seconds in
@@ -173,7 +137,7 @@ def check_options(options: dict[str, Any], where: str) -> None:
         if name in options:
             _check_timeout(name, options[name], where)
     if "db" in options:
-        _check_int("db", options["db"], where, 0, 2**31 - 1)
+        _check_int("db", options["db"], where, 0, MAX_DB)
     if options.get("max_connections") is not None:
         _check_int("max_connections", options["max_connections"], where, 1, None)
     interval = options.get("health_check_interval")
@@ -270,11 +234,13 @@ def parse_url(url: str) -> dict[str, Any]:
     if db is not None:
         if not (db.isascii() and db.isdigit() and len(db) <= 10):
             raise ValueError(f"malformed Redis URL: the database must be a number, got {db!r}")
+        if int(db) > MAX_DB:
+            raise ValueError(f"malformed Redis URL: the database must be 0..{MAX_DB}, got {db}")
         settings["db"] = int(db)
     return settings
 
 
-def check_ssl_options(options: dict[str, Any]) -> None:
+def _check_ssl_options(options: dict[str, Any], where: str) -> None:
     """Reject ``ssl_*`` keywords the store does not know (instead of ignoring them).
 
     Raises:
@@ -283,88 +249,153 @@ def check_ssl_options(options: dict[str, Any]) -> None:
     unknown = sorted(n for n in options if n.startswith("ssl_") and n not in SSL_OPTIONS)
     if unknown:
         raise ValueError(
-            f"RedisStore does not support {', '.join(unknown)}; the TLS keywords it honours "
+            f"{where} does not support {', '.join(unknown)}; the TLS keywords it honours "
             f"are ssl=True and {', '.join(sorted(SSL_OPTIONS))}"
         )
 
 
-def ssl_context(options: dict[str, Any]) -> ssl.SSLContext | None:
-    """Build the TLS context of ``options`` (``None`` when ``ssl`` is off), as redis-py does.
-
-    Raises:
-        ValueError: If ``ssl_cert_reqs`` is not ``none``, ``optional`` or ``required``.
-        OSError: If a certificate or key file cannot be read.
-    """
-    if not options.get("ssl"):
-        return None
-    reqs = options.get("ssl_cert_reqs", "required")
-    if isinstance(reqs, str):
-        if reqs.lower() not in _CERT_REQS:
-            raise ValueError(
-                f"ssl_cert_reqs must be 'none', 'optional' or 'required', got {reqs!r}"
-            )
-        mode = _CERT_REQS[reqs.lower()]
-    else:
-        mode = ssl.VerifyMode(reqs)
-    context = ssl.create_default_context()
-    context.check_hostname = bool(options.get("ssl_check_hostname", mode != ssl.CERT_NONE))
-    context.verify_mode = mode
-    certfile = options.get("ssl_certfile")
-    if certfile:
-        password = options.get("ssl_password")
-        context.load_cert_chain(
-            certfile,
-            options.get("ssl_keyfile"),
-            password=(lambda: reveal(password) or "") if password is not None else None,
+def _check_chunk_size(chunk_size: object, where: str) -> None:
+    if not isinstance(chunk_size, int) or isinstance(chunk_size, bool):
+        raise TypeError(f"{where}: chunk_size must be an int, got {type(chunk_size).__name__}")
+    if not 0 < chunk_size <= REDIS_BULK_LIMIT - HEADER.size:
+        raise ValueError(
+            f"{where}: chunk_size must be in (0, {REDIS_BULK_LIMIT - HEADER.size}], got "
+            f"{chunk_size}"
         )
-    cafile, capath, cadata = (options.get(f"ssl_ca_{kind}") for kind in ("certs", "path", "data"))
-    if cafile or capath or cadata:
-        context.load_verify_locations(cafile, capath, cadata)
-    if options.get("ssl_min_version") is not None:
-        context.minimum_version = options["ssl_min_version"]
-    if options.get("ssl_ciphers"):
-        context.set_ciphers(options["ssl_ciphers"])
-    return context
 
 
-def open_socket(
-    host: str,
-    port: int,
-    *,
-    unix_socket_path: str | None = None,
-    connect_timeout: float | None = None,
-    timeout: float | None = None,
-    context: ssl.SSLContext | None = None,
-    keepalive: bool = False,
-) -> socket.socket:
-    """Connect to a Redis server; every wait is bounded.
+@dataclass(frozen=True, repr=False)
+class RedisSettings(StoreSettings):
+    """The arguments of a :class:`~proxystore.store.redis.store.RedisStore`, validated once.
 
-    Connecting and the TLS handshake wait at most ``connect_timeout``; the socket returned
-    has ``timeout`` set for every later send and receive.
+    The fields are the store's constructor arguments (see there for their meaning), with
+    ``url=`` read into ``hostname``, ``port`` and ``redis_kwargs`` (explicit arguments win
+    over the URL's) and then dropped, passwords wrapped as :class:`~proxystore.secret.Secret`,
+    and ``created_on`` set to this host when not given.
+
+    Attributes:
+        hostname: Redis server host (``None`` with a unix socket).
+        port: Redis server port (``None`` with a unix socket).
+        url: Only an input: always ``None`` once the settings exist.
+        ttl: Seconds after which every key of an object expires (``None``: never).
+        cache_size: Size of the store's LRU cache of deserialized objects.
+        chunk_size: Largest payload written as one Redis value.
+        created_on: Host name of the process that created the store.
+        layers: The host tier and signing.
+        redis_kwargs: Connection settings, as for :class:`redis.Redis`.
 
     Raises:
-        OSError: If connecting or the handshake failed or timed out (``ssl.SSLError`` for TLS).
+        ValueError: If no server is named, the URL is malformed, ``ttl`` is not a finite
+            number of seconds in ``(0, MAX_TTL]``, a numeric setting is not finite or out of
+            range, or an ``ssl_*`` keyword is unknown. Each message names the setting and the
+            store.
+        TypeError: If a numeric setting is not a number (``ttl`` excepted: ``ValueError``).
     """
-    sock: socket.socket
-    if unix_socket_path is not None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+
+    store_type: ClassVar[str] = "RedisStore"
+    hostname: str | None = None
+    port: int | None = None
+    url: str | Secret | None = None
+    ttl: float | None = None
+    cache_size: int = 16
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    created_on: str | None = None
+    layers: LayerSettings = field(default_factory=LayerSettings)
+    redis_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        where = self.where
+        options = dict(self.redis_kwargs)
+        if self.url is not None:
+            # A traceback's locals show ``self`` and ``url``: neither may show the URL, which
+            # may hold the password.
+            url = self.url
+            object.__setattr__(self, "url", None)
+            try:
+                parsed = parse_url(url.reveal() if isinstance(url, Secret) else url)
+            except (TypeError, ValueError) as exc:
+                url = "<refused>"
+                raise type(exc)(f"{where}: url= is refused: {exc}") from None
+            url = "<parsed>"
+            for name in ("hostname", "port"):
+                value = parsed.pop(name, None)
+                if getattr(self, name) is None:
+                    object.__setattr__(self, name, value)
+            options = {**parsed, **options}
+        for secret in _SECRETS:
+            if secret in options:
+                options[secret] = wrap(options[secret])
+        object.__setattr__(self, "redis_kwargs", options)
+        unix = options.get("unix_socket_path") is not None
+        if not unix and (self.hostname is None or self.port is None):
+            raise ValueError(
+                f"{where} needs the server: hostname= and port=, unix_socket_path=, or url="
+            )
+        if not unix:
+            _check_port(self.port, where)
+        _check_chunk_size(self.chunk_size, where)
+        _check_ttl(self.ttl, where)
+        _check_options(options, where)
+        _check_ssl_options(options, where)
+        if not self.created_on:
+            object.__setattr__(self, "created_on", socket.gethostname())
+
+    @property
+    def unix(self) -> bool:
+        """Whether the server is reached over a unix socket."""
+        return self.redis_kwargs.get("unix_socket_path") is not None
+
+    def backend(self) -> RedisBackend:
+        """The store's backend, without its layers (it connects on first use)."""
+        return RedisBackend(
+            self.hostname or "",
+            self.port or 0,
+            chunk_size=self.chunk_size,
+            options=self.redis_kwargs,
+            ttl=self.ttl,
+            created_on=self.created_on,
+            store_name=self.name,
+            store_type=self.store_type,
+        )
+
+    def build(self) -> tuple[Any, Codec]:
+        """The backend wrapped in the layers these settings ask for, and the codec to use.
+
+        Raises:
+            ValueError: If a setting of the host tier or signing is wrong (they check their
+                own).
+        """
+        backend = self.backend()
         try:
-            sock.settimeout(connect_timeout)
-            sock.connect(unix_socket_path)
+            layered, codec, _ = self.layers.compose(
+                backend,
+                store_name=self.name,
+                store_type=self.store_type,
+                location=backend.address,
+                store_timeout=backend.timeout,
+            )
         except BaseException:
-            sock.close()
+            backend.close()
             raise
-    else:
-        sock = socket.create_connection((host, port), timeout=connect_timeout)
-    try:
-        if unix_socket_path is None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if keepalive:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        if context is not None:
-            sock = context.wrap_socket(sock, server_hostname=host or None)
-        sock.settimeout(timeout)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
+        return layered, codec or Codec()
+
+    def kwargs(self) -> dict[str, Any]:
+        """The constructor arguments that re-create the store (``redis_kwargs`` flattened).
+
+        A store on a unix socket has no ``hostname``/``port``; other fields left at their
+        defaults are left out.
+        """
+        out = super().kwargs()
+        out.pop("redis_kwargs", None)
+        if self.unix:
+            out.pop("hostname", None)
+            out.pop("port", None)
+        out.update(self.redis_kwargs)
+        return out
+
+    def __repr__(self) -> str:
+        shown = ", ".join(
+            f"{name}={'***' if is_secret(name) else repr(value)}"
+            for name, value in self.kwargs().items()
+        )
+        return f"RedisSettings({self.name!r}, {shown})"

@@ -1,8 +1,7 @@
-"""RESP2 encoding of commands, and the mapping of error replies to redis-py's exceptions.
+"""RESP2 encoding of commands.
 
-The sending half of :mod:`proxystore.store.redis_wire`, on its own: :func:`encode` turns
-commands into the pieces ``socket.sendmsg`` sends, copying small arguments into shared pieces
-and passing large ones through as views of the caller's memory.
+:func:`encode` turns commands into the pieces ``socket.sendmsg`` sends, copying small
+arguments into shared pieces and passing large ones through as views of the caller's memory.
 """
 
 from __future__ import annotations
@@ -10,13 +9,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Union
 
-from redis import exceptions
-
 from proxystore.buffers import byte_view
 from proxystore.secret import Secret
 from proxystore.serialize import Buffer
 
-__all__ = ["CRLF", "SMALL_ARGUMENT", "Argument", "Encoded", "encode", "server_error"]
+__all__ = ["CRLF", "SMALL_ARGUMENT", "Argument", "Encoded", "encode"]
 
 Argument = Union[bytes, bytearray, memoryview, str, int, Sequence[Buffer]]
 """A command argument: a buffer, a ``str`` (UTF-8; lone surrogates ``\udc80``-``\udcff`` stand
@@ -40,20 +37,6 @@ class Encoded(list):  # type: ignore[type-arg]  # list[Buffer]
 
     def __repr__(self) -> str:
         return f"<{len(self)} encoded pieces, {sum(len(byte_view(p)) for p in self)} bytes>"
-
-
-def server_error(message: str) -> exceptions.RedisError:
-    """Map an error reply to redis-py's exception class for it (as redis-py does)."""
-    code = message.split(" ", 1)[0]
-    lowered = message.lower()
-    if code in ("WRONGPASS", "NOAUTH") or (
-        code == "ERR"
-        and ("invalid password" in lowered or "called without any password configured" in lowered)
-    ):
-        return exceptions.AuthenticationError(message)
-    if code == "ERR" and "max number of clients reached" in lowered:
-        return exceptions.ConnectionError(message)
-    return exceptions.ResponseError(message)
 
 
 def encode(commands: Sequence[Sequence[Argument | Secret]]) -> list[Buffer]:

@@ -24,18 +24,19 @@ reads of array replies (:meth:`Connection.read_array_length`,
 RESP3 and Sentinel/Cluster are out of scope: ``RedisStore`` falls back to redis-py for them.
 
 Every socket wait is bounded by the connection's timeouts, with no retry multiplying them. A
-timeout in the middle of a value is :class:`Stalled` (how many bytes arrived).
+timeout in the middle of a value is a ``StoreTimeoutError`` that says how many bytes arrived.
 
 A reply is trusted for nothing: a line (simple string, error, integer, or the header of a bulk
 string or array) longer than :data:`MAX_LINE` bytes, a declared length that is not a plain
 decimal number, negative other than the nil ``-1``, or beyond :data:`MAX_BULK` (Redis'
 ``proto-max-bulk-len``), arrays nested deeper than :data:`MAX_DEPTH`, an unknown type byte or a
-reply of the wrong type for the command are all :class:`MalformedReply` naming the server,
+reply of the wrong type for the command are all a ``MalformedReply`` naming the server,
 raised before any memory is set aside for them; memory grows only with the bytes that actually
-arrive, and every wait for them is bounded by the socket timeout. Errors are
-redis-py's exception classes (``redis.exceptions.ConnectionError``, ``TimeoutError``,
-``AuthenticationError``, ``ResponseError``), so a caller translates one family of errors
-whichever client it uses. Passwords are :class:`~proxystore.secret.Secret` until the ``AUTH``
+arrive, and every wait for them is bounded by the socket timeout. Errors are this project's
+(:class:`~proxystore.exceptions.StoreConnectionError`, ``StoreTimeoutError``, ``StoreAuthError``,
+``StoreError``), made once where the failure is seen by the connection's
+:class:`~proxystore.store.redis._wire.errors.Where` (the store, the key of the operation, the
+server's address). Passwords are :class:`~proxystore.secret.Secret` until the ``AUTH``
 is encoded; none appears in a ``repr``, an error message or a traceback's locals.
 """
 
@@ -48,13 +49,12 @@ import ssl
 from collections.abc import Sequence
 from typing import Any
 
-from redis import exceptions
-
 from proxystore.buffers import LARGE_BUFFER, aligned_buffer, byte_view
-from proxystore.secret import Secret
+from proxystore.exceptions import StoreError
+from proxystore.secret import Secret, reveal
 from proxystore.serialize import Buffer
-from proxystore.store.redis_config import open_socket
-from proxystore.store.redis_resp import CRLF, SMALL_ARGUMENT, Argument, encode, server_error
+from proxystore.store.redis._wire.errors import MalformedReply, Where
+from proxystore.store.redis._wire.resp import CRLF, SMALL_ARGUMENT, Argument, encode
 
 __all__ = [
     "LARGE_REPLY",
@@ -64,16 +64,15 @@ __all__ = [
     "SMALL_ARGUMENT",
     "Argument",
     "Connection",
-    "MalformedReply",
-    "Overflow",
     "Reply",
-    "Stalled",
     "encode",
+    "open_socket",
+    "ssl_context",
 ]
 
 Reply = Any
 """A decoded reply: ``bytes``/``bytearray``/``memoryview`` (bulk), ``bytes`` (simple string),
-``int``, ``None`` (nil), a ``list`` of replies, or a ``redis.exceptions.ResponseError``
+``int``, ``None`` (nil), a ``list`` of replies, or a :class:`~proxystore.exceptions.StoreError`
 instance (an error inside an array; a top-level error is raised)."""
 
 LARGE_REPLY = LARGE_BUFFER
@@ -98,44 +97,10 @@ _ALIGN = 64
 _IOV_MAX = min(getattr(os, "sysconf", lambda _: 1024)("SC_IOV_MAX"), 1024)
 
 
-class Stalled(exceptions.TimeoutError):
-    """The server stopped sending in the middle of a value (the socket timeout ran out).
-
-    Attributes:
-        received: Bytes of the value that arrived.
-        expected: Bytes the value has.
-        address: The server's address.
-    """
-
-    def __init__(self, address: str, received: int, expected: int) -> None:
-        super().__init__(f"transfer stalled after {received} of {expected} bytes from {address}")
-        self.address = address
-        self.received = received
-        self.expected = expected
-
-
-class MalformedReply(exceptions.InvalidResponse):
-    """The server sent something that is not a valid reply (or not one the command can have).
-
-    The connection is then out of step with the server and must be closed (the pool does).
-
-    Attributes:
-        address: The server's address.
-    """
-
-    def __init__(self, address: str, problem: str) -> None:
-        super().__init__(f"malformed reply from {address}: {problem}")
-        self.address = address
-
-
 def _number(text: bytes) -> bool:
     """Whether ``text`` is a plain decimal integer (``-`` allowed), at most 20 characters."""
     digits = text[1:] if text[:1] == b"-" else text
     return 0 < len(digits) <= 19 and digits.isdigit()
-
-
-class Overflow(MalformedReply):
-    """A bulk string longer than the room its reader has for it (see ``read_bulk_into``)."""
 
 
 def _show(data: bytes) -> str:
@@ -148,7 +113,7 @@ class Connection:
     """One connection to a Redis server, speaking RESP2.
 
     Not thread-safe: use one connection per thread
-    (:class:`~proxystore.store.redis_pool.ConnectionPool` hands them out).
+    (:class:`~proxystore.store.redis._wire.pool.ConnectionPool` hands them out).
 
     Args:
         host: Server host name or address (for TLS, the name checked in its certificate).
@@ -163,10 +128,16 @@ class Connection:
         unix_socket_path: Connect to this unix socket instead of ``host:port``.
         ssl_context: Speak TLS with this context.
 
+        where: What its errors name (the store, the server); by default only the address.
+        key: The key of the operation the connection is opened for (its errors name it).
+
+    Attributes:
+        key: The key of the current operation (set by the pool that lends the connection).
+
     Raises:
-        redis.exceptions.ConnectionError: If the server cannot be reached.
-        redis.exceptions.TimeoutError: If connecting or the handshake timed out.
-        redis.exceptions.AuthenticationError: If the server refused the credentials.
+        StoreConnectionError: If the server cannot be reached.
+        StoreTimeoutError: If connecting or the handshake timed out.
+        StoreAuthError: If the server refused the credentials.
     """
 
     def __init__(
@@ -183,10 +154,14 @@ class Connection:
         keepalive: bool = False,
         unix_socket_path: str | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        where: Where | None = None,
+        key: str | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self.address = f"unix:{unix_socket_path}" if unix_socket_path else f"{host}:{port}"
+        self.where = where or Where(self.address, host=host, timeout=timeout)
+        self.key = key
         self.pid = os.getpid()
         self.timeout = timeout
         self._buffer = bytearray(_READ_BUFFER)
@@ -233,25 +208,34 @@ class Connection:
 
     # -- errors -------------------------------------------------------------------------------
 
-    def _socket_error(
-        self, action: str, exc: OSError
-    ) -> exceptions.ConnectionError | exceptions.TimeoutError:
+    def _socket_error(self, action: str, exc: OSError) -> StoreError:
+        where, key = self.where, self.key
         if isinstance(exc, (TimeoutError, socket.timeout)):  # distinct classes before 3.10
-            return exceptions.TimeoutError(f"Timeout {action} {self.address}")
+            return where.timed_out(f"Timeout {action} {self.address}", key)
         if isinstance(exc, ssl.SSLCertVerificationError):
-            return exceptions.ConnectionError(
+            return where.unreachable(
                 f"TLS certificate verify failed for {self.address} ({exc.verify_message}): "
                 "is ssl_ca_certs the CA that signed the server's certificate, and does the "
-                f"certificate name the host {self.host!r}"
+                f"certificate name the host {self.host!r}",
+                key,
             )
         if isinstance(exc, ssl.SSLError):
-            return exceptions.ConnectionError(
+            return where.unreachable(
                 f"TLS with {self.address} failed {action} it ({exc.reason or exc}): is that "
-                "the server's TLS port (tls-port), and do ssl_* settings match the server's"
+                "the server's TLS port (tls-port), and do ssl_* settings match the server's",
+                key,
             )
         reason = exc.strerror or str(exc) or type(exc).__name__
         number = f"Error {exc.errno} " if exc.errno else "Error "
-        return exceptions.ConnectionError(f"{number}{action} {self.address}: {reason}")
+        return where.unreachable(f"{number}{action} {self.address}: {reason}", key)
+
+    def _closed(self, detail: str = "") -> StoreError:
+        return self.where.unreachable(
+            f"Connection closed by server at {self.address}{detail}", self.key
+        )
+
+    def _reply_error(self, rest: bytes) -> StoreError:
+        return self.where.reply_error(rest.decode("utf-8", "replace"), self.key)
 
     # -- sending ------------------------------------------------------------------------------
 
@@ -259,8 +243,8 @@ class Connection:
         """Send ``commands`` (a pipeline) without reading any reply.
 
         Raises:
-            redis.exceptions.ConnectionError: If the connection broke.
-            redis.exceptions.TimeoutError: If the server stopped reading for ``timeout``.
+            StoreConnectionError: If the connection broke.
+            StoreTimeoutError: If the server stopped reading for ``timeout``.
         """
         pieces = encode(commands)
         try:
@@ -301,17 +285,18 @@ class Connection:
                 self._buffer[:pending] = self._view[self._start : self._end]
                 self._start, self._end = 0, pending
             else:  # a line as long as the buffer with no end: refuse, never grow
-                raise self._malformed(f"a line longer than {MAX_LINE} bytes without CRLF")
+                raise self.malformed(f"a line longer than {MAX_LINE} bytes without CRLF")
         try:
             count = self._sock.recv_into(self._view[self._end :])
         except OSError as exc:
             raise self._socket_error("reading from", exc) from exc
         if not count:
-            raise exceptions.ConnectionError(f"Connection closed by server at {self.address}")
+            raise self._closed()
         self._end += count
 
-    def _malformed(self, problem: str) -> MalformedReply:
-        return MalformedReply(self.address, problem)
+    def malformed(self, problem: str) -> MalformedReply:
+        """The error for a reply that is not one the current command can have."""
+        return self.where.malformed(problem, self.key)
 
     def _readline(self) -> bytes:
         searched = self._start
@@ -333,11 +318,14 @@ class Connection:
         self._start += count
         return data
 
-    def _read_into(self, view: memoryview) -> None:
+    def _read_into(self, view: memoryview, before: int = 0, total: int = 0) -> None:
         """Fill ``view`` from the stream: buffered bytes first, then ``recv_into`` directly.
 
+        ``before`` bytes of a value of ``total`` (``0``: just this view) arrived earlier: a
+        stall says how many of the whole value did.
+
         Raises:
-            Stalled: If no byte arrived for ``timeout`` seconds (with how many did).
+            StoreTimeoutError: If no byte arrived for ``timeout`` seconds (with how many did).
         """
         wanted = view.nbytes
         done = min(self._end - self._start, wanted)
@@ -348,25 +336,22 @@ class Connection:
             while done < wanted:
                 count = self._sock.recv_into(view[done:])
                 if not count:
-                    raise exceptions.ConnectionError(
-                        f"Connection closed by server at {self.address} after {done} of "
-                        f"{wanted} bytes"
-                    )
+                    raise self._closed(f" after {done} of {wanted} bytes")
                 done += count
         except (TimeoutError, socket.timeout) as exc:
-            raise Stalled(self.address, done, wanted) from exc
+            raise self.where.stalled(before + done, total or wanted, self.key) from exc
         except OSError as exc:
             raise self._socket_error("reading from", exc) from exc
 
     def _skip_crlf(self) -> None:
         if self._read_small(2) != CRLF:
-            raise self._malformed("a bulk string not followed by CRLF")
+            raise self.malformed("a bulk string not followed by CRLF")
 
     def _read_bulk(self, length: int, prefix: int) -> Buffer:
         if length + 2 <= _READ_BUFFER:
             data = self._read_small(length + 2)
             if data[-2:] != CRLF:
-                raise self._malformed("a bulk string not followed by CRLF")
+                raise self.malformed("a bulk string not followed by CRLF")
             return data[:-2]
         # Byte ``prefix`` of the value on a 64-byte boundary, so that a payload behind a
         # ``prefix``-byte header is aligned as the serializer laid it out.
@@ -378,24 +363,24 @@ class Connection:
     def _header(self) -> tuple[int, bytes]:
         line = self._readline()
         if not line:
-            raise self._malformed("an empty line")
+            raise self.malformed("an empty line")
         return line[0], line[1:]
 
     def _length(self, kind: int, rest: bytes, limit: int) -> int:
         """The declared length of a bulk string or array: ``-1`` (nil) or ``0..limit``."""
         what = "bulk string" if kind == 0x24 else "array"
         if not _number(rest):
-            raise self._malformed(f"{what} length {_show(rest)} is not a number")
+            raise self.malformed(f"{what} length {_show(rest)} is not a number")
         length = int(rest)
         if length < -1:
-            raise self._malformed(f"{what} length {length} is negative")
+            raise self.malformed(f"{what} length {length} is negative")
         if length > limit:
             unit = "bytes" if kind == 0x24 else "elements"
-            raise self._malformed(f"{what} of {length} {unit} declared, more than {limit}")
+            raise self.malformed(f"{what} of {length} {unit} declared, more than {limit}")
         return length
 
     def _unexpected(self, kind: int, expected: str) -> MalformedReply:
-        return self._malformed(f"expected {expected}, got a reply of type {_show(bytes([kind]))}")
+        return self.malformed(f"expected {expected}, got a reply of type {_show(bytes([kind]))}")
 
     def read_reply(self, *, prefix: int = 0) -> Reply:
         """Read one reply. Large bulk strings come back as writable buffers, not copies.
@@ -405,11 +390,10 @@ class Connection:
                 ``prefix`` of the value at a 64-byte aligned address.
 
         Raises:
-            redis.exceptions.ResponseError: If the reply is an error (or a subclass, such as
-                ``AuthenticationError``).
+            StoreError: If the reply is an error (``StoreAuthError`` for the credentials).
         """
         reply = self._read_value(prefix)
-        if isinstance(reply, exceptions.RedisError):
+        if isinstance(reply, StoreError):
             raise reply
         return reply
 
@@ -422,24 +406,24 @@ class Connection:
             return rest
         if kind == 0x3A:  # : integer
             if not _number(rest):
-                raise self._malformed(f"integer {_show(rest)} is not a number")
+                raise self.malformed(f"integer {_show(rest)} is not a number")
             return int(rest)
         if kind == 0x2A:  # * array
             count = self._length(kind, rest, _MAX_ARRAY)
             if count > 0 and depth >= MAX_DEPTH:
-                raise self._malformed(f"arrays nested more than {MAX_DEPTH} deep")
+                raise self.malformed(f"arrays nested more than {MAX_DEPTH} deep")
             if count < 0:
                 return None
             return [self._read_value(prefix, depth + 1) for _ in range(count)]
         if kind == 0x2D:  # - error
-            return server_error(rest.decode("utf-8", "replace"))
-        raise self._malformed(f"unknown reply type {_show(bytes([kind]))}")
+            return self._reply_error(rest)
+        raise self.malformed(f"unknown reply type {_show(bytes([kind]))}")
 
     def read_array_length(self) -> int | None:
         """Read the start of an array reply; return its length (``None`` for a nil array).
 
         Raises:
-            redis.exceptions.ResponseError: If the reply is an error.
+            StoreError: If the reply is an error.
             MalformedReply: If the reply is not an array (or is malformed).
         """
         kind, rest = self._header()
@@ -447,34 +431,35 @@ class Connection:
             count = self._length(kind, rest, _MAX_ARRAY)
             return None if count < 0 else count
         if kind == 0x2D:
-            raise server_error(rest.decode("utf-8", "replace"))
+            raise self._reply_error(rest)
         raise self._unexpected(kind, "an array")
 
-    def read_bulk_into(self, view: memoryview) -> int:
+    def read_bulk_into(self, view: memoryview, *, before: int = 0, total: int = 0) -> int:
         """Read a bulk string reply into the start of ``view``; return its length.
 
-        Returns ``-1`` for a nil reply.
+        Returns ``-1`` for a nil reply. ``before`` and ``total``: the string is a chunk of a
+        value of ``total`` bytes, of which ``before`` arrived earlier (a stall counts them).
 
         Raises:
             Overflow: If the string is longer than ``view`` (the connection is then out of
                 step with the server and must be closed).
             MalformedReply: If the reply is not a bulk string (or is malformed).
-            redis.exceptions.ResponseError: If the reply is an error.
+            StoreError: If the reply is an error.
         """
         kind, rest = self._header()
         if kind == 0x2D:
-            raise server_error(rest.decode("utf-8", "replace"))
+            raise self._reply_error(rest)
         if kind != 0x24:
             raise self._unexpected(kind, "a bulk string")
         length = self._length(kind, rest, MAX_BULK)
         if length < 0:
             return -1
         if length > view.nbytes:
-            raise Overflow(
-                self.address,
+            raise self.where.overflow(
                 f"a bulk string of {length} bytes does not fit in the {view.nbytes} left",
+                self.key,
             )
-        self._read_into(view[:length])
+        self._read_into(view[:length], before, total)
         self._skip_crlf()
         return length
 
@@ -494,7 +479,7 @@ class Connection:
         self.send(commands)
         replies = [self._read_value(0) for _ in commands]
         for reply in replies:
-            if isinstance(reply, exceptions.RedisError):
+            if isinstance(reply, StoreError):
                 raise reply
         return replies
 
@@ -502,21 +487,21 @@ class Connection:
         """Run ``commands`` in one ``MULTI``/``EXEC`` transaction; return their results.
 
         Raises:
-            redis.exceptions.ResponseError: The first error: a command refused while queued
+            StoreError: The first error: a command refused while queued
                 (the transaction is then discarded) or failed while executed.
         """
         self.send([("MULTI",), *commands, ("EXEC",)])
         queued = [self._read_value(0) for _ in range(len(commands) + 1)]
         results = self._read_value(0)
         for reply in queued:
-            if isinstance(reply, exceptions.RedisError):
+            if isinstance(reply, StoreError):
                 raise reply
-        if isinstance(results, exceptions.RedisError):
+        if isinstance(results, StoreError):
             raise results
         if not isinstance(results, list):
-            raise exceptions.ResponseError(f"transaction at {self.address} was aborted")
+            raise self.where.rejected("the transaction was aborted (EXEC answered nil)", self.key)
         for reply in results:
-            if isinstance(reply, exceptions.RedisError):
+            if isinstance(reply, StoreError):
                 raise reply
         return results
 
@@ -535,3 +520,88 @@ class Connection:
 
     def __repr__(self) -> str:
         return f"Connection({self.address})"
+
+
+_CERT_REQS = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
+
+
+def ssl_context(options: dict[str, Any]) -> ssl.SSLContext | None:
+    """Build the TLS context of ``options`` (``None`` when ``ssl`` is off), as redis-py does.
+
+    Raises:
+        ValueError: If ``ssl_cert_reqs`` is not ``none``, ``optional`` or ``required``.
+        OSError: If a certificate or key file cannot be read.
+    """
+    if not options.get("ssl"):
+        return None
+    reqs = options.get("ssl_cert_reqs", "required")
+    if isinstance(reqs, str):
+        if reqs.lower() not in _CERT_REQS:
+            raise ValueError(
+                f"ssl_cert_reqs must be 'none', 'optional' or 'required', got {reqs!r}"
+            )
+        mode = _CERT_REQS[reqs.lower()]
+    else:
+        mode = ssl.VerifyMode(reqs)
+    context = ssl.create_default_context()
+    context.check_hostname = bool(options.get("ssl_check_hostname", mode != ssl.CERT_NONE))
+    context.verify_mode = mode
+    certfile = options.get("ssl_certfile")
+    if certfile:
+        password = options.get("ssl_password")
+        context.load_cert_chain(
+            certfile,
+            options.get("ssl_keyfile"),
+            password=(lambda: reveal(password) or "") if password is not None else None,
+        )
+    cafile, capath, cadata = (options.get(f"ssl_ca_{kind}") for kind in ("certs", "path", "data"))
+    if cafile or capath or cadata:
+        context.load_verify_locations(cafile, capath, cadata)
+    if options.get("ssl_min_version") is not None:
+        context.minimum_version = options["ssl_min_version"]
+    if options.get("ssl_ciphers"):
+        context.set_ciphers(options["ssl_ciphers"])
+    return context
+
+
+def open_socket(
+    host: str,
+    port: int,
+    *,
+    unix_socket_path: str | None = None,
+    connect_timeout: float | None = None,
+    timeout: float | None = None,
+    context: ssl.SSLContext | None = None,
+    keepalive: bool = False,
+) -> socket.socket:
+    """Connect to a Redis server; every wait is bounded.
+
+    Connecting and the TLS handshake wait at most ``connect_timeout``; the socket returned
+    has ``timeout`` set for every later send and receive.
+
+    Raises:
+        OSError: If connecting or the handshake failed or timed out (``ssl.SSLError`` for TLS).
+    """
+    sock: socket.socket
+    if unix_socket_path is not None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(connect_timeout)
+            sock.connect(unix_socket_path)
+        except BaseException:
+            sock.close()
+            raise
+    else:
+        sock = socket.create_connection((host, port), timeout=connect_timeout)
+    try:
+        if unix_socket_path is None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if keepalive:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        if context is not None:
+            sock = context.wrap_socket(sock, server_hostname=host or None)
+        sock.settimeout(timeout)
+    except BaseException:
+        sock.close()
+        raise
+    return sock

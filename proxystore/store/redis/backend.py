@@ -11,9 +11,9 @@ whose chunk list is gone (evicted by Redis' ``maxmemory`` policy) is missing: ``
 false and ``get`` finds nothing.
 
 Two clients speak to the server, with the same layout
-(:mod:`~proxystore.store.backends.redis_clients`):
+(:mod:`~proxystore.store.redis._clients`):
 
-* by default, :mod:`proxystore.store.redis_wire`, a minimal RESP client on a raw socket (TCP,
+* by default, the store's own minimal RESP client (``_wire``) on a raw socket (TCP,
   unix socket or TLS): the serialized pieces of an object are sent straight from its memory
   and a value is received straight into one preallocated buffer (``recv_into``) that the
   deserializer shares with the arrays it rebuilds. A large value costs one copy on each side
@@ -23,8 +23,10 @@ Two clients speak to the server, with the same layout
   :data:`WIRE_OPTIONS`. Its retries are off unless ``retry=`` is given.
 
 One set of connections per backend and per process: a backend used after ``fork`` opens new
-ones. redis-py errors (raised by either client) are translated by
-:mod:`~proxystore.store.backends.redis_errors`. Passwords are kept as
+ones. Both clients raise this project's errors (:mod:`proxystore.exceptions`), once, naming
+the store, the host that made the call, the key and the server's address: the own client
+where it sees the failure, the redis-py client by translating redis-py's exceptions.
+Passwords are kept as
 :class:`~proxystore.secret.Secret`: no password appears in a ``repr``, an error message or a
 traceback's locals.
 """
@@ -37,10 +39,10 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from proxystore.buffers import byte_view
-from proxystore.exceptions import InvalidKeyError, StoreError
+from proxystore.exceptions import ForeignValueError, InvalidKeyError
 from proxystore.serialize import Buffer
 from proxystore.store.backends.base import BackendBase, Fetched, Parts, new_key
-from proxystore.store.backends.redis_clients import (
+from proxystore.store.redis._clients import (
     CHUNKS_SUFFIX,
     HEADER,
     MAGIC,
@@ -48,21 +50,14 @@ from proxystore.store.backends.redis_clients import (
     Parsed,
     make_client,
 )
-from proxystore.store.backends.redis_errors import loopback_hint, translate
-from proxystore.store.redis_config import (
-    WIRE_OPTIONS,
-    check_options,
-    check_port,
-    check_ssl_options,
-    check_ttl,
-    uses_wire,
-)
-from proxystore.store.redis_resp import SMALL_ARGUMENT, Argument
+from proxystore.store.redis._wire.errors import Where, loopback_hint
+from proxystore.store.redis._wire.resp import SMALL_ARGUMENT, Argument
 
 __all__ = [
     "CHUNKS_SUFFIX",
     "DEFAULT_CHUNK_SIZE",
     "REDIS_BULK_LIMIT",
+    "SSL_OPTIONS",
     "WIRE_OPTIONS",
     "RedisBackend",
     "check_key",
@@ -71,6 +66,45 @@ __all__ = [
 
 REDIS_BULK_LIMIT = 512 * 2**20
 DEFAULT_CHUNK_SIZE = 256 * 2**20
+
+SSL_OPTIONS = frozenset(
+    {
+        "ssl_ca_certs",
+        "ssl_ca_path",
+        "ssl_ca_data",
+        "ssl_certfile",
+        "ssl_keyfile",
+        "ssl_password",
+        "ssl_cert_reqs",
+        "ssl_check_hostname",
+        "ssl_min_version",
+        "ssl_ciphers",
+    }
+)
+"""The ``ssl_*`` keywords (redis-py's names and meanings) that the store understands."""
+
+WIRE_OPTIONS = frozenset(
+    {
+        "password",
+        "username",
+        "db",
+        "socket_timeout",
+        "socket_connect_timeout",
+        "socket_keepalive",
+        "client_name",
+        "ssl",
+        "unix_socket_path",
+        *SSL_OPTIONS,
+    }
+)
+"""The ``redis_kwargs`` the built-in RESP client honours. Any other option makes the store use
+redis-py instead."""
+
+
+def uses_wire(redis_kwargs: dict[str, Any]) -> bool:
+    """Return whether the built-in RESP client can honour every one of ``redis_kwargs``."""
+    return all(name in WIRE_OPTIONS for name in redis_kwargs)
+
 
 # Bounded waits unless the user chooses otherwise: no call can hang on a dead server.
 _DEFAULT_TIMEOUTS = {"socket_connect_timeout": 5.0, "socket_timeout": 60.0}
@@ -148,11 +182,10 @@ class RedisBackend(BackendBase):
         store_name: Name of the store, for messages.
         store_type: Class name of the store, for messages.
 
-    Raises:
-        TypeError: If ``chunk_size``, ``port`` or a numeric option has the wrong type.
-        ValueError: If ``chunk_size``, ``ttl``, ``port`` or a numeric option (timeouts,
-            ``db``, ``max_connections``) is not finite or out of range, or an ``ssl_*`` option
-            is unknown. Every message names the setting and the store.
+    The arguments are taken as they are: a store's are checked by its
+    :class:`~proxystore.store.redis.settings.RedisSettings`, those of a URL by
+    :func:`~proxystore.store.redis.settings.parse_url`. Nothing connects before the first
+    operation (:meth:`ping` checks the server).
     """
 
     def __init__(
@@ -168,20 +201,7 @@ class RedisBackend(BackendBase):
         store_type: str = "RedisStore",
     ) -> None:
         super().__init__(store_name=store_name, store_type=store_type)
-        where = self.where
-        if not isinstance(chunk_size, int) or isinstance(chunk_size, bool):
-            raise TypeError(f"{where}: chunk_size must be an int, got {type(chunk_size).__name__}")
-        if not 0 < chunk_size <= REDIS_BULK_LIMIT - HEADER.size:
-            raise ValueError(
-                f"{where}: chunk_size must be in (0, {REDIS_BULK_LIMIT - HEADER.size}], got "
-                f"{chunk_size}"
-            )
-        check_ttl(ttl, where)
-        settings = dict(options or {})
-        if not settings.get("unix_socket_path"):
-            check_port(port, where)
-        check_options(settings, where)
-        check_ssl_options(settings)
+        settings = options or {}
         self.host = host
         self.port = port
         self.chunk_size = chunk_size
@@ -194,7 +214,22 @@ class RedisBackend(BackendBase):
         path = settings.get("unix_socket_path")
         self.address = f"unix:{path}" if path else f"{host}:{port}"
         """Where the server is: ``host:port`` or ``unix:/path``."""
-        self.client = make_client(host, port, merged, wire=uses_wire(settings))
+        self.client = make_client(
+            host,
+            port,
+            merged,
+            wire=uses_wire(settings),
+            where=Where(
+                self.address,
+                host=host,
+                store=self.where,
+                store_name=self.store_name,
+                store_type=self.store_type,
+                created_on=created_on,
+                timeout=self.timeout,
+                db=self.db,
+            ),
+        )
 
     def check_key(self, key: object) -> str:
         """Return ``key`` if this store can use it (see :func:`check_key`), else raise.
@@ -206,10 +241,6 @@ class RedisBackend(BackendBase):
             return key  # the common case, kept short
         return check_key(key, self.where, store_name=self.store_name, store_type=self.store_type)
 
-    def translate(self, key: str | None = None) -> Any:
-        """Context manager: translate redis-py errors into ProxyStore errors about ``key``."""
-        return translate(self, key)
-
     def ping(self) -> None:
         """Check that the server answers and accepts the credentials.
 
@@ -218,8 +249,7 @@ class RedisBackend(BackendBase):
             StoreTimeoutError: If it does not answer in time.
             StoreAuthError: If it refuses the credentials.
         """
-        with self.translate():
-            self.client.ping()
+        self.client.ping()
 
     def loopback_hint(self) -> str:
         """The sentence for a loopback address used away from the creating host, or ``""``."""
@@ -252,38 +282,45 @@ class RedisBackend(BackendBase):
             if self._expiry:
                 commands.append(("PEXPIRE", chunks_key, self._expiry))
             commands.append(("SET", key, header, *expiry))
-        with self.translate(key):
-            self.client.write(commands)
+        self.client.write(key, commands)
         return key
 
     def _parse(self, key: str, value: Buffer) -> Parsed:
         """The header of ``key``'s value.
 
         Raises:
-            StoreError: If the value is not framed as this store writes values (a value of
-                another program). Always exactly ``StoreError`` (the backend's error for bad
-                framing; a signing layer above may turn it into ``IntegrityError``).
+            ForeignValueError: If the value is not framed as this store writes values (a value
+                of another program, or damaged); a signing layer above turns it into an
+                ``IntegrityError``.
         """
         view = memoryview(value)
         if view.nbytes < HEADER.size or view[:4] != MAGIC:
-            raise self.error(
+            raise self._foreign(
+                key,
                 f"{self.where}: Redis key {key!r} at {self.address} does not hold a ProxyStore "
                 f"value: its {view.nbytes} bytes do not start with the store's header (written "
                 "by another program, or not by a RedisStore). Use another key, or delete that "
-                "one if it is stale."
+                "one if it is stale.",
             )
         _, timestamp, size, count = HEADER.unpack_from(view)
         if not math.isfinite(timestamp):
-            raise self.error(
+            raise self._foreign(
+                key,
                 f"{self.where}: the header of key {key!r} at {self.address} has no valid write "
-                f"time ({timestamp!r}): the value was damaged or written by another program"
+                f"time ({timestamp!r}): the value was damaged or written by another program",
             )
         return timestamp, size, count
 
-    def _inconsistent(self, key: str) -> StoreError:
-        return self.error(
+    def _foreign(self, key: str, message: str) -> ForeignValueError:
+        return ForeignValueError(
+            message, key=key, store_name=self.store_name, store_type=self.store_type
+        )
+
+    def _inconsistent(self, key: str) -> ForeignValueError:
+        return self._foreign(
+            key,
             f"{self.where}: the chunks of key {key!r} at {self.address} are inconsistent with "
-            "its header (the value was damaged or written by another program)"
+            "its header (the value was damaged or written by another program)",
         )
 
     def get(self, key: str) -> Fetched:
@@ -293,32 +330,30 @@ class RedisBackend(BackendBase):
         deserializer shares with the arrays it rebuilds.
         """
         key = self.check_key(key)
-        with self.translate(key):
-            value = self.client.get(key)
-            if value is None:
-                return None
-            timestamp, size, count = self._parse(key, value)
-            if count == 0:
-                payload = memoryview(value)[HEADER.size :]
-                if payload.nbytes != size:
-                    raise self._inconsistent(key)
-                return payload, timestamp
-            del value
-            try:
-                return self.client.get_chunked(key, lambda v: self._parse(key, v))
-            except Inconsistent:
-                raise self._inconsistent(key) from None
-            except (MemoryError, OverflowError):
-                raise self.error(
-                    f"{self.where}: the value of key {key!r} at {self.address} is "
-                    f"{size} bytes by its header, more than this process can allocate"
-                ) from None
+        value = self.client.get(key)
+        if value is None:
+            return None
+        timestamp, size, count = self._parse(key, value)
+        if count == 0:
+            payload = memoryview(value)[HEADER.size :]
+            if payload.nbytes != size:
+                raise self._inconsistent(key)
+            return payload, timestamp
+        del value
+        try:
+            return self.client.get_chunked(key, lambda v: self._parse(key, v))
+        except Inconsistent:
+            raise self._inconsistent(key) from None
+        except (MemoryError, OverflowError):
+            raise self.error(
+                f"{self.where}: the value of key {key!r} at {self.address} is "
+                f"{size} bytes by its header, more than this process can allocate"
+            ) from None
 
     def timestamp(self, key: str) -> float | None:
         """Return the write time of ``key`` (reads only the header), or ``None``."""
         key = self.check_key(key)
-        with self.translate(key):
-            value = self.client.get_header(key)
+        value = self.client.get_header(key)
         if not value:
             return None
         return self._parse(key, value)[0]
@@ -326,8 +361,7 @@ class RedisBackend(BackendBase):
     def exists(self, key: str) -> bool:
         """Return whether ``key`` is in Redis, with all of its chunks if it is chunked."""
         key = self.check_key(key)
-        with self.translate(key):
-            header, length = self.client.probe(key)
+        header, length = self.client.probe(key)
         if not header:
             return False
         if len(header) < HEADER.size or header[:4] != MAGIC:
@@ -337,8 +371,7 @@ class RedisBackend(BackendBase):
     def evict(self, key: str) -> None:
         """Delete ``key`` and its chunks (a missing key is not an error)."""
         key = self.check_key(key)
-        with self.translate(key):
-            self.client.unlink(key, key + CHUNKS_SUFFIX)
+        self.client.unlink(key, key + CHUNKS_SUFFIX)
 
     def close(self) -> None:
         """Close this process's connections (objects in Redis are left alone)."""

@@ -1,8 +1,9 @@
 """``RedisStore``: objects kept in a Redis server.
 
 A :class:`~proxystore.store.base.Store` over a
-:class:`~proxystore.store.backends.redis.RedisBackend` (see there for the value layout, the
-two clients and the error translation).
+:class:`~proxystore.store.redis.backend.RedisBackend` (see there for the value layout and the
+two clients), built from :class:`~proxystore.store.redis.settings.RedisSettings` (which
+validate the arguments once and are the store's description).
 
 The server is named by ``hostname``/``port``, by ``unix_socket_path``, or by ``url=``
 (``redis://``, ``rediss://``, ``unix://``, as redis-py's ``from_url``); TLS takes redis-py's
@@ -20,24 +21,17 @@ from typing import Any, TypeVar
 
 from proxystore.exceptions import ProxyResolveMissingKey
 from proxystore.proxy import Proxy
-from proxystore.secret import wrap
-from proxystore.store.backends.redis import (
-    DEFAULT_CHUNK_SIZE,
-    WIRE_OPTIONS,
-    RedisBackend,
-    uses_wire,
-)
+from proxystore.secret import Secret
 from proxystore.store.base import Store, StoreFactory
-from proxystore.store.codec import Codec
-from proxystore.store.layering import compose_layers
-from proxystore.store.redis_config import check_port, parse_url
-from proxystore.store.store_factory import MISSING
+from proxystore.store.layers.base import innermost
+from proxystore.store.redis.backend import DEFAULT_CHUNK_SIZE, RedisBackend
+from proxystore.store.redis.settings import RedisSettings
+from proxystore.store.settings import LayerSettings
+from proxystore.store.store_factory import MISSING, ResolvingStore
 
-__all__ = ["WIRE_OPTIONS", "RedisFactory", "RedisStore", "uses_wire"]
+__all__ = ["RedisFactory", "RedisStore"]
 
 T = TypeVar("T")
-
-_SECRETS = ("password", "ssl_password")
 
 
 class RedisFactory(StoreFactory[T]):
@@ -49,7 +43,7 @@ class RedisFactory(StoreFactory[T]):
     error says which host looked where (and whether a loopback address was the cause).
     """
 
-    def _finish(self, store: Store, obj: Any) -> T:
+    def _finish(self, store: ResolvingStore, obj: Any) -> T:
         if obj is MISSING and isinstance(store, RedisStore):
             hint = store._redis.loopback_hint()
             if hint:
@@ -83,7 +77,7 @@ class RedisStore(Store):
             messages use it to explain a loopback address used on another host).
         host_cache: A directory on a memory file system (``/dev/shm/proxystore``) shared by
             the processes of this host: each object is fetched once per host into it and
-            mapped from there by every process (see :mod:`proxystore.store.layering`).
+            mapped from there by every process (see :mod:`proxystore.store.layers.compose`).
         host_cache_bytes: Bound of the host cache (default: half of its file system).
         host_cache_wait: Seconds a resolver waits for another process of the host that is
             fetching the same key, before fetching it itself (default: ``socket_timeout``).
@@ -93,7 +87,8 @@ class RedisStore(Store):
             ``username`` (ACL user), ``db``, ``ssl`` and ``ssl_*``, ``unix_socket_path``,
             ``socket_timeout``, ``socket_connect_timeout``, ... Connect and socket timeouts
             default to 5 s and 60 s so that no call waits forever. Settings outside
-            :data:`WIRE_OPTIONS` make the store use redis-py.
+            :data:`~proxystore.store.redis.backend.WIRE_OPTIONS` make the store use
+            redis-py.
 
     Keys are ``str`` and must not end in ``:ps-chunks`` (the store keeps a large object's
     chunks under ``<key>:ps-chunks``): any other key is an
@@ -133,68 +128,35 @@ class RedisStore(Store):
         readonly: bool = False,
         **redis_kwargs: Any,
     ) -> None:
-        if url is not None:
-            try:
-                parsed = parse_url(url)
-            except (TypeError, ValueError) as exc:
-                url = "<refused>"  # a traceback's locals would show it: it may hold the password
-                raise type(exc)(f"RedisStore {name!r}: url= is refused: {exc}") from None
-            url = "<parsed>"  # a traceback's locals would show it: it may hold the password
-            hostname = hostname if hostname is not None else parsed.pop("hostname", None)
-            port = port if port is not None else parsed.pop("port", None)
-            parsed.pop("hostname", None)
-            parsed.pop("port", None)
-            redis_kwargs = {**parsed, **redis_kwargs}
-        for secret in _SECRETS:
-            if secret in redis_kwargs:
-                redis_kwargs[secret] = wrap(redis_kwargs[secret])
-        unix = redis_kwargs.get("unix_socket_path") is not None
-        if not unix and (hostname is None or port is None):
-            raise ValueError(
-                "RedisStore needs the server: hostname= and port=, unix_socket_path=, or url="
-            )
-        if not unix:
-            check_port(port, f"RedisStore {name!r}")
-        created_on = created_on or socket.gethostname()
-        backend = RedisBackend(
-            hostname or "",
-            port or 0,
-            chunk_size=chunk_size,
-            options=redis_kwargs,
+        # A traceback's locals would show the URL, which may hold the password.
+        given_url = Secret(url) if isinstance(url, str) else url
+        del url
+        settings = RedisSettings(
+            name,
+            hostname=hostname,
+            port=port,
+            url=given_url,
             ttl=ttl,
+            cache_size=cache_size,
+            chunk_size=chunk_size,
             created_on=created_on,
-            store_name=name,
-            store_type="RedisStore",
+            layers=LayerSettings(
+                host_cache=host_cache,
+                host_cache_bytes=host_cache_bytes,
+                host_cache_wait=host_cache_wait,
+                readonly=readonly,
+                signing_key=signing_key,
+            ),
+            redis_kwargs=redis_kwargs,
         )
-        layered, codec, tier_kwargs = compose_layers(
-            backend,
-            host_cache=host_cache,
-            host_cache_bytes=host_cache_bytes,
-            host_cache_wait=host_cache_wait,
-            store_timeout=backend.timeout,
-            readonly=readonly,
-            signing_key=signing_key,
-            store_name=name,
-            store_type="RedisStore",
-            location=backend.address,
-        )
-        server = {"hostname": hostname, "port": port} if not unix else {}
-        kwargs = {
-            **server,
-            "chunk_size": chunk_size,
-            **({"ttl": ttl} if ttl is not None else {}),
-            **redis_kwargs,
-            "created_on": created_on,
-            "cache_size": cache_size,
-            **tier_kwargs,
-        }
-        super().__init__(
-            name, layered, cache_size=cache_size, codec=codec or Codec(), kwargs=kwargs
-        )
-        self.hostname = hostname or ""
-        self.port = port or 0
-        self.chunk_size = chunk_size
-        self.ttl = ttl
+        layered, codec = settings.build()
+        backend = innermost(layered)
+        assert isinstance(backend, RedisBackend)
+        super().__init__(name, layered, cache_size=cache_size, codec=codec, settings=settings)
+        self.hostname = settings.hostname or ""
+        self.port = settings.port or 0
+        self.chunk_size = settings.chunk_size
+        self.ttl = settings.ttl
         self._redis = backend
         backend.ping()
 
@@ -286,3 +248,8 @@ class RedisStore(Store):
         if self._redis.address.startswith("unix:"):
             return f"RedisStore(name={self.name!r}, address={self.address!r})"
         return f"RedisStore(name={self.name!r}, hostname={self.hostname!r}, port={self.port})"
+
+
+# The public names are the package's (``proxystore.store.redis.RedisStore``, the registry's
+# ``STORES`` path): descriptions and pickles carry that path, not this module's.
+RedisStore.__module__ = RedisFactory.__module__ = "proxystore.store.redis"

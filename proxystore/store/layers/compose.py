@@ -1,8 +1,9 @@
 """The layers a store asks for, stacked in one place: the host tier, then signing.
 
-:func:`compose_layers` is what ``FileStore``, ``RedisStore`` and ``GlobusStore`` call with their
-backend and options. ``host_cache=`` (stores whose objects live off the host: Redis, Globus,
-a ``FileStore`` on a shared file system) adds the
+:func:`compose_layers` is what :meth:`LayerSettings.compose
+<proxystore.store.settings.LayerSettings.compose>` calls with a store's backend and options
+(the settings of every store embed a ``LayerSettings``). ``host_cache=`` (stores whose objects
+live off the host: Redis, Globus, a ``FileStore`` on a shared file system) adds the
 :class:`~proxystore.store.layers.host_cache.HostCacheLayer` and the codec that rebuilds objects
 on its memory mappings; ``signing_key=`` adds the
 :class:`~proxystore.store.layers.signing.SigningLayer` outermost, so every process verifies

@@ -1,4 +1,4 @@
-"""A small thread-safe LRU cache used by remote stores."""
+"""A small thread-safe LRU cache: the per-process cache of deserialized objects of a store."""
 
 from __future__ import annotations
 

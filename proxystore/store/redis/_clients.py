@@ -1,12 +1,15 @@
-"""The two clients of :class:`~proxystore.store.backends.redis.RedisBackend`, one layout.
+"""The two clients of :class:`~proxystore.store.redis.backend.RedisBackend`, one layout.
 
-* ``_WireClient``, over :mod:`proxystore.store.redis_wire` connections (the default: plain
+* ``_WireClient``, over the store's own RESP connections (``_wire``; the default: plain
   TCP, unix sockets and TLS), moves values without extra copies;
 * ``_RedisPyClient``, over redis-py, for settings the wire client does not do (RESP3,
   custom pools, credential providers, ...). redis-py's default retries are turned off unless
   the caller passes ``retry=``: a retry multiplies every timeout.
 
-Both raise redis-py's exception classes; the backend translates them. Passwords stay
+Both raise this project's errors, made once by the backend's
+:class:`~proxystore.store.redis._wire.errors.Where` (the store, the key, the server): the wire
+client where it sees a failure, the redis-py client by translating redis-py's exceptions
+(:mod:`proxystore.store.redis._errors`, used by that client only). Passwords stay
 :class:`~proxystore.secret.Secret` in every attribute and are unwrapped only to connect.
 """
 
@@ -26,10 +29,11 @@ from redis.retry import Retry
 from proxystore.buffers import alloc_buffer
 from proxystore.secret import reveal
 from proxystore.serialize import Buffer
-from proxystore.store.redis_config import ssl_context
-from proxystore.store.redis_pool import ConnectionPool
-from proxystore.store.redis_resp import Argument
-from proxystore.store.redis_wire import MAX_BULK, Connection, MalformedReply, Overflow, Stalled
+from proxystore.store.redis._errors import translated
+from proxystore.store.redis._wire.connection import MAX_BULK, Connection, ssl_context
+from proxystore.store.redis._wire.errors import Overflow, Where
+from proxystore.store.redis._wire.pool import ConnectionPool
+from proxystore.store.redis._wire.resp import Argument
 
 __all__ = ["CHUNKS_SUFFIX", "HEADER", "MAGIC", "Inconsistent", "Parsed", "make_client"]
 
@@ -45,7 +49,7 @@ class Inconsistent(Exception):
 
 
 class _Client(Protocol):
-    """What the backend needs from a client (each method may raise redis-py exceptions)."""
+    """What the backend needs from a client (each method raises this project's errors)."""
 
     def ping(self) -> None: ...
 
@@ -63,7 +67,7 @@ class _Client(Protocol):
 
     def scan(self, cursor: int, pattern: str, count: int) -> tuple[int, list[bytes]]: ...
 
-    def write(self, commands: Sequence[Sequence[Argument]]) -> None: ...
+    def write(self, key: str, commands: Sequence[Sequence[Argument]]) -> None: ...
 
     def unlink(self, *keys: str) -> None: ...
 
@@ -77,23 +81,23 @@ def _bulk(conn: Connection, reply: Any, command: str) -> Any:
     """``reply`` if it is a string (or nil), the reply ``command`` can have; else raise."""
     if reply is None or isinstance(reply, _BULK):
         return reply
-    raise MalformedReply(conn.address, f"{command} answered with a {type(reply).__name__}")
+    raise conn.malformed(f"{command} answered with a {type(reply).__name__}")
 
 
 def _integer(conn: Connection, reply: Any, command: str) -> int:
     if isinstance(reply, int):
         return reply
-    raise MalformedReply(conn.address, f"{command} answered with a {type(reply).__name__}")
+    raise conn.malformed(f"{command} answered with a {type(reply).__name__}")
 
 
 class _WireClient:
-    """The backend's operations over :mod:`proxystore.store.redis_wire` connections.
+    """The backend's operations over the store's own RESP connections (``_wire``).
 
     Every reply is checked to be of the kind its command has (a string for ``GET``, an
-    integer for ``LLEN``, ...): anything else is :class:`MalformedReply`.
+    integer for ``LLEN``, ...): anything else is a ``MalformedReply``.
     """
 
-    def __init__(self, host: str, port: int, options: dict[str, Any]) -> None:
+    def __init__(self, host: str, port: int, options: dict[str, Any], where: Where) -> None:
         self.pool = ConnectionPool(
             host,
             port,
@@ -106,6 +110,7 @@ class _WireClient:
             keepalive=bool(options.get("socket_keepalive", True)),  # as redis-py
             unix_socket_path=options.get("unix_socket_path"),
             ssl_context=ssl_context(options),
+            where=where,
         )
 
     def ping(self) -> None:
@@ -115,20 +120,20 @@ class _WireClient:
         return self.pool.client_id()
 
     def get(self, key: str) -> Buffer | None:
-        with self.pool.connection() as conn:
+        with self.pool.connection(key) as conn:
             value: Buffer | None = _bulk(conn, conn.command("GET", key, prefix=HEADER.size), "GET")
             return value
 
     def get_chunked(
         self, key: str, parse: Callable[[Buffer], Parsed]
     ) -> tuple[Buffer, float] | None:
-        with self.pool.connection() as conn:
+        with self.pool.connection(key) as conn:
             chunks_key = key + CHUNKS_SUFFIX
             conn.send([("MULTI",), ("GET", key), ("LRANGE", chunks_key, 0, -1), ("EXEC",)])
             for _ in range(3):  # +OK +QUEUED +QUEUED
                 conn.read_reply()
             if conn.read_array_length() != 2:
-                raise redis.exceptions.ResponseError("transaction was aborted")
+                raise conn.where.rejected("the transaction was aborted", key)
             value = _bulk(conn, conn.read_reply(prefix=HEADER.size), "GET")
             count = conn.read_array_length() or 0
             if value is None:  # evicted since the header was read
@@ -147,23 +152,21 @@ class _WireClient:
             data = alloc_buffer(size)
             offset = 0
             for _ in range(count):
-                try:
-                    offset += max(conn.read_bulk_into(data[offset:]), 0)
+                try:  # a stall counts the bytes of the whole value
+                    offset += max(conn.read_bulk_into(data[offset:], before=offset, total=size), 0)
                 except Overflow as exc:  # more bytes than the header announced
                     raise Inconsistent() from exc
-                except Stalled as exc:  # count the bytes of the whole value
-                    raise Stalled(exc.address, offset + exc.received, size) from exc
             if count != expected or offset != size:
                 raise Inconsistent()
             return data, timestamp
 
     def get_header(self, key: str) -> bytes:
-        with self.pool.connection() as conn:
+        with self.pool.connection(key) as conn:
             value = _bulk(conn, conn.command("GETRANGE", key, 0, HEADER.size - 1), "GETRANGE")
         return bytes(value or b"")
 
     def probe(self, key: str) -> tuple[bytes, int]:
-        with self.pool.connection() as conn:
+        with self.pool.connection(key) as conn:
             header, length = conn.pipeline(
                 [("GETRANGE", key, 0, HEADER.size - 1), ("LLEN", key + CHUNKS_SUFFIX)]
             )
@@ -183,18 +186,18 @@ class _WireClient:
                 or not isinstance(reply[1], list)
                 or not all(isinstance(name, _BULK) for name in reply[1])
             ):
-                raise MalformedReply(
-                    conn.address,
-                    "SCAN answered with something else than a cursor and a list of keys",
+                raise conn.malformed(
+                    "SCAN answered with something else than a cursor and a list of keys"
                 )
             return int(bytes(reply[0])), [bytes(name) for name in reply[1]]
 
-    def write(self, commands: Sequence[Sequence[Argument]]) -> None:
-        with self.pool.connection() as conn:
+    def write(self, key: str, commands: Sequence[Sequence[Argument]]) -> None:
+        with self.pool.connection(key) as conn:
             conn.transaction(commands)
 
     def unlink(self, *keys: str) -> None:
-        self.pool.command("UNLINK", *keys)
+        with self.pool.connection(keys[0]) as conn:
+            conn.command("UNLINK", *keys)
 
     def close(self) -> None:
         self.pool.close()
@@ -227,10 +230,11 @@ _PARSER_FAILURES = (
 class _RedisPyClient:
     """The backend's operations over redis-py (one client per process)."""
 
-    def __init__(self, host: str, port: int, options: dict[str, Any]) -> None:
+    def __init__(self, host: str, port: int, options: dict[str, Any], where: Where) -> None:
         self.host = host
         self.port = port
         self.options = options
+        self.where = where
         path = options.get("unix_socket_path")
         self.address = f"unix:{path}" if path else f"{host}:{port}"
         self._lock = threading.Lock()
@@ -256,22 +260,24 @@ class _RedisPyClient:
         return redis.Redis(host=self.host, port=self.port, **options)
 
     @contextlib.contextmanager
-    def _guard(self, command: str) -> Iterator[None]:
-        """Turn what redis-py's parser lets escape on a malformed reply into ``MalformedReply``.
+    def _guard(self, command: str, key: str | None = None) -> Iterator[None]:
+        """Translate redis-py's errors, and what its parser lets escape on a malformed reply.
 
         redis-py closes the connection of any failed read itself.
         """
         try:
             yield
+        except redis.exceptions.RedisError as exc:
+            raise translated(self.where, key, exc) from exc
         except _PARSER_FAILURES as exc:
-            raise MalformedReply(
-                self.address, f"{command}: redis-py could not parse it ({type(exc).__name__})"
+            raise self.where.malformed(
+                f"{command}: redis-py could not parse it ({type(exc).__name__})", key
             ) from exc
 
-    def _expect(self, reply: Any, kinds: tuple[type, ...], command: str) -> Any:
+    def _expect(self, reply: Any, kinds: tuple[type, ...], command: str, key: str | None) -> Any:
         if reply is None or isinstance(reply, kinds):
             return reply
-        raise MalformedReply(self.address, f"{command} answered with a {type(reply).__name__}")
+        raise self.where.malformed(f"{command} answered with a {type(reply).__name__}", key)
 
     def ping(self) -> None:
         client = self.client()
@@ -284,29 +290,29 @@ class _RedisPyClient:
             reply = client.client_id()
         if isinstance(reply, int) and not isinstance(reply, bool):
             return reply
-        raise MalformedReply(self.address, f"CLIENT ID answered with a {type(reply).__name__}")
+        raise self.where.malformed(f"CLIENT ID answered with a {type(reply).__name__}")
 
     def get(self, key: str) -> Buffer | None:
         client = self.client()
-        with self._guard("GET"):
+        with self._guard("GET", key):
             reply = client.get(_b(key))
-        return self._expect(reply, _BULK, "GET")  # type: ignore[no-any-return]
+        return self._expect(reply, _BULK, "GET", key)  # type: ignore[no-any-return]
 
     def get_chunked(
         self, key: str, parse: Callable[[Buffer], Parsed]
     ) -> tuple[Buffer, float] | None:
         client = self.client()
-        with self._guard("MULTI/GET/LRANGE/EXEC"):
+        with self._guard("MULTI/GET/LRANGE/EXEC", key):
             pipe = client.pipeline(transaction=True)
             pipe.get(_b(key))
             pipe.lrange(_b(key + CHUNKS_SUFFIX), 0, -1)
             replies = pipe.execute()
         if not isinstance(replies, list) or len(replies) != 2:
-            raise MalformedReply(self.address, "EXEC answered with something else than 2 replies")
+            raise self.where.malformed("EXEC answered with something else than 2 replies", key)
         value, chunks = replies
-        self._expect(value, _BULK, "GET")
+        self._expect(value, _BULK, "GET", key)
         if not isinstance(chunks, list) or not all(isinstance(c, _BULK) for c in chunks):
-            raise MalformedReply(self.address, "LRANGE answered with something else than strings")
+            raise self.where.malformed("LRANGE answered with something else than strings", key)
         if value is None:
             return None
         timestamp, size, count = parse(value)
@@ -327,20 +333,20 @@ class _RedisPyClient:
 
     def get_header(self, key: str) -> bytes:
         client = self.client()
-        with self._guard("GETRANGE"):
+        with self._guard("GETRANGE", key):
             reply = client.getrange(_b(key), 0, HEADER.size - 1)  # type: ignore[no-untyped-call]
-        return bytes(self._expect(reply, _BULK, "GETRANGE") or b"")
+        return bytes(self._expect(reply, _BULK, "GETRANGE", key) or b"")
 
     def probe(self, key: str) -> tuple[bytes, int]:
         client = self.client()
-        with self._guard("GETRANGE/LLEN"):
+        with self._guard("GETRANGE/LLEN", key):
             pipe = client.pipeline(transaction=False)
             pipe.getrange(_b(key), 0, HEADER.size - 1)
             pipe.llen(_b(key + CHUNKS_SUFFIX))
             header, length = pipe.execute()
-        header = self._expect(header, _BULK, "GETRANGE")
+        header = self._expect(header, _BULK, "GETRANGE", key)
         if not isinstance(length, int):
-            raise MalformedReply(self.address, f"LLEN answered with a {type(length).__name__}")
+            raise self.where.malformed(f"LLEN answered with a {type(length).__name__}", key)
         return bytes(header or b""), length
 
     def scan(self, cursor: int, pattern: str, count: int) -> tuple[int, list[bytes]]:
@@ -349,12 +355,12 @@ class _RedisPyClient:
         with self._guard("SCAN"):
             cursor, names = client.scan(cursor, match=_b(pattern), count=count)
         if not isinstance(cursor, int) or not all(isinstance(n, _BULK) for n in names):
-            raise MalformedReply(self.address, "SCAN answered with something else than keys")
+            raise self.where.malformed("SCAN answered with something else than keys")
         return cursor, [bytes(name) for name in names]
 
-    def write(self, commands: Sequence[Sequence[Argument]]) -> None:
+    def write(self, key: str, commands: Sequence[Sequence[Argument]]) -> None:
         client = self.client()
-        with self._guard("MULTI/EXEC"):
+        with self._guard("MULTI/EXEC", key):
             pipe = client.pipeline(transaction=True)
             for command in commands:
                 pipe.execute_command(*(_joined(arg) for arg in command))  # type: ignore[no-untyped-call]
@@ -362,7 +368,7 @@ class _RedisPyClient:
 
     def unlink(self, *keys: str) -> None:
         client = self.client()
-        with self._guard("UNLINK"):
+        with self._guard("UNLINK", keys[0]):
             client.unlink(*(_b(key) for key in keys))
 
     def close(self) -> None:
@@ -373,8 +379,18 @@ class _RedisPyClient:
             self._pid = -1
 
 
-def make_client(host: str, port: int, options: dict[str, Any], *, wire: bool) -> _Client:
-    """Return the client for ``options``: the wire client if ``wire``, else redis-py's."""
+def make_client(
+    host: str, port: int, options: dict[str, Any], *, wire: bool, where: Where
+) -> _Client:
+    """Return the client for ``options``: the wire client if ``wire``, else redis-py's.
+
+    Args:
+        host: The server's host (``""`` with a unix socket).
+        port: The server's port.
+        options: The connection settings.
+        wire: Use the store's own client.
+        where: What the clients' errors name.
+    """
     if wire:
-        return _WireClient(host, port, options)
-    return _RedisPyClient(host, port, options)
+        return _WireClient(host, port, options, where)
+    return _RedisPyClient(host, port, options, where)

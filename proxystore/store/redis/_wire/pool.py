@@ -1,4 +1,4 @@
-"""``ConnectionPool``: lends :mod:`~proxystore.store.redis_wire` connections to threads.
+"""``ConnectionPool``: lends :mod:`~proxystore.store.redis._wire.connection` connections to threads.
 
 One pool per process and server; see :class:`ConnectionPool`.
 """
@@ -11,7 +11,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any, Callable
 
-from proxystore.store.redis_wire import Argument, Connection, MalformedReply, Reply
+from proxystore.store.redis._wire.connection import Argument, Connection, Reply
 
 __all__ = ["ConnectionPool"]
 
@@ -28,7 +28,8 @@ class ConnectionPool:
         host: Server host name or address.
         port: Server port.
         max_idle: Most idle connections kept open.
-        options: Passed to :class:`Connection` (credentials included; never shown).
+        options: Passed to :class:`Connection` (credentials included, never shown; ``where``:
+            what the errors of its connections name).
     """
 
     def __init__(self, host: str, port: int, *, max_idle: int = 16, **options: Any) -> None:
@@ -49,13 +50,19 @@ class ConnectionPool:
             self._pid = os.getpid()
 
     @contextlib.contextmanager
-    def connection(self) -> Iterator[Connection]:
-        """Lend a connection for one operation (opening one if none is idle)."""
+    def connection(self, key: str | None = None) -> Iterator[Connection]:
+        """Lend a connection for one operation (opening one if none is idle).
+
+        Args:
+            key: The key of the operation, which its errors name.
+        """
         self._check_fork()
         with self._lock:
             conn = self._idle.pop() if self._idle else None
         if conn is None:
-            conn = Connection(self.host, self.port, **self._options)
+            conn = Connection(self.host, self.port, key=key, **self._options)
+        else:
+            conn.key = key
         try:
             yield conn
         except BaseException:
@@ -83,9 +90,7 @@ class ConnectionPool:
         with self.connection() as conn:
             reply = conn.command("CLIENT", "ID")
             if not isinstance(reply, int):
-                raise MalformedReply(
-                    conn.address, f"CLIENT ID answered with a {type(reply).__name__}"
-                )
+                raise conn.malformed(f"CLIENT ID answered with a {type(reply).__name__}")
         return reply
 
     def close(self) -> None:

@@ -1,7 +1,7 @@
-"""Listing the objects of a :class:`~proxystore.store.backends.redis.RedisBackend`.
+"""Listing the objects of a :class:`~proxystore.store.redis.backend.RedisBackend`.
 
 Used by the ``proxystore`` command-line tool (``proxystore ls redis://...``). Kept out of
-:mod:`proxystore.store.backends.redis` so that module stays about moving bytes; it reads the
+:mod:`proxystore.store.redis.backend` so that module stays about moving bytes; it reads the
 value layout (header, chunk lists) defined there.
 """
 
@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import redis
-
 from proxystore.store.backends.base import KeyInfo
-from proxystore.store.backends.redis import RedisBackend
-from proxystore.store.backends.redis_clients import CHUNKS_SUFFIX, HEADER, MAGIC
+from proxystore.store.redis._clients import CHUNKS_SUFFIX, HEADER, MAGIC
+from proxystore.store.redis._wire.errors import WrongType
+from proxystore.store.redis.backend import RedisBackend
 
 __all__ = ["scan_keys"]
 
@@ -39,20 +38,19 @@ def scan_keys(backend: RedisBackend, pattern: str = "*", *, count: int = 500) ->
     client = backend.client
     cursor = 0
     while True:
-        with backend.translate():
-            cursor, names = client.scan(cursor, pattern, count)
-            for raw in names:
-                # Not UTF-8: the bytes come back as lone surrogates, which the clients send
-                # back as the same bytes (so ``rm`` removes exactly the key it listed).
-                name = raw.decode("utf-8", "surrogateescape")
-                if name.endswith(CHUNKS_SUFFIX):
-                    continue
-                try:
-                    header = client.get_header(name)
-                except redis.exceptions.ResponseError:  # WRONGTYPE: not a string value
-                    continue
-                if len(header) == HEADER.size and header[:4] == MAGIC:
-                    _, written, size, _ = HEADER.unpack(header)
-                    yield KeyInfo(name, size, written)
+        cursor, names = client.scan(cursor, pattern, count)
+        for raw in names:
+            # Not UTF-8: the bytes come back as lone surrogates, which the clients send back
+            # as the same bytes (so ``rm`` removes exactly the key it listed).
+            name = raw.decode("utf-8", "surrogateescape")
+            if name.endswith(CHUNKS_SUFFIX):
+                continue
+            try:
+                header = client.get_header(name)
+            except WrongType:  # not a string value
+                continue
+            if len(header) == HEADER.size and header[:4] == MAGIC:
+                _, written, size, _ = HEADER.unpack(header)
+                yield KeyInfo(name, size, written)
         if cursor == 0:
             return
