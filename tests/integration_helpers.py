@@ -98,7 +98,7 @@ def mapped_from_store(x: Any) -> bool:
     import mmap
 
     from proxystore.proxy import extract
-    from proxystore.store.backends.file_maps import is_mapped
+    from proxystore.store.file._maps import is_mapped
 
     obj: Any = extract(x) if issubclass(type(x), Proxy) else x
     while obj is not None:

@@ -20,13 +20,13 @@ from typing import Any
 import pytest
 
 from proxystore.exceptions import StoreError
-from proxystore.store.backends.file_dir import (
+from proxystore.store.file import FileStore, is_memory_file_system
+from proxystore.store.file.directory import (
     DEAD_WRITER_AGE,
     FOREIGN_TEMP_AGE,
     process_tag,
     temp_name,
 )
-from proxystore.store.file import FileStore, is_memory_file_system
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -32,7 +32,7 @@ def imported_in_fresh_interpreter(statement: str) -> list[str]:
         "import proxystore.store.registry, proxystore.store.base, proxystore.store.remote",
         "import proxystore.store.local, proxystore.store.file, proxystore.store.settings",
         "import proxystore.exceptions, proxystore.store.exceptions",
-        "import proxystore.store.backends.memory, proxystore.store.backends.file",
+        "import proxystore.store.backends.memory, proxystore.store.file.backend",
         "import proxystore.store.layers, proxystore.store.description, proxystore.store.codec",
     ],
 )

@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from proxystore.store.backends import file_maps
-from proxystore.store.backends.file_pool import MIN_POOLED
 from proxystore.store.file import FileStore, is_memory_file_system
+from proxystore.store.file import _maps as file_maps
+from proxystore.store.file._pool import MIN_POOLED
 from tests.test_zero_copy import used_bytes
 
 SHM = "/dev/shm"
@@ -443,7 +443,7 @@ def test_a_dead_processs_pool_files_are_removed_when_the_next_store_opens(
 
 
 def test_kept_write_mappings_are_bounded_and_go_when_idle(directory: str) -> None:
-    from proxystore.store.backends.file_pool import KEPT_MAPPINGS
+    from proxystore.store.file._pool import KEPT_MAPPINGS
 
     store = make(directory, cache_size=0, page_pool_idle=0.5)
     pool = store.files.pool

@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from proxystore.store.backends.file_pool import MIN_POOLED
 from proxystore.store.file import FileStore, is_memory_file_system
+from proxystore.store.file._pool import MIN_POOLED
 from tests.test_zero_copy import used_bytes
 
 SHM = "/dev/shm"

@@ -25,9 +25,9 @@ import pytest
 from proxystore.exceptions import IntegrityError, StoreError
 from proxystore.proxy import Proxy, extract
 from proxystore.store import get_store, init_store, unregister_store
-from proxystore.store.backends.file_maps import is_mapped
 from proxystore.store.base import Store
 from proxystore.store.file import FileStore, is_memory_file_system
+from proxystore.store.file._maps import is_mapped
 from proxystore.store.layers import SigningLayer, innermost
 
 SHM = "/dev/shm"

@@ -48,7 +48,7 @@ from urllib.parse import unquote, urlsplit
 
 from proxystore.exceptions import ProxyStoreError, StoreError
 from proxystore.store.backends.base import Backend, KeyInfo
-from proxystore.store.backends.file import FileBackend
+from proxystore.store.file.backend import FileBackend
 
 __all__ = [
     "BadTarget",

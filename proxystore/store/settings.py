@@ -48,6 +48,14 @@ class LayerSettings:
     readonly: bool = False
     signing_key: bytes | None = None
 
+    def __post_init__(self) -> None:
+        # As the description records them: an absolute directory, the key as bytes (the
+        # options themselves are checked by the layers, see compose()).
+        if isinstance(self.host_cache, (str, os.PathLike)):
+            object.__setattr__(self, "host_cache", os.path.abspath(os.fspath(self.host_cache)))
+        if isinstance(self.signing_key, bytearray):
+            object.__setattr__(self, "signing_key", bytes(self.signing_key))
+
     def compose(
         self,
         backend: Backend,

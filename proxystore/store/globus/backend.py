@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from proxystore.exceptions import InvalidKeyError
 from proxystore.store.backends.base import BackendBase, Fetched, Parts, new_key
-from proxystore.store.backends.file import FileBackend
+from proxystore.store.file.backend import FileBackend
 from proxystore.store.globus._keys import is_store_made, make_key, split_key
 from proxystore.store.globus._tasks import TransferTasks
 

@@ -8,7 +8,7 @@ it at site B. The store is a :class:`~proxystore.store.base.Store` over a
 * :mod:`proxystore.store.globus.endpoints`: the endpoints, and which one is local;
 * ``_keys``: keys that carry their transfer task ids;
 * ``_tasks``: submitting and waiting for tasks, and Globus errors;
-* :mod:`proxystore.store.backends.file`: the local file I/O.
+* :mod:`proxystore.store.file.backend`: the local file I/O.
 
 Objects under store-made keys are immutable: setting a store-made key again is refused, and
 ``strict=True`` has nothing to revalidate for them (it warns and is ignored). A *custom* key

@@ -52,9 +52,8 @@ from collections.abc import Sequence
 
 from proxystore.exceptions import StoreError
 from proxystore.serialize import Buffer
+from proxystore.store._filesystem import is_memory_file_system, populate_mmap, unsafe_reason
 from proxystore.store.backends.base import Backend, Fetched, Parts
-from proxystore.store.backends.file import is_memory_file_system, populate
-from proxystore.store.backends.file_dir import unsafe_reason
 from proxystore.store.layers import _host_files as tier_files
 from proxystore.store.layers.base import Layer
 
@@ -339,7 +338,7 @@ class HostCacheLayer(Layer):
             os.utime(path, ns=(time.time_ns(), info.st_mtime_ns))
         view = memoryview(mapping)
         if not self.readonly:
-            populate(view)
+            populate_mmap(view)
         return view, info.st_mtime_ns / 1e9
 
     def _write(self, key: str, path: str, data: Buffer, timestamp: float) -> bool:

@@ -1,7 +1,7 @@
 """``FileStore``: one file per key in a directory shared by every process that uses it.
 
 A :class:`~proxystore.store.base.Store` over a
-:class:`~proxystore.store.backends.file.FileBackend` (see there for the file layout, atomic
+:class:`~proxystore.store.file.backend.FileBackend` (see there for the file layout, atomic
 writes and write times).
 
 Zero-copy on one machine: when ``store_dir`` is on a memory file system (tmpfs or ramfs, such
@@ -26,69 +26,30 @@ error naming the host.
 
 from __future__ import annotations
 
-import math
-import numbers
 import os
-from typing import Any
+from typing import Any, TypeVar
 
-from proxystore.exceptions import StoreError
 from proxystore.store.backends.base import Fetched
-from proxystore.store.backends.file import (
-    FileBackend,
-    file_system_type,
-    is_memory_file_system,
-    mount_of,
-    populate,
-)
-from proxystore.store.backends.file_pool import DEFAULT_IDLE, default_limit
-from proxystore.store.base import Store
-from proxystore.store.codec import Codec
-from proxystore.store.layers.compose import compose_layers
-from proxystore.store.layers.signing import check_signing_key
+from proxystore.store.base import Store, StoreFactory
+from proxystore.store.file._maps import populate
+from proxystore.store.file._pool import DEFAULT_IDLE
+from proxystore.store.file.backend import FileBackend
+from proxystore.store.file.settings import FileSettings
+from proxystore.store.layers.base import innermost
+from proxystore.store.settings import LayerSettings
 
-__all__ = ["FileStore", "file_system_type", "is_memory_file_system", "mount_of"]
+__all__ = ["FileFactory", "FileStore"]
 
-_MAX_IDLE = 365 * 86400.0  # a year: beyond it, say "never" with page_pool_bytes=0 instead
+T = TypeVar("T")
 
 
-def _whole(name: str, option: str, value: object, *, least: int, optional: bool) -> None:
-    """Refuse an option that must be a whole number of at least ``least``."""
-    if value is None and optional:
-        return
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(
-            f"FileStore {name!r}: {option} must be an int (a number of "
-            f"{'bytes' if 'bytes' in option else 'objects'}), got {value!r}"
-            + (" (None for the default)" if optional else "")
-        )
-    if value < least:
-        raise ValueError(f"FileStore {name!r}: {option} must be >= {least}, got {value!r}")
+class FileFactory(StoreFactory[T]):
+    """Factory of :class:`FileStore` proxies.
 
-
-def _check_options(
-    name: str,
-    *,
-    cache_size: object,
-    host_cache_bytes: object,
-    page_pool_bytes: object,
-    page_pool_idle: object,
-) -> None:
-    """Refuse a numeric option of the wrong type or out of range, naming it."""
-    _whole(name, "cache_size", cache_size, least=0, optional=False)
-    _whole(name, "host_cache_bytes", host_cache_bytes, least=1, optional=True)
-    _whole(name, "page_pool_bytes", page_pool_bytes, least=0, optional=True)
-    if isinstance(page_pool_idle, bool) or not isinstance(page_pool_idle, numbers.Real):
-        raise TypeError(
-            f"FileStore {name!r}: page_pool_idle must be a number of seconds, "
-            f"got {page_pool_idle!r}"
-        )
-    idle = float(page_pool_idle)
-    if not math.isfinite(idle) or not 0 < idle <= _MAX_IDLE:
-        raise ValueError(
-            f"FileStore {name!r}: page_pool_idle must be a finite number of seconds > 0 and "
-            f"<= {_MAX_IDLE:g} (a year), got {page_pool_idle!r}; to keep no pages at all, "
-            "pass page_pool_bytes=0"
-        )
+    Carries the key and the store's description; in a process without the store it re-creates
+    one on the same directory (never creating it: a directory missing there is an error that
+    names the host), then reads or maps the key's file.
+    """
 
 
 class FileStore(Store):
@@ -129,6 +90,10 @@ class FileStore(Store):
         page_pool_idle: Seconds without a put or an eviction after which the kept pages are
             given back to the system.
 
+    The arguments are validated once, before anything touches the file system, by the
+    store's :class:`~proxystore.store.file.settings.FileSettings` (:attr:`settings`), which
+    also decide zero-copy and page reuse and build the backend and its layers.
+
     Raises:
         StoreError: If ``store_dir`` cannot be created, is not safe to use (a symbolic link,
             owned by another user, writable by others), or ``zero_copy=True`` and it is not on
@@ -137,10 +102,13 @@ class FileStore(Store):
             a numeric option is out of range (``cache_size`` and ``page_pool_bytes`` ``>= 0``,
             ``host_cache_bytes`` ``>= 1``, ``page_pool_idle`` finite, ``> 0`` and at most a
             year); the message names the option.
-        TypeError: If ``signing_key`` is not bytes, or a numeric option is not a number of
+        TypeError: If ``signing_key`` is not bytes, a flag (``zero_copy``, ``readonly``,
+            ``shared``, ``create_dir``) is not a bool, or a numeric option is not a number of
             the right kind (``cache_size``, ``host_cache_bytes`` and ``page_pool_bytes`` are
             ints: ``0.5`` is refused, not taken for ``0``).
     """
+
+    factory_class = FileFactory
 
     def __init__(
         self,
@@ -159,80 +127,41 @@ class FileStore(Store):
         page_pool_bytes: int | None = None,
         page_pool_idle: float = DEFAULT_IDLE,
     ) -> None:
-        _check_options(
+        settings = FileSettings(
             name,
+            store_dir=store_dir,
             cache_size=cache_size,
-            host_cache_bytes=host_cache_bytes,
+            zero_copy=zero_copy,
+            shared=shared,
+            create_dir=create_dir,
             page_pool_bytes=page_pool_bytes,
             page_pool_idle=page_pool_idle,
+            layers=LayerSettings(
+                host_cache=host_cache,
+                host_cache_bytes=host_cache_bytes,
+                host_cache_wait=host_cache_wait,
+                readonly=readonly,
+                signing_key=signing_key,
+            ),
         )
-        directory = os.path.abspath(os.fspath(store_dir))
-        if signing_key is not None:  # checked before anything touches the file system
-            check_signing_key(signing_key, f"FileStore {name!r}")
-        backend = FileBackend(
-            directory, shared=shared, create=create_dir, store_name=name, store_type="FileStore"
-        )
-        on_memory = backend.on_memory
-        if zero_copy and not on_memory:
-            kind = file_system_type(directory) or "an unknown file system"
-            raise StoreError(
-                f"FileStore {name!r}: zero_copy=True needs store_dir on a memory file system "
-                f"(tmpfs or ramfs, such as /dev/shm), but {directory!r} is on {kind}. "
-                "Use a directory under /dev/shm, or leave zero_copy unset.",
-                store_name=name,
-                store_type="FileStore",
-            )
-        mapped = on_memory if zero_copy is None else zero_copy
-        if host_cache is not None and mapped:
-            raise ValueError(
-                f"FileStore {name!r}: host_cache= is for a store_dir on a file system shared "
-                f"over the network; {directory!r} is on a memory file system, which this host "
-                "already maps without a copy"
-            )
-        if readonly and not mapped and host_cache is None:
-            raise ValueError(
-                f"FileStore {name!r}: readonly=True applies to zero-copy (memory-mapped) reads, "
-                f"which are off for {directory!r}"
-            )
-        backend.zero_copy, backend.readonly = mapped, readonly
-        if on_memory:
-            limit = default_limit(directory) if page_pool_bytes is None else int(page_pool_bytes)
-            backend.reuse_pages(limit=limit, idle=float(page_pool_idle))
-        kwargs: dict[str, Any] = {"store_dir": directory, "cache_size": cache_size}
-        if zero_copy is not None:
-            kwargs["zero_copy"] = zero_copy
-        if readonly:
-            kwargs["readonly"] = True
-        if shared:
-            kwargs["shared"] = True
-        if page_pool_bytes is not None:
-            kwargs["page_pool_bytes"] = int(page_pool_bytes)
-        if page_pool_idle != DEFAULT_IDLE:
-            kwargs["page_pool_idle"] = float(page_pool_idle)
-        kwargs["create_dir"] = False  # a worker never creates the directory
-        # Copy-on-write arrays are private to each get (never cached); read-only mappings give
-        # read-only arrays without a copy.
-        codec = Codec(copy_readonly=not readonly, cache_buffers=not (mapped and not readonly))
-        layered, tier_codec, tier_kwargs = compose_layers(
-            backend,
-            host_cache=host_cache,
-            host_cache_bytes=host_cache_bytes,
-            host_cache_wait=host_cache_wait,
-            readonly=readonly and not mapped,
-            signing_key=signing_key,
-            store_name=name,
-            store_type="FileStore",
-            location=directory,
-        )
-        kwargs.update(tier_kwargs)
+        backend, codec = settings.build()
+        files = innermost(backend)
+        assert isinstance(files, FileBackend)
+        self.files: FileBackend = files
+        self.store_dir: str = settings.directory
+        self.shared: bool = settings.shared
+        self.zero_copy: bool = settings.mapped
+        self.readonly: bool = settings.readonly
         super().__init__(
-            name, layered, cache_size=cache_size, codec=tier_codec or codec, kwargs=kwargs
+            name, backend, cache_size=settings.cache_size, codec=codec, settings=settings
         )
-        self.files = backend
-        self.store_dir = directory
-        self.shared = shared
-        self.zero_copy = mapped
-        self.readonly = readonly
+
+    @property
+    def settings(self) -> FileSettings:
+        """The store's validated settings (they describe it to other processes)."""
+        settings = super().settings
+        assert isinstance(settings, FileSettings)
+        return settings
 
     def get_bytes_with_timestamp(self, key: str) -> Fetched:
         """Read (or map) the file of ``key``.

@@ -3,12 +3,12 @@
 Faulting fresh pages into a memory file system costs several times the copy itself (each
 4 KiB page is allocated, zeroed and mapped). Ray's object store avoids it by keeping its
 memory; a :class:`PagePool` does the same for a zero-copy
-:class:`~proxystore.store.backends.file.FileBackend`.
+:class:`~proxystore.store.file.backend.FileBackend`.
 
 **The claim.** A file has exactly one name at any time (nothing here makes hard links). A
 file leaves a key only by an atomic rename of the key's name to a fresh name of this process
 (``evict``), or by an atomic exchange with the new version's file (``renameat2`` with
-``RENAME_EXCHANGE``, :func:`~proxystore.store.backends.file_dir.install`: the key names the
+``RENAME_EXCHANGE``, :func:`~proxystore.store.file.directory.install`: the key names the
 new file, and the old one comes back under the writer's name, so the key is never missing).
 Only one process can win a rename of a given name, so whoever holds the file under its own
 name owns it alone: it is in at most one pool, and no key names it. That owner may then
@@ -17,7 +17,7 @@ delete it.
 
 **A write never touches a file anything can still read.** Readers hold a shared ``flock``
 while anything rebuilt on a file's pages is alive, in this process, another, or a forked
-child (see :mod:`~proxystore.store.backends.file_maps`). A write takes the smallest pooled
+child (see ``_maps``). A write takes the smallest pooled
 file that is large enough and whose exclusive lock it gets, truncates it to the new size,
 copies the bytes in through a mapping, releases the lock, and the caller installs it under
 the key. Files are truncated (to shrink, or to give memory back) only by their owner and only
@@ -52,8 +52,8 @@ import weakref
 from collections.abc import Sequence
 
 from proxystore.store.backends.base import new_key
-from proxystore.store.backends.file_dir import pool_name
-from proxystore.store.backends.file_maps import raw_map, raw_populate, raw_unmap
+from proxystore.store.file._maps import raw_map, raw_populate, raw_unmap
+from proxystore.store.file.directory import pool_name
 
 __all__ = [
     "DEFAULT_IDLE",
@@ -97,7 +97,7 @@ def delete_file(path: str) -> None:
     rewriting the file being truncated.
 
     The truncation returns the memory at once even if another process keeps a parked mapping
-    of the file (see :mod:`~proxystore.store.backends.file_maps`); a file somebody reads is
+    of the file (see ``_maps``); a file somebody reads is
     only unlinked, and its memory returns when its last reader lets go.
 
     Raises:
@@ -206,8 +206,8 @@ class PagePool:
     def write(self, views: Sequence[memoryview], size: int) -> str | None:
         """Write ``views`` (``size`` bytes in all) into a pooled file; return its name.
 
-        The file leaves the pool: the caller installs it under the key (``file_dir.install``) (it is
-        named by this process only, unlocked, its pages mapped by nobody here). Returns
+        The file leaves the pool: the caller installs it under the key (``directory.install``)
+        (it is named by this process only, unlocked, its pages mapped by nobody here). Returns
         ``None`` (nothing done) when no pooled file fits or is free; the caller then writes a
         new file.
 
@@ -295,7 +295,7 @@ class PagePool:
                 self._wake.wait(timeout=left)
 
     def _new_pool_path(self) -> str:
-        """A fresh pool name in the store directory (see ``file_dir.pool_name``)."""
+        """A fresh pool name in the store directory (see ``directory.pool_name``)."""
         return os.path.join(self.directory, pool_name(new_key()[:16]))
 
     def private_path(self) -> str:

@@ -1,4 +1,4 @@
-"""The rules a :class:`~proxystore.store.backends.file.FileBackend` applies to its directory.
+"""The rules a :class:`~proxystore.store.file.backend.FileBackend` applies to its directory.
 
 Private by default: a store directory is created ``0700`` and objects ``0600``, whatever the
 umask. An existing directory is used only if it is a real directory (not a symbolic link),
@@ -33,6 +33,13 @@ import socket
 import stat
 import time
 
+from proxystore.store._filesystem import (
+    file_system_type,
+    is_memory_file_system,
+    mount_of,
+    unsafe_reason,
+)
+
 __all__ = [
     "DEAD_WRITER_AGE",
     "FOREIGN_TEMP_AGE",
@@ -58,7 +65,6 @@ FOREIGN_TEMP_AGE = 3600.0
 """Seconds a temporary file of another host's writer (or of an unknown name) must be
 unmodified to be removed."""
 
-_MEMORY_FILE_SYSTEMS = frozenset({"tmpfs", "ramfs"})
 _HOST = re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname())[:64] or "host"
 _TEMP = re.compile(r"\.(?:tmp|pool)-(\d+)-(?:s(\d+)-)?(.+)-[0-9a-f]{16}\Z")
 _AT_FDCWD = -100
@@ -161,7 +167,7 @@ def temp_name(random: str) -> str:
 
 
 def pool_name(random: str) -> str:
-    """Return the name of a file kept for page reuse by this process (see ``file_pool``)."""
+    """Return the name of a file kept for page reuse by this process (see ``_pool``)."""
     return f".pool-{process_tag()}-{random}"
 
 
@@ -287,77 +293,3 @@ def temp_files(directory: str, now: float | None = None) -> list[tuple[str, int,
                     info = entry.stat(follow_symlinks=False)
                     found.append((entry.name, info.st_size, now - info.st_mtime))
     return found
-
-
-def _owner(uid: int) -> str:
-    try:
-        import pwd
-
-        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
-    except (ImportError, KeyError):
-        return f"uid {uid}"
-
-
-def unsafe_reason(directory: str, *, shared: bool) -> str | None:
-    """Return why ``directory`` must not hold a store, or ``None`` if it may.
-
-    Raises:
-        OSError: If it cannot be inspected (``FileNotFoundError`` if missing).
-    """
-    info = os.lstat(directory)
-    mode = stat.S_IMODE(info.st_mode)
-    if stat.S_ISLNK(info.st_mode):
-        return (
-            f"it is a symbolic link (to {os.readlink(directory)!r}), which someone could have "
-            "planted to receive your objects; pass the real directory"
-        )
-    if not stat.S_ISDIR(info.st_mode):
-        return "it is not a directory"
-    if mode & 0o002:
-        return (
-            f"every user may write it (mode {mode:04o}), so anyone could replace your objects "
-            "with code your processes would run"
-        )
-    if shared:
-        return None
-    if info.st_uid != os.geteuid():
-        return (
-            f"it is owned by {_owner(info.st_uid)}, not by you ({_owner(os.geteuid())}), and "
-            "whoever owns it can read and replace your objects"
-        )
-    if mode & 0o020:
-        return f"its group may write it (mode {mode:04o}), so others could replace your objects"
-    return None
-
-
-def mount_of(path: str) -> tuple[str, list[str]] | None:
-    """Return ``(type, options)`` of the mount holding ``path``, e.g. ``("tmpfs", ["rw"])``.
-
-    Read from ``/proc/self/mounts``; ``None`` where that is not available (not Linux).
-    """
-    try:
-        with open("/proc/self/mounts") as mounts:
-            entries = [line.split() for line in mounts]
-    except OSError:
-        return None
-    real = os.path.realpath(path)
-    best, found = "", None
-    for entry in entries:
-        if len(entry) < 4:
-            continue
-        mount_point = entry[1].replace("\\040", " ")
-        inside = real == mount_point or real.startswith(mount_point.rstrip("/") + "/")
-        if inside and len(mount_point) >= len(best):
-            best, found = mount_point, (entry[2], entry[3].split(","))
-    return found
-
-
-def file_system_type(path: str) -> str | None:
-    """Return the type of the file system holding ``path`` (``"tmpfs"``, ``"ext4"``, ...)."""
-    mount = mount_of(path)
-    return None if mount is None else mount[0]
-
-
-def is_memory_file_system(path: str) -> bool:
-    """Return whether ``path`` is on a memory file system (tmpfs or ramfs)."""
-    return file_system_type(path) in _MEMORY_FILE_SYSTEMS

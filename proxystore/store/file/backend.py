@@ -29,27 +29,19 @@ from collections.abc import Iterator
 from proxystore.buffers import alloc_buffer
 from proxystore.exceptions import InvalidKeyError, StoreError
 from proxystore.store.backends.base import BackendBase, Fetched, KeyInfo, Parts, new_key
-from proxystore.store.backends.file_dir import (
-    file_system_type,
+from proxystore.store.file._maps import REPLACED_WAIT, map_file, open_locked
+from proxystore.store.file._pool import DEFAULT_IDLE, PagePool, default_limit, delete_file
+from proxystore.store.file.directory import (
     install,
     is_memory_file_system,
-    mount_of,
     remove_if_dead,
     temp_files,
     temp_name,
     unsafe_reason,
     write_all,
 )
-from proxystore.store.backends.file_maps import REPLACED_WAIT, map_file, open_locked, populate
-from proxystore.store.backends.file_pool import PagePool, delete_file
 
-__all__ = [
-    "FileBackend",
-    "file_system_type",
-    "is_memory_file_system",
-    "mount_of",
-    "populate",
-]
+__all__ = ["FileBackend"]
 
 
 def _remove(path: str) -> None:
@@ -69,6 +61,14 @@ class FileBackend(BackendBase):
         create: Create the directory if it is missing (privately). ``False`` (a store
             re-created from its description in a worker) never creates it: reading or
             writing with the directory missing is an error that names this host.
+        on_memory: Whether the directory is on a memory file system (``None``: find out).
+            There, readers hold a shared ``flock`` on each file for as long as they use it
+            (pool or not), and the writer reuses only files nobody reads (see ``_pool`` and
+            ``_maps``).
+        page_pool_bytes: On a memory file system, keep the pages of evicted objects, up to
+            this many bytes, to write new objects into (``None``: the default bound, 1 GiB
+            and at most a quarter of the file system; ``0``: keep nothing).
+        page_pool_idle: Seconds without activity after which the kept pages are given back.
         store_name: Name of the store, for messages.
         store_type: Class name of the store, for messages.
 
@@ -87,6 +87,9 @@ class FileBackend(BackendBase):
         readonly: bool = False,
         shared: bool = False,
         create: bool = True,
+        on_memory: bool | None = None,
+        page_pool_bytes: int | None = 0,
+        page_pool_idle: float = DEFAULT_IDLE,
         store_name: str = "",
         store_type: str = "FileStore",
     ) -> None:
@@ -100,29 +103,19 @@ class FileBackend(BackendBase):
         self._checked = False  # the directory passed check() in this process
         self._cleared = False  # clear() removed it (reads then find nothing, writes remake it)
         # On a memory file system, readers hold shared flocks and deletions truncate files
-        # nobody reads, because a process there may reuse evicted pages (see reuse_pages).
-        self.on_memory = is_memory_file_system(directory)
+        # nobody reads, because a process there may reuse evicted pages (see the pool below).
+        self.on_memory = is_memory_file_system(directory) if on_memory is None else on_memory
         self.locking = self.on_memory
         self.pool: PagePool | None = None
         if create:
             self.make_directory()
         elif os.path.lexists(directory):
             self.open_directory()
-
-    def reuse_pages(self, *, limit: int, idle: float) -> None:
-        """Keep evicted objects' pages to write new objects into (a memory file system only).
-
-        Readers hold a shared lock on each file while they use it (on every memory file
-        system, pool or not), and the writer reuses only files nobody reads (see
-        :mod:`~proxystore.store.backends.file_pool` and
-        :mod:`~proxystore.store.backends.file_maps`).
-
-        Args:
-            limit: Most bytes kept (``0``: keep nothing).
-            idle: Seconds without activity after which the kept pages are given back.
-        """
-        self.locking = True
-        self.pool = PagePool(self.directory, limit=limit, idle=idle) if limit > 0 else None
+        # After the directory is made: the default bound depends on its file system.
+        if self.on_memory and page_pool_bytes != 0:
+            limit = default_limit(directory) if page_pool_bytes is None else page_pool_bytes
+            if limit > 0:
+                self.pool = PagePool(directory, limit=limit, idle=page_pool_idle)
 
     def make_directory(self) -> None:
         """Create the directory if it is missing (``0700``, or ``2770`` shared), then open it.
@@ -153,7 +146,7 @@ class FileBackend(BackendBase):
     def check(self) -> None:
         """Refuse a directory that other users could have planted or could write.
 
-        See :func:`~proxystore.store.backends.file_dir.unsafe_reason` for the rules.
+        See :func:`~proxystore.store.file.directory.unsafe_reason` for the rules.
 
         Raises:
             StoreError: Naming the directory and the reason, if it is not safe to use.
@@ -175,7 +168,7 @@ class FileBackend(BackendBase):
     def remove_dead_temps(self) -> int:
         """Remove the temporary files of writers that died; return how many were removed.
 
-        See :func:`~proxystore.store.backends.file_dir.is_dead_temp`: a running writer's file
+        See :func:`~proxystore.store.file.directory.is_dead_temp`: a running writer's file
         is never removed.
         """
         removed = 0
@@ -262,7 +255,7 @@ class FileBackend(BackendBase):
         file system the new file is exchanged with the one the key named (atomically: readers
         see the old or the new object, never neither), and the old file, then named by this
         process alone, joins the pool or is deleted (see
-        :mod:`~proxystore.store.backends.file_pool`).
+        ``_pool``).
         """
         new = key is None
         if key is None:
@@ -368,7 +361,7 @@ class FileBackend(BackendBase):
         if not self._checked and not self._ready("read", key):
             return None
         try:
-            if self.locking or self.zero_copy:  # mappings always lock (see file_maps)
+            if self.locking or self.zero_copy:  # mappings always lock (see _maps)
                 try:
                     opened = open_locked(path)
                 except TimeoutError:

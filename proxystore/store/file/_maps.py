@@ -1,6 +1,6 @@
 """The reading side of page reuse: this process's memory mappings of a FileStore's objects.
 
-A zero-copy :class:`~proxystore.store.backends.file.FileBackend` on a memory file system maps
+A zero-copy :class:`~proxystore.store.file.backend.FileBackend` on a memory file system maps
 each object's file. Two things make that as cheap as Ray's object store, whose workers keep
 one arena mapped:
 
@@ -8,7 +8,7 @@ one arena mapped:
   anything rebuilt on its pages is alive (:func:`open_locked` takes it and checks that the
   file is still the one under the key; a key replaced meanwhile is opened again, until
   :data:`REPLACED_WAIT` seconds have passed). A writer reuses or truncates the pages of a
-  file only when it can take the exclusive lock (:mod:`~proxystore.store.backends.file_pool`),
+  file only when it can take the exclusive lock (``_pool``),
   so no live array ever sees its bytes change or vanish.
 * **Mappings are parked, not torn down.** When the last object rebuilt on a mapping is
   garbage collected, the mapping is *parked*: its locked descriptor is closed (the mapping
@@ -49,6 +49,7 @@ import weakref
 from typing import Any
 
 from proxystore.serialize import Buffer
+from proxystore.store._filesystem import populate_mmap
 
 __all__ = [
     "PARKED_IDLE",
@@ -434,18 +435,4 @@ def populate(data: Buffer) -> None:
     """
     if isinstance(data, memoryview) and populate_export(data):
         return
-    mapping = data.obj if isinstance(data, memoryview) else None
-    if not isinstance(mapping, mmap.mmap):
-        return
-    try:
-        anchor = ctypes.c_char.from_buffer(mapping)
-    except (TypeError, ValueError):
-        return
-    try:
-        _LIBC.madvise(
-            ctypes.c_void_p(ctypes.addressof(anchor)),
-            ctypes.c_size_t(len(mapping)),
-            ctypes.c_int(_MADV_POPULATE_READ),
-        )  # a kernel without MADV_POPULATE_READ answers EINVAL: nothing lost
-    finally:
-        del anchor
+    populate_mmap(data)
