@@ -60,6 +60,11 @@ def test_stores_members() -> None:
         assert module.startswith("proxystore.store.") and cls.endswith("Store")
     assert STORES.get_str_by_type(FileStore) == "FILE"
     assert STORES.get_str_by_type(LocalStore) == "LOCAL"
+    for member in STORES:  # every store class is named by its public path, as STORES names it
+        cls = resolve_store_class(member)
+        assert cls.type_path() == member.value
+        assert STORES.get_str_by_type(cls) == member.name
+        assert cls.factory_class.__module__ == member.value.partition(":")[0]
     with pytest.raises(KeyError):
         STORES.get_str_by_type(CustomStore)
 

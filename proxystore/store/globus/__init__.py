@@ -40,3 +40,8 @@ __all__ = [
     "SyncLevel",
     "TransferClientLike",
 ]
+
+# The public path of the store (its description's type path, its factory's pickle), as
+# httpx names its public classes by the package that exports them.
+GlobusStore.__module__ = __name__
+GlobusFactory.__module__ = __name__
