@@ -71,7 +71,7 @@ def test_evict_drops_cached_copy(remote_kind: str, store_factory: Any) -> None:
 
 
 def test_negative_cache_size_rejected(remote_kind: str, store_factory: Any) -> None:
-    with pytest.raises(ValueError, match="cache.size"):
+    with pytest.raises(ValueError, match=r"cache.size"):
         store_factory(remote_kind, cache_size=-1)
 
 
