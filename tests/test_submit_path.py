@@ -15,7 +15,7 @@ import pytest
 
 from proxystore.exceptions import StoreTimeoutError
 from proxystore.integrations import proxier as proxier_module
-from proxystore.integrations.policy import ProxyPolicy
+from proxystore.integrations.policy import AS_IS, ProxyPolicy
 from proxystore.integrations.proxier import ArgumentProxier, PickledArgument
 from proxystore.integrations.task import ProxyTask
 from proxystore.proxy import Proxy
@@ -34,7 +34,7 @@ class Owner:
 @pytest.fixture
 def proxier(store_factory: Any) -> ArgumentProxier:
     store: Store = store_factory("file")
-    return ArgumentProxier(store, ProxyPolicy(threshold=1_000), owner="test", in_process=True)
+    return ArgumentProxier(store, ProxyPolicy(threshold=1_000), owner="test", pickling="never")
 
 
 def test_released_when_send_raises(proxier: ArgumentProxier) -> None:
@@ -106,9 +106,9 @@ def test_a_failing_eviction_is_logged_retried_and_strands_nothing(
     tmp_path: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     store = FlakyEvictFileStore("flaky-evict", store_dir=str(tmp_path / "store"))
-    proxier = ArgumentProxier(store, ProxyPolicy(threshold=1_000), owner="test", in_process=True)
+    proxier = ArgumentProxier(store, ProxyPolicy(threshold=1_000), owner="test", pickling="never")
     first, second = np.arange(1_000.0), np.arange(2_000.0)
-    _, _, lease = proxier.proxy_call((first, second), {})
+    _, _, lease = proxier.carry_out((first, second), {})
     key_first, key_second = lease.keys
     FlakyEvictFileStore.failing[key_first] = 1
     with caplog.at_level(logging.WARNING, logger="proxystore.integrations.proxier"):
@@ -128,8 +128,8 @@ def test_an_eviction_that_keeps_failing_is_logged_as_an_error(
 ) -> None:
     monkeypatch.setattr(proxier_module, "EVICT_RETRY_DELAYS", (0.01, 0.01))
     store = FlakyEvictFileStore("flaky-evict-2", store_dir=str(tmp_path / "store"))
-    proxier = ArgumentProxier(store, ProxyPolicy(threshold=1_000), owner="test", in_process=True)
-    _, _, lease = proxier.proxy_call((np.arange(1_000.0),), {})
+    proxier = ArgumentProxier(store, ProxyPolicy(threshold=1_000), owner="test", pickling="never")
+    _, _, lease = proxier.carry_out((np.arange(1_000.0),), {})
     (key,) = lease.keys
     FlakyEvictFileStore.failing[key] = 10
     with caplog.at_level(logging.WARNING, logger="proxystore.integrations.proxier"):
@@ -178,7 +178,7 @@ def test_a_pickling_engine_gets_the_plain_function_for_small_arguments(
 
     small = {f"k{i}": float(i) for i in range(50)}
     policy = ProxyPolicy(threshold=10_000)
-    pickling = ArgumentProxier(store, policy, owner="t", pickles_arguments=True)
+    pickling = ArgumentProxier(store, policy, owner="t", pickling="always")
     pickling.submit(len, send, (small,), {"more": [1.0, "x"]})
     task, args, _ = sent[-1]
     assert task is len and type(args[0]) is PickledArgument
@@ -201,13 +201,16 @@ def test_a_pickling_engine_gets_the_plain_function_for_small_arguments(
 
 
 def test_scalars_only_reach_the_engine_untouched(proxier: ArgumentProxier) -> None:
-    assert proxier.sends_as_is((1, 2.5, None, True), {"n": 3, "c": 1j})
-    assert not proxier.sends_as_is((1, "text"), {})
-    assert not proxier.sends_as_is((1,), {"s": b"x"})
+    assert proxier.plan((1, 2.5, None, True), {"n": 3, "c": 1j}) is AS_IS
+    assert AS_IS.sends_as_is
+    # Small arguments that know their size change nothing either: the plain call.
+    assert proxier.plan((1, "text"), {"s": b"x"}).sends_as_is
+    assert not proxier.plan((1,), {"s": b"x" * 2_000}).sends_as_is  # large: stored
+    assert not proxier.plan(({"a": 1},), {}).sends_as_is  # sent as the bytes pickled
     results = ArgumentProxier(
         proxier.store, ProxyPolicy(threshold=1_000, proxy_results=True), owner="t"
     )
-    assert not results.sends_as_is((1,), {}), "results by proxy need the wrapper"
+    assert not results.plan((1,), {}).sends_as_is, "results by proxy need the wrapper"
 
 
 def test_passes_through_follows_abc_registration() -> None:
