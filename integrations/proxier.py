@@ -22,7 +22,7 @@ import pickle
 import threading
 from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, TypeVar
+from typing import Any, Callable, Literal, TypeVar, cast
 
 from proxystore.proxy import Proxy, get_factory
 from proxystore.store import Store, get_store
@@ -88,11 +88,15 @@ def resolve_store(store: Store | str | None, *, owner: str) -> Store:
 
 @dataclass
 class _Entry:
+    """An object stored for the calls that use it (stored once, by the first of them)."""
+
     obj: Any
-    proxy: Proxy
-    key: str
     users: int = 0
     size: int | None = None
+    proxy: Proxy | None = None  # set once stored
+    key: str = ""
+    ready: threading.Event = field(default_factory=threading.Event)  # stored, or failed
+    failed: bool = False
 
 
 @dataclass
@@ -235,13 +239,14 @@ class ArgumentProxier:
         action = step.action
         if action == STORE:
             obj = step.obj
-            entry = self._existing(obj) or self._store(obj, step.measured)
+            entry = self._stored(obj, step.measured)
             lease.keys.append(entry.key)
+            proxy = cast(Proxy, entry.proxy)  # set: the entry is stored
             how = step.delivery
             if how != "proxy":
-                factory = get_factory(entry.proxy)
+                factory = get_factory(proxy)
                 return ProxyRef(factory, deliver_object=True if how == "object" else how)
-            return ProxyRef(get_factory(entry.proxy)) if self.send_refs else entry.proxy
+            return ProxyRef(get_factory(proxy)) if self.send_refs else proxy
         if action == SEND:
             measured = step.measured
             if self.pickling == "never" or measured is None or measured.pickled is None:
@@ -262,37 +267,49 @@ class ArgumentProxier:
             return new_items if type(obj) is list else type(obj)(new_items)
         raise ValueError(f"{self.owner}: a plan step has an unknown action {action!r}")
 
-    def _existing(self, obj: Any) -> _Entry | None:
-        # Looked up without the lock first: most arguments are not stored. (Should another
-        # thread be storing the same object right now, _store keeps one copy.)
-        if id(obj) not in self._entries:
-            return None
-        with self._lock:
-            entry = self._entries.get(id(obj))
-            if entry is not None and entry.obj is obj:
-                entry.users += 1
-                return entry
-        return None
+    def _stored(self, obj: Any, measured: Measured | None) -> _Entry:
+        """The entry of ``obj`` with one more user, storing it if no call has stored it yet.
 
-    def _store(self, obj: Any, measured: Measured | None) -> _Entry:
-        pickled = None if measured is None else measured.pickled
-        proxy = store_and_proxy(self.store, obj, pickled, evict=False)
-        key = get_factory(proxy).key  # type: ignore[attr-defined]
-        size = None if measured is None else measured.size
+        The first call to need an object stores it; a call that needs it meanwhile (in
+        another thread) waits for that copy instead of storing a second one, so nothing a
+        call stores is evicted again as a duplicate. Should the first call's store fail, a
+        waiting call stores the object itself.
+        """
+        while True:
+            with self._lock:
+                entry = self._entries.get(id(obj))
+                if entry is not None and entry.obj is obj:
+                    entry.users += 1
+                    mine = False
+                else:
+                    size = None if measured is None else measured.size
+                    entry = _Entry(obj, users=1, size=size)
+                    self._entries[id(obj)] = entry
+                    mine = True
+            if mine:
+                return self._store(entry, measured)
+            if not entry.ready.is_set():
+                entry.ready.wait()  # as long as the storing call's store takes (its timeouts)
+            if not entry.failed:
+                return entry
+
+    def _store(self, entry: _Entry, measured: Measured | None) -> _Entry:
+        obj = entry.obj
+        try:
+            pickled = None if measured is None else measured.pickled
+            proxy = store_and_proxy(self.store, obj, pickled, evict=False)
+        except BaseException:
+            with self._lock:
+                if self._entries.get(id(obj)) is entry:
+                    del self._entries[id(obj)]
+                entry.failed = True
+            entry.ready.set()
+            raise
         with self._lock:
-            entry = self._entries.get(id(obj))
-            if entry is not None and entry.obj is obj:
-                # Another call, in another thread, stored the same object meanwhile: keep one
-                # copy (theirs; ours was never handed out).
-                entry.users += 1
-                duplicate = key
-            else:
-                entry = _Entry(obj, proxy, key, users=1, size=size)
-                self._entries[id(obj)] = entry
-                self._by_key[key] = entry
-                duplicate = None
-        if duplicate is not None:
-            self.store.evict(duplicate)
+            entry.proxy = proxy
+            entry.key = get_factory(proxy).key  # type: ignore[attr-defined]
+            self._by_key[entry.key] = entry
+        entry.ready.set()
         return entry
 
     def submit(
@@ -413,7 +430,8 @@ class ArgumentProxier:
                 entry.users -= 1
                 if entry.users <= 0:
                     del self._by_key[key]
-                    self._entries.pop(id(entry.obj), None)
+                    if self._entries.get(id(entry.obj)) is entry:
+                        del self._entries[id(entry.obj)]
                     if self.policy.evict:
                         self._evict(key, attempt=0)
 

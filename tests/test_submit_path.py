@@ -376,3 +376,86 @@ def test_store_ref_is_a_deprecated_name_of_the_store_description() -> None:
 
     with pytest.warns(DeprecationWarning, match="StoreDescription"):
         assert transit.StoreRef is StoreDescription
+
+
+class GatedFileStore(CountingFileStore):
+    """Its first ``set`` waits (bounded) until the test opens the gate."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.gate = threading.Event()
+
+    def set(self, obj: Any, *, key: str | None = None, serialize: bool = True) -> str:
+        if not self.puts:
+            self.puts.append(obj)
+            assert self.gate.wait(30), "the test never opened the gate"
+            return FileStore.set(self, obj, key=key, serialize=serialize)
+        return super().set(obj, key=key, serialize=serialize)
+
+
+def test_calls_storing_the_same_object_at_once_store_one_copy_and_evict_none(
+    tmp_path: Any,
+) -> None:
+    """A second call needing an object the first is still storing waits for that copy."""
+    store = GatedFileStore("gated", store_dir=str(tmp_path / "gated"))
+    proxier = ArgumentProxier(store, ProxyPolicy(threshold=1_000), owner="t", pickling="never")
+    big = np.arange(2_000.0)
+    sent: list[Future[Any]] = []
+    errors: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            proxier.submit(len, _held(sent), (big,), {})
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    first = threading.Thread(target=call)
+    first.start()
+    deadline = time.monotonic() + 10
+    while not store.puts:  # the first call is inside the store's set
+        assert time.monotonic() < deadline, "the first call never started storing"
+        time.sleep(0.01)
+    second = threading.Thread(target=call)
+    second.start()
+    entry = proxier._entries.get(id(big))
+    while len(store.puts) < 2 and (entry is None or entry.users < 2):
+        assert time.monotonic() < deadline, "the second call neither stored nor waited"
+        time.sleep(0.01)
+        entry = proxier._entries.get(id(big))
+    store.gate.set()
+    first.join(10)
+    second.join(10)
+    assert not first.is_alive() and not second.is_alive() and errors == []
+    assert len(store.puts) == 1, "the object was stored twice"
+    assert store.evicts == [], "a call evicted what it had just stored"
+    assert list(proxier.in_use().values()) == [2]
+    for future in sent:
+        future.set_result(None)
+    assert proxier.in_use() == {} and len(store.evicts) == 1
+    store.cleanup()
+
+
+def test_a_failed_store_leaves_nothing_behind_and_the_next_call_stores(
+    counting: CountingFileStore,
+) -> None:
+    proxier = ArgumentProxier(counting, ProxyPolicy(threshold=1_000), owner="t")
+    big = np.arange(2_000.0)
+    counting.set = _failing_once(counting.set)  # type: ignore[method-assign]
+    with pytest.raises(StoreTimeoutError, match="simulated"):
+        proxier.carry_out((big,), {})
+    assert proxier.in_use() == {} and proxier._entries == {}
+    _, _, lease = proxier.carry_out((big,), {})
+    assert len(lease.keys) == 1 and proxier.store.exists(lease.keys[0])
+    proxier.release(lease)
+
+
+def _failing_once(set_: Callable[..., str]) -> Callable[..., str]:
+    failed: list[bool] = []
+
+    def once(obj: Any, **kwargs: Any) -> str:
+        if not failed:
+            failed.append(True)
+            raise StoreTimeoutError("set: Redis did not answer within 1 s (simulated)")
+        return set_(obj, **kwargs)
+
+    return once
