@@ -52,7 +52,7 @@ import concurrent.futures
 import numbers
 from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal, Protocol, Union
+from typing import Any, Final, Literal, NamedTuple, Protocol, Union
 
 from proxystore.proxy import Proxy
 from proxystore.serialize import Pickled, SerializationError, pickle_once
@@ -175,11 +175,11 @@ class StoredObject(Protocol):
 
 _NOTHING_STORED: Mapping[int, StoredObject] = {}
 _NO_NAMES: frozenset[str] = frozenset()
+_NO_PLACES: frozenset[int | str] = frozenset()
 
 
-@dataclass(frozen=True, slots=True)
-class Step:
-    """What happens to one argument, or to one item of a container argument.
+class Step(NamedTuple):
+    """What happens to one argument, or to one item of a container argument (immutable).
 
     Attributes:
         action: :data:`SEND`, :data:`STORE`, :data:`ITEMS` or :data:`FORWARD`.
@@ -473,33 +473,37 @@ class ProxyPolicy:
         keep: Container[str],
     ) -> CallPlan:
         atomic = _ATOMIC
+        task = self.proxy_results
+        sends_pickled = False
+        nested: list[int | str] = []
         arg_steps: list[tuple[int, Step]] = []
+        kwarg_steps: list[tuple[str, Step]] = []
         for place, value in enumerate(args):
             if type(value) not in atomic:
                 step = self._step(value, place, stored)
                 if step is not None:
                     arg_steps.append((place, step))
-        kwarg_steps: list[tuple[str, Step]] = []
+                    if step.action == SEND:
+                        sends_pickled = True
+                    else:
+                        task = True
+                        if step.action == ITEMS:
+                            nested.append(place)
         for name, value in kwargs.items():
             if type(value) not in atomic and name not in keep:
                 step = self._step(value, name, stored)
                 if step is not None:
                     kwarg_steps.append((name, step))
-        task = self.proxy_results
-        sends_pickled = False
-        nested: list[int | str] = []
-        every: list[tuple[int | str, Step]] = [*arg_steps, *kwarg_steps]
-        for where, step in every:
-            if step.action == SEND:
-                sends_pickled = True
-                continue
-            task = True
-            if step.action == ITEMS:
-                nested.append(where)
+                    if step.action == SEND:
+                        sends_pickled = True
+                    else:
+                        task = True
+                        if step.action == ITEMS:
+                            nested.append(name)
         if not (task or arg_steps or kwarg_steps):
             return AS_IS
-        steps = tuple(arg_steps), tuple(kwarg_steps)
-        return CallPlan(*steps, frozenset(nested), task, sends_pickled)
+        places = frozenset(nested) if nested else _NO_PLACES
+        return CallPlan(tuple(arg_steps), tuple(kwarg_steps), places, task, sends_pickled)
 
     def _step(self, obj: Any, place: int | str, stored: Mapping[int, StoredObject]) -> Step | None:
         """The step of an argument (``place``: its position or name); ``None``: as it is."""

@@ -341,7 +341,7 @@ class ArgumentProxier:
             return send(fn, *args, **kwargs)  # nothing to store, lease, wrap or measure
         new_args, new_kwargs, lease = self.carry_out(args, kwargs, plan)
         try:
-            future = send(self._runner(fn, (plan,)), *new_args, **new_kwargs)
+            future = send(self._runner(fn, plan), *new_args, **new_kwargs)
         except BaseException:
             self.release(lease)
             raise
@@ -349,17 +349,12 @@ class ArgumentProxier:
             self.release_when_done(future, lease)
         return future
 
-    def _runner(self, fn: Callable[..., Any], plans: Iterable[CallPlan]) -> Callable[..., Any]:
+    def _runner(self, fn: Callable[..., Any], plan: CallPlan) -> Callable[..., Any]:
         """What the worker runs: ``fn`` itself, or its wrapper when an argument needs it."""
-        nested: set[int | str] = set()
-        task = False
-        for plan in plans:
-            nested.update(plan.nested)
-            # Bytes pickled to measure an argument arrive as the object when the engine
-            # pickles the call; only the wrapper unpickles them when it may not.
-            task = task or plan.task or (plan.sends_pickled and self.pickling == "maybe")
-        if task:
-            return self.task(fn, frozenset(nested))
+        # Bytes pickled to measure an argument arrive as the object when the engine pickles
+        # the call; only the wrapper unpickles them when it may not.
+        if plan.task or (plan.sends_pickled and self.pickling == "maybe"):
+            return self.task(fn, plan.nested)
         return fn  # nothing for the worker side to do: the plain call, no wrapper
 
     def submit_calls(
@@ -386,7 +381,7 @@ class ArgumentProxier:
                 plans.append(plan)
                 leases.append(lease)
                 sent.append((new_args, new_kwargs))
-            futures = list(send(self._runner(fn, plans), sent))
+            futures = list(send(self._runner(fn, _joined(plans)), sent))
             if len(futures) != len(leases) and len(futures) != 1:
                 raise RuntimeError(
                     f"{self.owner}: the engine returned {len(futures)} futures for "
@@ -461,6 +456,17 @@ class ArgumentProxier:
         """Return the stored keys still in use and how many tasks use each."""
         with self._lock:
             return {key: entry.users for key, entry in self._by_key.items()}
+
+
+def _joined(plans: Iterable[CallPlan]) -> CallPlan:
+    """One plan's worth of what the worker must do for all of ``plans`` (sent with one task)."""
+    nested: set[int | str] = set()
+    task = sends_pickled = False
+    for plan in plans:
+        nested.update(plan.nested)
+        task = task or plan.task
+        sends_pickled = sends_pickled or plan.sends_pickled
+    return CallPlan(nested=frozenset(nested), task=task, sends_pickled=sends_pickled)
 
 
 def _check_recreatable(store: Store, description: StoreDescription, owner: str) -> None:
