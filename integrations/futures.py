@@ -79,13 +79,15 @@ class ProxyExecutor(Executor):
         self._threads = self.proxier.pickling == "never"  # tasks run in this process
         self._picklable: set[Callable[..., Any]] = set()  # functions known to pickle
 
-    def _check_picklable(self, fn: Callable[..., Any]) -> None:
-        # Once per function (a few hundred are remembered, as the proxier's task wrappers).
+    def _knows_picklable(self, fn: Callable[..., Any]) -> bool:
+        """Whether ``fn`` needs no check (threads) or passed it (a few hundred are remembered)."""
         try:
-            if self._threads or fn in self._picklable:
-                return
+            return self._threads or fn in self._picklable
         except TypeError:  # an unhashable callable: checked every time
-            pass
+            return False
+
+    def _check_picklable(self, fn: Callable[..., Any]) -> None:
+        """Pickle ``fn`` once to be sure a worker process can receive it; remember it."""
         try:
             pickle.dumps(fn)
         except Exception as exc:
@@ -106,11 +108,11 @@ class ProxyExecutor(Executor):
             SerializationError: If ``fn`` or an argument cannot be sent to a worker process.
             RuntimeError: If the executor has been shut down.
         """
-        try:  # _check_picklable's first test, inline: the common case costs no call
-            checked = self._threads or fn in self._picklable
+        try:  # _knows_picklable, inline: the common case costs no call
+            known = self._threads or fn in self._picklable
         except TypeError:  # an unhashable callable: checked every time
-            checked = False
-        if not checked:
+            known = False
+        if not known:
             self._check_picklable(fn)
         planner = self._plan  # an attribute, not a method: loaded as one, called once
         plan = planner(args, kwargs)
@@ -146,7 +148,8 @@ class ProxyExecutor(Executor):
         return self._results(futures, deadline, chunked=chunksize > 1)
 
     def _submit_chunk(self, fn: Callable[..., Any], chunk: list[tuple[Any, ...]]) -> Future[Any]:
-        self._check_picklable(fn)
+        if not self._knows_picklable(fn):
+            self._check_picklable(fn)
         (future,) = self.proxier.submit_calls(
             fn,
             [(args, {}) for args in chunk],
