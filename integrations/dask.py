@@ -89,6 +89,7 @@ class ProxyClient:
             send_refs=True,
         )
         self.store = self.proxier.store
+        self._plan = self.proxier.planner(_SUBMIT_OPTIONS)
         self._warn_if_unreachable()
 
     def _warn_if_unreachable(self) -> None:
@@ -100,15 +101,12 @@ class ProxyClient:
 
     def submit(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> distributed.Future:
         """``Client.submit`` with large arguments sent by proxy (same signature)."""
-        if self.proxier.sends_as_is(args, kwargs):  # Dask options included: scalars too
+        # Dask's options are left as they are; Client.submit takes them by name.
+        planner = self._plan  # an attribute, not a method: loaded as one, called once
+        plan = planner(args, kwargs)
+        if plan.sends_as_is:
             return self.client.submit(func, *args, **kwargs)
-        options, task_kwargs = _split(kwargs, _SUBMIT_OPTIONS)
-        return self.proxier.submit(
-            func,
-            lambda task, *a, **k: self.client.submit(task, *a, **options, **k),
-            args,
-            task_kwargs,
-        )
+        return self.proxier.submit(func, self.client.submit, args, kwargs, plan)
 
     def map(
         self, func: Callable[..., Any], *iterables: Iterable[Any], **kwargs: Any

@@ -25,7 +25,7 @@ from proxystore.serialize import SerializationError
 from proxystore.store import Store
 
 from .policy import ProxyPolicy, make_policy
-from .proxier import ArgumentProxier
+from .proxier import ArgumentProxier, Pickling
 
 __all__ = ["ProxyExecutor"]
 
@@ -71,24 +71,23 @@ class ProxyExecutor(Executor):
             )
         self.policy = make_policy(threshold, policy, owner="ProxyExecutor")
         self.executor = executor
-        self._in_process = isinstance(executor, ThreadPoolExecutor)
         self.proxier = ArgumentProxier(
-            store,
-            self.policy,
-            owner="ProxyExecutor",
-            in_process=self._in_process,
-            pickles_arguments=isinstance(executor, ProcessPoolExecutor),
+            store, self.policy, owner="ProxyExecutor", pickling=_pickling(executor)
         )
         self.store = self.proxier.store
+        self._plan = self.proxier.plan
+        self._threads = self.proxier.pickling == "never"  # tasks run in this process
         self._picklable: set[Callable[..., Any]] = set()  # functions known to pickle
 
-    def _check_picklable(self, fn: Callable[..., Any]) -> None:
-        # Once per function (a few hundred are remembered, as the proxier's task wrappers).
+    def _knows_picklable(self, fn: Callable[..., Any]) -> bool:
+        """Whether ``fn`` needs no check (threads) or passed it (a few hundred are remembered)."""
         try:
-            if self._in_process or fn in self._picklable:
-                return
+            return self._threads or fn in self._picklable
         except TypeError:  # an unhashable callable: checked every time
-            pass
+            return False
+
+    def _check_picklable(self, fn: Callable[..., Any]) -> None:
+        """Pickle ``fn`` once to be sure a worker process can receive it; remember it."""
         try:
             pickle.dumps(fn)
         except Exception as exc:
@@ -109,10 +108,17 @@ class ProxyExecutor(Executor):
             SerializationError: If ``fn`` or an argument cannot be sent to a worker process.
             RuntimeError: If the executor has been shut down.
         """
-        self._check_picklable(fn)
-        if self.proxier.sends_as_is(args, kwargs):
-            return self.executor.submit(fn, *args, **kwargs)  # only scalars: the plain call
-        return self.proxier.submit(fn, self.executor.submit, args, kwargs)
+        try:  # _knows_picklable, inline: the common case costs no call
+            known = self._threads or fn in self._picklable
+        except TypeError:  # an unhashable callable: checked every time
+            known = False
+        if not known:
+            self._check_picklable(fn)
+        planner = self._plan  # an attribute, not a method: loaded as one, called once
+        plan = planner(args, kwargs)
+        if plan.sends_as_is:
+            return self.executor.submit(fn, *args, **kwargs)  # the plain call
+        return self.proxier.submit(fn, self.executor.submit, args, kwargs, plan)
 
     def map(
         self,
@@ -142,7 +148,8 @@ class ProxyExecutor(Executor):
         return self._results(futures, deadline, chunked=chunksize > 1)
 
     def _submit_chunk(self, fn: Callable[..., Any], chunk: list[tuple[Any, ...]]) -> Future[Any]:
-        self._check_picklable(fn)
+        if not self._knows_picklable(fn):
+            self._check_picklable(fn)
         (future,) = self.proxier.submit_calls(
             fn,
             [(args, {}) for args in chunk],
@@ -173,6 +180,15 @@ class ProxyExecutor(Executor):
 
     def __repr__(self) -> str:
         return f"ProxyExecutor({self.executor!r}, store={self.store!r}, policy={self.policy!r})"
+
+
+def _pickling(executor: Executor) -> Pickling:
+    """How ``executor`` carries arguments: threads never pickle them, process pools always."""
+    if isinstance(executor, ThreadPoolExecutor):
+        return "never"
+    if isinstance(executor, ProcessPoolExecutor):
+        return "always"
+    return "maybe"
 
 
 def _batched(iterable: Iterable[T], size: int) -> Iterator[tuple[T, ...]]:

@@ -70,6 +70,7 @@ class ProxyApp:
     def __init__(self, app: PythonApp, proxier: ArgumentProxier) -> None:
         self.fn = getattr(app.func, "__wrapped__", app.func)
         self.proxier = proxier
+        self._plan = proxier.planner(_PARSL_KEYWORDS)  # Parsl's keywords as they are
         self._template = app
         # One Parsl app per thing to run: the plain function, the wrapper, and one wrapper per
         # set of container arguments the worker must look into (few: argument positions).
@@ -98,16 +99,15 @@ class ProxyApp:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Future[Any]:
         """Call the app with large arguments sent by proxy; returns its ``AppFuture``."""
-        if self.proxier.sends_as_is(args, kwargs):
+        planner = self._plan  # an attribute, not a method: loaded as one, called once
+        plan = planner(args, kwargs)
+        if plan.sends_as_is:
             return self._plain_app(*args, **kwargs)  # type: ignore[no-any-return]
-        parsl_kwargs = {k: v for k, v in kwargs.items() if k in _PARSL_KEYWORDS}
-        task_kwargs = {k: v for k, v in kwargs.items() if k not in _PARSL_KEYWORDS}
+        return self.proxier.submit(self.fn, self._send, args, kwargs, plan)
 
-        def send(task: Callable[..., Any], *call_args: Any, **call_kwargs: Any) -> Future[Any]:
-            future: Future[Any] = self._app_for(task)(*call_args, **call_kwargs, **parsl_kwargs)
-            return future
-
-        return self.proxier.submit(self.fn, send, args, task_kwargs)
+    def _send(self, task: Callable[..., Any], *args: Any, **kwargs: Any) -> Future[Any]:
+        future: Future[Any] = self._app_for(task)(*args, **kwargs)
+        return future
 
     def __repr__(self) -> str:
         name = getattr(self, "__name__", "?")

@@ -8,6 +8,16 @@ once, at the C pickler's speed, and those same bytes go to the store when the ob
 or to the engine when it is small (so an argument below the threshold is pickled once, as with
 the plain engine).
 
+:meth:`ProxyPolicy.plan` decides a whole call at once and returns a :class:`CallPlan`: for each
+argument (and item one level down) that does not travel as it is, a :class:`Step` saying
+whether it is sent as the bytes pickled to measure it (:data:`SEND`), stored (:data:`STORE`,
+with those bytes, never pickled again), sent as a container of its items' steps
+(:data:`ITEMS`) or, for an existing proxy, forwarded (:data:`FORWARD`), and what the task body
+receives for each stored object. Planning stores nothing and changes nothing: whether a large
+container goes whole or item by item is decided from its measured size before anything is
+stored. The adapters' shared submit path (:mod:`~proxystore.integrations.proxier`) carries the
+plan out.
+
 Never proxied, whatever their size: ``None``, booleans and numbers, existing proxies, futures
 (``concurrent.futures.Future`` and the engines' own future types, which an adapter adds through
 ``passthrough``), and any type the user lists in ``never``.
@@ -40,12 +50,12 @@ from __future__ import annotations
 import abc
 import concurrent.futures
 import numbers
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Union
+from typing import Any, Final, Literal, NamedTuple, Protocol, Union
 
 from proxystore.proxy import Proxy
-from proxystore.serialize import Pickled, pickle_once
+from proxystore.serialize import Pickled, SerializationError, pickle_once
 
 from .delivery import (
     EXACT_TYPES,
@@ -59,15 +69,26 @@ from .delivery import (
 )
 
 __all__ = [
+    "AS_IS",
+    "CONTAINERS",
     "DEFAULT_THRESHOLD",
     "DELIVERIES",
     "EXACT_TYPES",
+    "FORWARD",
+    "ITEMS",
     "OBJECT_ONLY",
     "PROXY_SAFE",
+    "SEND",
+    "STORE",
+    "Action",
+    "CallPlan",
     "Delivery",
     "DeliveryRule",
     "Measured",
+    "Planner",
     "ProxyPolicy",
+    "Step",
+    "StoredObject",
     "delivery_for",
     "make_policy",
     "register_delivery",
@@ -79,6 +100,11 @@ DEFAULT_THRESHOLD = 1_000_000
 """Default size (bytes) from which an argument is sent by proxy."""
 
 _SCALARS = (type(None), bool, numbers.Number)
+
+_ATOMIC = frozenset({int, float, bool, type(None), complex})  # never proxied: no need to look
+
+CONTAINERS = frozenset({list, tuple, dict})
+"""The container types whose items are looked at one level down."""
 
 _UNSIZED = frozenset({dict, list, tuple, set, frozenset})  # sized only by pickling them
 
@@ -112,6 +138,127 @@ class Measured:
 
 
 _BY_VALUE = Measured(False)
+
+Action = Literal["send", "store", "items", "forward"]
+"""What happens to an argument: see :data:`SEND`, :data:`STORE`, :data:`ITEMS`, :data:`FORWARD`."""
+
+SEND: Final = "send"
+"""Sent by value as the plain bytes pickled to measure it (engines that may pickle the call get
+those bytes, so it is pickled once in all; engines in this process get the object)."""
+
+STORE: Final = "store"
+"""Stored (whole, a container included), and sent as a reference the task body receives as
+:attr:`Step.delivery` says; the bytes pickled to measure it are what is stored."""
+
+ITEMS: Final = "items"
+"""A container sent as a copy in which its items' steps are carried out (:attr:`Step.items`);
+the worker looks one level into it."""
+
+FORWARD: Final = "forward"
+"""An existing proxy: nothing is stored; it is passed on (as a reference, for engines that
+inspect their arguments) and prefetched on the worker."""
+
+
+class Planner(Protocol):
+    """:meth:`ProxyPolicy.plan` bound to what is stored (see :meth:`ProxyPolicy.planner`)."""
+
+    def __call__(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> CallPlan:
+        """The plan of one call."""
+
+
+class StoredObject(Protocol):
+    """What a planner needs to know of an object that is stored already (in use by a call)."""
+
+    obj: Any
+    size: int | None
+
+
+_NOTHING_STORED: Mapping[int, StoredObject] = {}
+_NO_NAMES: frozenset[str] = frozenset()
+_NO_PLACES: frozenset[int | str] = frozenset()
+
+
+class Step(NamedTuple):
+    """What happens to one argument, or to one item of a container argument (immutable).
+
+    Attributes:
+        action: :data:`SEND`, :data:`STORE`, :data:`ITEMS` or :data:`FORWARD`.
+        obj: The argument (or item) as the caller passed it.
+        measured: :data:`STORE`: its size and the bytes pickled to measure it (``None`` when it
+            was stored already, in use by another call); :data:`SEND`: the measurement whose
+            plain pickled bytes travel instead of the object.
+        delivery: :data:`STORE`: what the task body receives: ``"proxy"``, ``"object"`` or a
+            resolver.
+        items: :data:`ITEMS`: ``(index or key, step)`` of each item that does not travel as
+            it is.
+    """
+
+    action: Action
+    obj: Any
+    measured: Measured | None = None
+    delivery: DeliveryRule = "proxy"
+    items: tuple[tuple[int | str, Step], ...] = ()
+
+    def __repr__(self) -> str:
+        # Never the object's own repr: it may be a large container.
+        parts = [self.action, type(self.obj).__name__]
+        if self.measured is not None and self.measured.size is not None:
+            parts.append(f"{self.measured.size} bytes")
+        if self.action == STORE:
+            parts.append(f"delivered as {self.delivery!r}")
+        if self.items:
+            parts.append(f"items {dict(self.items)!r}")
+        return f"Step({', '.join(parts)})"
+
+
+@dataclass(frozen=True, slots=True)
+class CallPlan:
+    """The decision for a whole call, made by :meth:`ProxyPolicy.plan` without side effects.
+
+    Arguments without a step travel as they are.
+
+    Attributes:
+        args: ``(position, step)`` of each positional argument that does not travel as it is.
+        kwargs: ``(name, step)`` of each keyword argument that does not travel as it is.
+        nested: Positions and names of the container arguments the worker must look into
+            (their step is :data:`ITEMS`).
+        task: Whether the worker-side wrapper must run the task body: something is stored,
+            forwarded or looked into, or results may come back by proxy.
+        sends_pickled: Whether some argument travels as the bytes pickled to measure it
+            (:data:`SEND`), which only the wrapper unpickles when the engine does not.
+    """
+
+    args: tuple[tuple[int, Step], ...] = ()
+    kwargs: tuple[tuple[str, Step], ...] = ()
+    nested: frozenset[int | str] = frozenset()
+    task: bool = False
+    sends_pickled: bool = False
+    sends_as_is: bool = field(init=False)
+    """Whether the call goes to the engine untouched: the plain function, the very arguments
+    (no step, no wrapper). Read-only, derived from the other fields (an attribute rather than a
+    property: the adapters read it on every call)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sends_as_is", not (self.task or self.args or self.kwargs))
+
+    @property
+    def stores(self) -> list[Any]:
+        """The objects this plan stores (or shares, when they are stored already), in order."""
+        found: list[Any] = []
+        for _, step in (*self.args, *self.kwargs):
+            _stored_objects(step, found)
+        return found
+
+
+def _stored_objects(step: Step, found: list[Any]) -> None:
+    if step.action == STORE:
+        found.append(step.obj)
+    for _, item in step.items:
+        _stored_objects(item, found)
+
+
+AS_IS = CallPlan()
+"""The plan of a call that goes to the engine untouched (only scalars, or nothing to do)."""
 
 
 @dataclass(frozen=True)
@@ -171,7 +318,6 @@ class ProxyPolicy:
             object.__setattr__(self, name, value)
         object.__setattr__(self, "_deliveries", _deliveries(self.deliver_as))
         futures = (concurrent.futures.Future, *self.passthrough)
-        object.__setattr__(self, "_futures", futures)
         object.__setattr__(self, "_engine_types", (Proxy, *futures))
         object.__setattr__(self, "_passing", (Proxy, *_SCALARS, *futures))
         # passes_through() by type, valid while no ABC gains a registered subclass (as in
@@ -217,35 +363,231 @@ class ProxyPolicy:
             verdicts[kind] = verdict
         return verdict
 
-    def measure(self, obj: Any, *, proxies_inside: bool = False) -> Measured:
-        """Decide whether ``obj`` (an argument, or an item one level down) goes by proxy.
+    def measure(self, obj: Any) -> Measured:
+        """Decide whether ``obj`` (an argument, or an item one level down) goes by proxy."""
+        if self.passes_through(obj):
+            return _BY_VALUE
+        return self._measure(obj)
+
+    def _measure(self, obj: Any, *, sized: bool = False) -> Measured:
+        """:meth:`measure` of an object known not to pass through.
 
         Args:
             obj: The object.
-            proxies_inside: Proxies inside ``obj`` are expected (a container whose large
-                items were just proxied) and do not count as objects the engine must see.
-        """
-        if self.passes_through(obj):
-            return _BY_VALUE
-        return self.measure_candidate(obj, proxies_inside=proxies_inside)
-
-    def measure_candidate(self, obj: Any, *, proxies_inside: bool = False) -> Measured:
-        """:meth:`measure` for an object already known not to pass through.
-
-        Args:
-            obj: The object; :meth:`passes_through` returned ``False`` for it.
-            proxies_inside: As for :meth:`measure`.
+            sized: Pickle an object of an ``always`` type whose size is not known otherwise,
+                to learn it (an item of a container whose remainder is being sized).
         """
         if self.always and issubclass(type(obj), self.always):
-            return Measured(True)
+            size = known_size(obj)
+            if size is not None or not sized:
+                return Measured(True, size)
+            pickled = pickle_once(obj, refuse=self._engine_types)  # type: ignore[attr-defined]
+            return Measured(True, None if pickled is None else pickled.size, pickled)
         size = known_size(obj)
         if size is not None:
             return Measured(size >= self.threshold, size)
-        refuse = self._futures if proxies_inside else self._engine_types  # type: ignore[attr-defined]
-        pickled = pickle_once(obj, refuse=refuse)
+        pickled = pickle_once(obj, refuse=self._engine_types)  # type: ignore[attr-defined]
         if pickled is None:
             return Measured(False, holds_engine_objects=True)
         return Measured(pickled.size >= self.threshold, pickled.size, pickled)
+
+    def plan(
+        self,
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        stored: Mapping[int, StoredObject] = _NOTHING_STORED,
+        keep: Container[str] = _NO_NAMES,
+    ) -> CallPlan:
+        """Decide a whole call: what is sent as it is, what is stored, what the body receives.
+
+        Nothing is stored, changed or remembered: the plan is a function of the arguments, the
+        policy and ``stored``. Each argument is measured once (a container once as a whole,
+        and its items once each when it is large); a large container goes item by item only
+        when what remains once its large items are references, its size less theirs, is below
+        the threshold, and whole otherwise, decided before anything is stored.
+
+        Args:
+            args: The call's positional arguments.
+            kwargs: The call's keyword arguments.
+            stored: Objects stored already, by ``id``: they are stored again by reference to
+                the stored copy (not measured again).
+            keep: Names of keyword arguments that are the engine's own options (never proxied).
+
+        Returns:
+            :data:`AS_IS` when the call goes to the engine untouched, else the call's plan.
+
+        Raises:
+            SerializationError: If an argument cannot be pickled (the message says which).
+        """
+        return self.planner(stored, keep)(args, kwargs)
+
+    def planner(
+        self,
+        stored: Mapping[int, StoredObject] = _NOTHING_STORED,
+        keep: Container[str] = _NO_NAMES,
+        *,
+        owner: str | None = None,
+    ) -> Planner:
+        """:meth:`plan` bound to ``stored`` and ``keep``: ``planner(args, kwargs)`` per call.
+
+        The adapters call one for every task, so a call of scalars costs one call and a look
+        at each argument's type.
+
+        Args:
+            stored: As for :meth:`plan` (a mapping that stays up to date: it is read per call).
+            keep: As for :meth:`plan`.
+            owner: Name of the adapter, to begin error messages with.
+        """
+        atomic = _ATOMIC
+        proxy_results = self.proxy_results
+        decide = self._plan
+        as_is = AS_IS
+
+        def plan(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> CallPlan:
+            if not proxy_results:
+                for value in args:
+                    if type(value) not in atomic:
+                        break
+                else:
+                    if not kwargs:
+                        return as_is
+                    for value in kwargs.values():
+                        if type(value) not in atomic:
+                            break
+                    else:
+                        return as_is
+            try:
+                return decide(args, kwargs, stored, keep)
+            except SerializationError as exc:
+                if owner is None:
+                    raise
+                raise SerializationError(f"{owner}: {exc}") from exc
+
+        return plan
+
+    def _plan(
+        self,
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        stored: Mapping[int, StoredObject],
+        keep: Container[str],
+    ) -> CallPlan:
+        atomic = _ATOMIC
+        task = self.proxy_results
+        sends_pickled = False
+        nested: list[int | str] = []
+        arg_steps: list[tuple[int, Step]] = []
+        kwarg_steps: list[tuple[str, Step]] = []
+        for place, value in enumerate(args):
+            if type(value) not in atomic:
+                step = self._step(value, place, stored)
+                if step is not None:
+                    arg_steps.append((place, step))
+                    if step.action == SEND:
+                        sends_pickled = True
+                    else:
+                        task = True
+                        if step.action == ITEMS:
+                            nested.append(place)
+        for name, value in kwargs.items():
+            if type(value) not in atomic and name not in keep:
+                step = self._step(value, name, stored)
+                if step is not None:
+                    kwarg_steps.append((name, step))
+                    if step.action == SEND:
+                        sends_pickled = True
+                    else:
+                        task = True
+                        if step.action == ITEMS:
+                            nested.append(name)
+        if not (task or arg_steps or kwarg_steps):
+            return AS_IS
+        places = frozenset(nested) if nested else _NO_PLACES
+        return CallPlan(tuple(arg_steps), tuple(kwarg_steps), places, task, sends_pickled)
+
+    def _step(self, obj: Any, place: int | str, stored: Mapping[int, StoredObject]) -> Step | None:
+        """The step of an argument (``place``: its position or name); ``None``: as it is."""
+        if issubclass(type(obj), Proxy):  # type(): isinstance() would resolve the proxy
+            return Step(FORWARD, obj)
+        if self.passes_through(obj):
+            return None
+        if stored:
+            entry = stored.get(id(obj))
+            if entry is not None and entry.obj is obj:
+                return Step(STORE, obj, None, self.delivery(obj))
+        measured = self._measured(obj, place)
+        kind = type(obj)
+        if (kind is list or kind is tuple or kind is dict) and (
+            measured.proxy or measured.holds_engine_objects
+        ):
+            return self._container_step(obj, place, measured, stored)
+        if not measured.proxy:
+            pickled = measured.pickled
+            if pickled is not None and pickled.plain:
+                return Step(SEND, obj, measured)
+            return None
+        return Step(STORE, obj, measured, self.delivery(obj))
+
+    def _container_step(
+        self,
+        obj: Any,
+        place: int | str,
+        measured: Measured,
+        stored: Mapping[int, StoredObject],
+    ) -> Step | None:
+        """A large container, or one holding futures or proxies: item by item, or whole.
+
+        A container holding futures or proxies always travels as a container (of its items'
+        steps, if any), so the engine sees its futures. Otherwise it is large: when what
+        remains once its large items are references is still large (or none of its items is
+        large), it is stored whole, so the worker resolves it into the very structure the
+        caller passed, with no proxies nested inside it.
+        """
+        if not measured.holds_engine_objects and measured.size is None:
+            return Step(STORE, obj, measured, self.delivery(obj))  # an `always` type: whole
+        steps: list[tuple[int | str, Step]] = []
+        items_bytes: int | None = 0  # the sizes of the items stored (None: one is unknown)
+        atomic = _ATOMIC
+        for key, item in obj.items() if type(obj) is dict else enumerate(obj):
+            if type(item) in atomic:
+                continue
+            if issubclass(type(item), Proxy):
+                steps.append((key, Step(FORWARD, item)))
+                continue
+            if self.passes_through(item):
+                continue
+            entry = stored.get(id(item)) if stored else None
+            if entry is not None and entry.obj is item:
+                size = entry.size
+                step = Step(STORE, item, None, self.delivery(item))
+            else:
+                item_measured = self._measured(item, (place, key), sized=True)
+                if not item_measured.proxy:
+                    continue
+                size = item_measured.size
+                step = Step(STORE, item, item_measured, self.delivery(item))
+            steps.append((key, step))
+            items_bytes = None if items_bytes is None or size is None else items_bytes + size
+        if measured.holds_engine_objects:
+            return Step(ITEMS, obj, items=tuple(steps)) if steps else None
+        if (
+            steps
+            and items_bytes is not None
+            and measured.size is not None
+            and measured.size - items_bytes < self.threshold
+        ):
+            return Step(ITEMS, obj, items=tuple(steps))
+        return Step(STORE, obj, measured, self.delivery(obj))
+
+    def _measured(self, obj: Any, where: Any, *, sized: bool = False) -> Measured:
+        """:meth:`_measure`, with an error that says which argument cannot be pickled."""
+        try:
+            return self._measure(obj, sized=sized)
+        except SerializationError as exc:
+            raise SerializationError(
+                f"{_argument_name(where)} (of type {type(obj).__name__}) cannot be serialized, "
+                f"so it cannot be sent to a worker: {exc}"
+            ) from exc
 
     def delivers_object(self, obj: Any) -> bool:
         """Return whether the task body receives ``obj`` itself (or a resolver's result of it)."""
@@ -273,6 +615,16 @@ class ProxyPolicy:
             return Measured(False)
         threshold = self.threshold if self.result_threshold is None else self.result_threshold
         return ProxyPolicy(threshold, self.always, self.never).measure(obj)
+
+
+def _argument_name(where: Any) -> str:
+    """``argument 0``, ``keyword argument 'data'``, ``item 'k' of argument 1``."""
+    if isinstance(where, tuple):
+        place, key = where
+        return f"item {key!r} of {_argument_name(place)}"
+    if isinstance(where, int):
+        return f"argument {where}"
+    return f"keyword argument {where!r}"
 
 
 def _deliveries(deliver_as: Any) -> tuple[str, dict[type, str]]:

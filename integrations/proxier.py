@@ -1,15 +1,17 @@
-"""The machinery every engine adapter shares.
+"""The machinery every engine adapter shares: carrying out a call's plan.
 
-Client side, :class:`ArgumentProxier` applies a
-:class:`~proxystore.integrations.policy.ProxyPolicy` to a task's arguments: it stores each large
-argument once while it is in use (an object passed to many tasks is stored once, not once per
-task), returns the arguments to send plus a :class:`Lease`, and when the last lease on a stored
-object is released (the task finished, failed or was cancelled) evicts it from the store.
+Client side, :class:`ArgumentProxier` gets a call's plan
+(:class:`~proxystore.integrations.policy.CallPlan`) from its
+:class:`~proxystore.integrations.policy.ProxyPolicy` (:meth:`ArgumentProxier.plan`) and carries
+it out (:meth:`ArgumentProxier.carry_out`): it stores each object the plan stores once
+while it is in use (an object passed to many tasks is stored once, not once per task), and
+returns the arguments to send plus a :class:`Lease`; when the last lease on a stored object is
+released (the task finished, failed or was cancelled) it evicts the object from the store.
 
-The one submit path (:meth:`ArgumentProxier.submit`) takes the lease, sends the call with the
-worker-side wrapper (:class:`~proxystore.integrations.task.ProxyTask`), and releases the lease
-if sending fails and when the task is done, failed or cancelled. What travels is in
-:mod:`~proxystore.integrations.transit`.
+The one submit path (:meth:`ArgumentProxier.submit`) carries the plan out, sends the call with
+the worker-side wrapper (:class:`~proxystore.integrations.task.ProxyTask`) when the plan needs
+it, and releases the lease if sending fails and when the task is done, failed or cancelled.
+What travels is in :mod:`~proxystore.integrations.transit`.
 """
 
 from __future__ import annotations
@@ -18,28 +20,31 @@ import contextlib
 import logging
 import pickle
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Literal, TypeVar, cast
 
 from proxystore.proxy import Proxy, get_factory
-from proxystore.serialize import SerializationError
 from proxystore.store import Store, get_store
+from proxystore.store.description import StoreDescription
 
-from .policy import Measured, ProxyPolicy
+from .policy import FORWARD, ITEMS, SEND, STORE, CallPlan, Measured, Planner, ProxyPolicy, Step
 from .task import ProxyTask, store_and_proxy
-from .transit import CONTAINERS, PickledArgument, ProxyRef, StoreRef, is_proxy
+from .transit import PickledArgument, ProxyRef
 
 F = TypeVar("F")
 
 Sent = tuple[tuple[Any, ...], dict[str, Any]]
 """One call's arguments as sent to the engine: positional and keyword."""
 
+Pickling = Literal["never", "always", "maybe"]
+"""How an engine carries a call's arguments to the worker: ``"never"`` pickled (threads of this
+process: the objects themselves), ``"always"`` pickled (process pools), or ``"maybe"`` (Dask,
+Parsl and other engines, which may do either)."""
+
+PICKLINGS: tuple[str, ...] = ("never", "always", "maybe")
+
 logger = logging.getLogger(__name__)
-
-_WRAPPED = frozenset({ProxyRef, PickledArgument})  # arguments only ProxyTask can hand over
-
-_ATOMIC = frozenset({int, float, bool, type(None), complex})  # never proxied: no need to look
 
 _TASK_CACHE_SIZE = 256  # task wrappers kept per adapter (one per distinct function)
 
@@ -47,12 +52,13 @@ EVICT_RETRY_DELAYS: tuple[float, ...] = (0.5, 2.0, 8.0)
 """Seconds before each retry of an eviction that failed when a lease was released."""
 
 __all__ = [
+    "PICKLINGS",
     "ArgumentProxier",
     "Lease",
     "PickledArgument",
+    "Pickling",
     "ProxyRef",
     "ProxyTask",
-    "StoreRef",
     "resolve_store",
 ]
 
@@ -82,49 +88,51 @@ def resolve_store(store: Store | str | None, *, owner: str) -> Store:
 
 @dataclass
 class _Entry:
+    """An object stored for the calls that use it (stored once, by the first of them)."""
+
     obj: Any
-    proxy: Proxy
-    key: str
     users: int = 0
+    size: int | None = None
+    proxy: Proxy | None = None  # set once stored
+    key: str = ""
+    ready: threading.Event = field(default_factory=threading.Event)  # stored, or failed
+    failed: bool = False
 
 
 @dataclass
 class Lease:
-    """What proxying one call produced: the stored objects it uses, and where proxies sit.
-
-    Release it when the task is done.
+    """The stored objects one call uses. Release it when the task is done.
 
     Attributes:
         keys: Store keys of the objects stored for (or shared with) this call.
-        nested: Positions (``int``) and names (``str``) of the container arguments that hold
-            proxies or references one level down, which the worker must look into; the other
-            containers are handed to the task body untouched.
         released: Whether :meth:`ArgumentProxier.release` has run for it.
     """
 
     keys: list[str] = field(default_factory=list)
-    nested: list[int | str] = field(default_factory=list)
     released: bool = False
 
 
 class ArgumentProxier:
-    """Applies a policy to task arguments, storing each large object once while in use.
+    """Carries out the plans of a policy, storing each large object once while in use.
 
     Args:
         store: Store for proxied arguments (a store or a registered store's name).
         policy: The proxying policy.
         owner: Name of the adapter, for error messages.
-        in_process: Whether the engine runs tasks in this process (threads); otherwise the store
-            must be re-creatable in worker processes, which is checked here, up front.
+        pickling: How the engine carries a call's arguments (:data:`Pickling`): ``"never"``
+            pickled (it runs tasks in this process: arguments below the threshold go as the
+            objects, and the store need not be re-created elsewhere), ``"always"`` (a process
+            pool: an argument sent as the bytes pickled to measure it arrives as the object,
+            so a call holding nothing else runs the plain function), or ``"maybe"`` (the
+            default: such bytes travel as :class:`PickledArgument`, which the worker-side
+            wrapper unwraps if the engine did not). Unless ``"never"``, the store must be
+            re-creatable in worker processes, which is checked here, up front.
         send_refs: Send :class:`ProxyRef` objects instead of proxies (for engines that inspect
             their arguments).
-        pickles_arguments: The engine always pickles a call's arguments on their way to the
-            worker (a process pool): an argument sent as the bytes pickled to measure it
-            (:class:`PickledArgument`) arrives as the object, so a call holding nothing else
-            runs the plain function, with no worker-side wrapper.
 
     Raises:
-        ValueError: If the store cannot be re-created in worker processes.
+        ValueError: If ``pickling`` is none of the three, or the store cannot be re-created
+            in worker processes.
     """
 
     def __init__(
@@ -133,33 +141,46 @@ class ArgumentProxier:
         policy: ProxyPolicy,
         *,
         owner: str,
-        in_process: bool = False,
+        pickling: Pickling = "maybe",
         send_refs: bool = False,
-        pickles_arguments: bool = False,
     ) -> None:
+        if pickling not in PICKLINGS:
+            raise ValueError(
+                f"{owner}: pickling= must be one of {', '.join(PICKLINGS)} (how the engine "
+                f"carries a call's arguments), got {pickling!r}"
+            )
         self.store = resolve_store(store, owner=owner)
         self.policy = policy
         self.owner = owner
+        self.pickling = pickling
         self.send_refs = send_refs
-        # Engines that pickle arguments get the bytes pickled while measuring (see
-        # PickledArgument); in-process engines get the objects.
-        self.ship_pickled = not in_process
-        # What only the worker-side wrapper can hand to the task body.
-        self._wrapped = _WRAPPED - {PickledArgument} if pickles_arguments else _WRAPPED
-        self.store_ref = self.store.description
-        if not in_process:
-            _check_recreatable(self.store, self.store_ref, owner)
+        self.description: StoreDescription = self.store.description
+        if pickling != "never":
+            _check_recreatable(self.store, self.description, owner)
         self._entries: dict[int, _Entry] = {}
         self._tasks: dict[Callable[..., Any], ProxyTask] = {}
         self._by_key: dict[str, _Entry] = {}
         self._lock = threading.Lock()
+        self.plan: Planner = self.planner()
+        """``plan(args, kwargs)``: the policy's plan of a call
+        (:meth:`~proxystore.integrations.policy.ProxyPolicy.plan`) given what is stored now;
+        errors name the adapter and the argument."""
+
+    def planner(self, keep: Container[str] = frozenset()) -> Planner:
+        """A :attr:`plan` that leaves the keyword arguments named in ``keep`` alone.
+
+        Args:
+            keep: Names of keyword arguments that are the engine's own options (never proxied),
+                such as Dask's ``key`` or Parsl's ``outputs``.
+        """
+        return self.policy.planner(self._entries, keep, owner=self.owner)
 
     def task(self, fn: Callable[..., Any], nested: frozenset[int | str] = frozenset()) -> ProxyTask:
         """Wrap ``fn`` for the worker side (one wrapper per function, reused across submits).
 
         Args:
             fn: The task body.
-            nested: Container arguments the worker must look into (``Lease.nested``).
+            nested: Container arguments the worker must look into (``CallPlan.nested``).
         """
         task = self._task(fn)
         return task.looking_into(nested) if nested else task
@@ -173,7 +194,7 @@ class ArgumentProxier:
             fn,
             prefetch=self.policy.prefetch,
             result_policy=self.policy if self.policy.proxy_results else None,
-            store=self.store_ref,
+            store=self.description,
         )
         with contextlib.suppress(TypeError):
             if len(self._tasks) >= _TASK_CACHE_SIZE:
@@ -181,156 +202,115 @@ class ArgumentProxier:
             self._tasks[fn] = task
         return task
 
-    def proxy_call(
-        self, args: tuple[Any, ...], kwargs: Mapping[str, Any]
+    def carry_out(
+        self,
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        plan: CallPlan | None = None,
     ) -> tuple[tuple[Any, ...], dict[str, Any], Lease]:
-        """Return the arguments to send and the lease on the objects they store.
+        """Carry out a call's plan: store what it stores; return what to send and the lease.
+
+        Args:
+            args: The call's positional arguments.
+            kwargs: The call's keyword arguments.
+            plan: Their plan (from :meth:`plan`); made here when not given.
 
         On any error, whatever this call stored is released again before the error propagates.
         """
+        if plan is None:
+            plan = self.plan(args, kwargs)
         lease = Lease()
-        top = self._convert_top
+        new_kwargs = dict(kwargs)
         try:
-            new_args = tuple([top(place, arg, lease) for place, arg in enumerate(args)])
-            new_kwargs = {name: top(name, value, lease) for name, value in kwargs.items()}
+            if plan.args:
+                new_args = list(args)
+                for place, step in plan.args:
+                    new_args[place] = self._carry(step, lease)
+                args = tuple(new_args)
+            for name, step in plan.kwargs:
+                new_kwargs[name] = self._carry(step, lease)
         except BaseException:
             self.release(lease)
             raise
-        return new_args, new_kwargs, lease
+        return args, new_kwargs, lease
 
-    def _convert_top(self, place: int | str, obj: Any, lease: Lease) -> Any:
-        """Convert an argument (``place``: its position or name)."""
-        if type(obj) in _ATOMIC:
-            return obj
-        new = self._convert(obj, lease, nested=True)
-        if new is not obj and type(new) in CONTAINERS:
-            # A container came back as a new container: its items were converted (see
-            # _convert_items), so the worker must look one level into it.
-            lease.nested.append(place)
-        return new
-
-    def _convert(self, obj: Any, lease: Lease, *, nested: bool) -> Any:
-        policy = self.policy
-        if is_proxy(obj):
-            return ProxyRef(get_factory(obj)) if self.send_refs else obj
-        if policy.passes_through(obj):
-            return obj
-        entry = self._existing(obj)
-        if entry is None:
-            measured = self._measure(obj, checked=True)
-            kind = type(obj)
-            container = nested and (kind is list or kind is tuple or kind is dict)
-            if container and (measured.proxy or measured.holds_engine_objects):
-                converted = self._convert_items(obj, lease, measured)
-                if converted is not None:
-                    return converted
-            elif not measured.proxy:
-                pickled = measured.pickled
-                if nested and self.ship_pickled and pickled is not None and pickled.plain:
-                    return PickledArgument(pickled.stream)
-                return obj
-            entry = self._store(obj, measured)
-        lease.keys.append(entry.key)
-        factory = get_factory(entry.proxy)
-        how = policy.delivery(obj)
-        if how != "proxy":
-            return ProxyRef(factory, deliver_object=True if how == "object" else how)
-        return ProxyRef(factory) if self.send_refs else entry.proxy
-
-    def _convert_items(self, obj: Any, lease: Lease, measured: Measured) -> Any:
-        """Proxy the large items of a container one by one; ``None`` to store it whole.
-
-        A container holding futures or proxies always travels as the converted container, so
-        the engine sees its futures. Otherwise, when it is still large once its large items
-        are proxies (or none of its items is large), it is stored whole: the worker resolves it
-        into the very structure the caller passed, with no proxies nested inside it.
-        """
-        items = Lease()
-        convert = self._convert
-        try:
+    def _carry(self, step: Step, lease: Lease) -> Any:
+        """What travels for one step of a plan (storing and leasing what it stores)."""
+        action = step.action
+        if action == STORE:
+            obj = step.obj
+            entry = self._stored(obj, step.measured)
+            lease.keys.append(entry.key)
+            proxy = cast(Proxy, entry.proxy)  # set: the entry is stored
+            how = step.delivery
+            if how != "proxy":
+                factory = get_factory(proxy)
+                return ProxyRef(factory, deliver_object=True if how == "object" else how)
+            return ProxyRef(get_factory(proxy)) if self.send_refs else proxy
+        if action == SEND:
+            measured = step.measured
+            if self.pickling == "never" or measured is None or measured.pickled is None:
+                return step.obj
+            return PickledArgument(measured.pickled.stream)
+        if action == FORWARD:
+            return ProxyRef(get_factory(step.obj)) if self.send_refs else step.obj
+        if action == ITEMS:
+            obj = step.obj
             if type(obj) is dict:
-                converted: Any = {
-                    k: v if type(v) in _ATOMIC else convert(v, items, nested=False)
-                    for k, v in obj.items()
-                }
-            else:
-                converted = type(obj)(
-                    item if type(item) in _ATOMIC else convert(item, items, nested=False)
-                    for item in obj
-                )
-            if measured.holds_engine_objects or (
-                items.keys and not self._measure(converted, proxies_inside=True).proxy
-            ):
-                lease.keys.extend(items.keys)
-                return converted
-        except BaseException:
-            self.release(items)
-            raise
-        self.release(items)
-        return None
+                new_dict = dict(obj)
+                for key, item in step.items:
+                    new_dict[key] = self._carry(item, lease)
+                return new_dict
+            new_items = list(obj)
+            for index, item in step.items:
+                new_items[index] = self._carry(item, lease)  # type: ignore[index]
+            return new_items if type(obj) is list else type(obj)(new_items)
+        raise ValueError(f"{self.owner}: a plan step has an unknown action {action!r}")
 
-    def _measure(
-        self, obj: Any, *, proxies_inside: bool = False, checked: bool = False
-    ) -> Measured:
-        # checked: policy.passes_through(obj) is known to be False.
-        policy = self.policy
-        try:
-            if checked:
-                return policy.measure_candidate(obj, proxies_inside=proxies_inside)
-            return policy.measure(obj, proxies_inside=proxies_inside)
-        except SerializationError as exc:
-            raise SerializationError(
-                f"{self.owner}: a task argument of type {type(obj).__name__} cannot be "
-                f"serialized, so it cannot be sent to a worker: {exc}"
-            ) from exc
+    def _stored(self, obj: Any, measured: Measured | None) -> _Entry:
+        """The entry of ``obj`` with one more user, storing it if no call has stored it yet.
 
-    def _existing(self, obj: Any) -> _Entry | None:
-        # Looked up without the lock first: most arguments are not stored. (Should another
-        # thread be storing the same object right now, _store keeps one copy.)
-        if id(obj) not in self._entries:
-            return None
-        with self._lock:
-            entry = self._entries.get(id(obj))
-            if entry is not None and entry.obj is obj:
-                entry.users += 1
-                return entry
-        return None
-
-    def _store(self, obj: Any, measured: Measured) -> _Entry:
-        proxy = store_and_proxy(self.store, obj, measured, evict=False)
-        key = get_factory(proxy).key  # type: ignore[attr-defined]
-        with self._lock:
-            entry = self._entries.get(id(obj))
-            if entry is not None and entry.obj is obj:
-                # Another thread stored the same object meanwhile: keep one copy.
-                entry.users += 1
-                duplicate = key
-            else:
-                entry = _Entry(obj, proxy, key, users=1)
-                self._entries[id(obj)] = entry
-                self._by_key[key] = entry
-                duplicate = None
-        if duplicate is not None:
-            self.store.evict(duplicate)
-        return entry
-
-    def sends_as_is(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> bool:
-        """Whether a call goes to the engine untouched: only scalars, no result by proxy.
-
-        Then nothing is measured, stored, leased or wrapped: the plain function runs with the
-        very arguments, and adapters may hand the call straight to the engine.
+        The first call to need an object stores it; a call that needs it meanwhile (in
+        another thread) waits for that copy instead of storing a second one, so nothing a
+        call stores is evicted again as a duplicate. Should the first call's store fail, a
+        waiting call stores the object itself.
         """
-        if self.policy.proxy_results:
-            return False
-        atomic = _ATOMIC
-        for value in args:
-            if type(value) not in atomic:
-                return False
-        if kwargs:
-            for value in kwargs.values():
-                if type(value) not in atomic:
-                    return False
-        return True
+        while True:
+            with self._lock:
+                entry = self._entries.get(id(obj))
+                if entry is not None and entry.obj is obj:
+                    entry.users += 1
+                    mine = False
+                else:
+                    size = None if measured is None else measured.size
+                    entry = _Entry(obj, users=1, size=size)
+                    self._entries[id(obj)] = entry
+                    mine = True
+            if mine:
+                return self._store(entry, measured)
+            if not entry.ready.is_set():
+                entry.ready.wait()  # as long as the storing call's store takes (its timeouts)
+            if not entry.failed:
+                return entry
+
+    def _store(self, entry: _Entry, measured: Measured | None) -> _Entry:
+        obj = entry.obj
+        try:
+            pickled = None if measured is None else measured.pickled
+            proxy = store_and_proxy(self.store, obj, pickled, evict=False)
+        except BaseException:
+            with self._lock:
+                if self._entries.get(id(obj)) is entry:
+                    del self._entries[id(obj)]
+                entry.failed = True
+            entry.ready.set()
+            raise
+        with self._lock:
+            entry.proxy = proxy
+            entry.key = get_factory(proxy).key  # type: ignore[attr-defined]
+            self._by_key[entry.key] = entry
+        entry.ready.set()
+        return entry
 
     def submit(
         self,
@@ -338,22 +318,30 @@ class ArgumentProxier:
         send: Callable[..., F],
         args: tuple[Any, ...],
         kwargs: Mapping[str, Any],
+        plan: CallPlan | None = None,
     ) -> F:
-        """The one submit path: proxy a call's arguments, send it, tie the lease to its future.
+        """The one submit path: carry out a call's plan, send it, tie the lease to its future.
 
         ``send(task, *args, **kwargs)`` gets what to run on the worker (the worker-side
         wrapper of ``fn``, or ``fn`` itself when no argument needs it) and the arguments to
         send, and returns the engine's future (anything with ``add_done_callback``). The lease
         is released if ``send`` raises, and when the future is done, whether it succeeded,
         failed or was cancelled.
+
+        Args:
+            fn: The task body.
+            send: Hands the call to the engine.
+            args: The call's positional arguments.
+            kwargs: The call's keyword arguments.
+            plan: Their plan (from :meth:`plan`); made here when not given.
         """
-        if self.sends_as_is(args, kwargs):
+        if plan is None:
+            plan = self.plan(args, kwargs)
+        if plan.sends_as_is:
             return send(fn, *args, **kwargs)  # nothing to store, lease, wrap or measure
-        new_args, new_kwargs, lease = self.proxy_call(args, kwargs)
+        new_args, new_kwargs, lease = self.carry_out(args, kwargs, plan)
         try:
-            future = send(
-                self._runner(fn, lease.nested, [(new_args, new_kwargs)]), *new_args, **new_kwargs
-            )
+            future = send(self._runner(fn, plan), *new_args, **new_kwargs)
         except BaseException:
             self.release(lease)
             raise
@@ -361,20 +349,13 @@ class ArgumentProxier:
             self.release_when_done(future, lease)
         return future
 
-    def _runner(
-        self, fn: Callable[..., Any], nested: Iterable[int | str], sent: list[Sent]
-    ) -> Callable[..., Any]:
+    def _runner(self, fn: Callable[..., Any], plan: CallPlan) -> Callable[..., Any]:
         """What the worker runs: ``fn`` itself, or its wrapper when an argument needs it."""
-        nested = frozenset(nested)
-        if nested or self.policy.proxy_results or not all(map(self._untouched, sent)):
-            return self.task(fn, nested)
+        # Bytes pickled to measure an argument arrive as the object when the engine pickles
+        # the call; only the wrapper unpickles them when it may not.
+        if plan.task or (plan.sends_pickled and self.pickling == "maybe"):
+            return self.task(fn, plan.nested)
         return fn  # nothing for the worker side to do: the plain call, no wrapper
-
-    def _untouched(self, call: Sent) -> bool:
-        """Whether a call's arguments hold nothing the worker-side wrapper must handle."""
-        args, kwargs = call
-        wrapped = self._wrapped
-        return not any(type(v) in wrapped or is_proxy(v) for v in (*args, *kwargs.values()))
 
     def submit_calls(
         self,
@@ -384,20 +365,23 @@ class ArgumentProxier:
     ) -> list[F]:
         """:meth:`submit` for many calls of ``fn`` sent together (``map``, chunks).
 
-        ``send`` gets what to run (as for :meth:`submit`) and every call's arguments, and returns
-        either one future per call (each call's lease is tied to its own future) or a single
-        future for all of them (all leases are tied to it). Every lease is released if
-        proxying or ``send`` raises.
+        Each call is planned and carried out in turn (so an object passed to several of them
+        is stored once). ``send`` gets what to run (as for :meth:`submit`) and every call's
+        arguments, and returns either one future per call (each call's lease is tied to its
+        own future) or a single future for all of them (all leases are tied to it). Every
+        lease is released if carrying out a plan or ``send`` raises.
         """
         leases: list[Lease] = []
+        plans: list[CallPlan] = []
         sent: list[Sent] = []
         try:
             for args, kwargs in calls:
-                new_args, new_kwargs, lease = self.proxy_call(args, kwargs)
+                plan = self.plan(args, kwargs)
+                new_args, new_kwargs, lease = self.carry_out(args, kwargs, plan)
+                plans.append(plan)
                 leases.append(lease)
                 sent.append((new_args, new_kwargs))
-            nested = [place for lease in leases for place in lease.nested]
-            futures = list(send(self._runner(fn, nested, sent), sent))
+            futures = list(send(self._runner(fn, _joined(plans)), sent))
             if len(futures) != len(leases) and len(futures) != 1:
                 raise RuntimeError(
                     f"{self.owner}: the engine returned {len(futures)} futures for "
@@ -441,7 +425,8 @@ class ArgumentProxier:
                 entry.users -= 1
                 if entry.users <= 0:
                     del self._by_key[key]
-                    self._entries.pop(id(entry.obj), None)
+                    if self._entries.get(id(entry.obj)) is entry:
+                        del self._entries[id(entry.obj)]
                     if self.policy.evict:
                         self._evict(key, attempt=0)
 
@@ -473,20 +458,31 @@ class ArgumentProxier:
             return {key: entry.users for key, entry in self._by_key.items()}
 
 
-def _check_recreatable(store: Store, ref: StoreRef, owner: str) -> None:
+def _joined(plans: Iterable[CallPlan]) -> CallPlan:
+    """One plan's worth of what the worker must do for all of ``plans`` (sent with one task)."""
+    nested: set[int | str] = set()
+    task = sends_pickled = False
+    for plan in plans:
+        nested.update(plan.nested)
+        task = task or plan.task
+        sends_pickled = sends_pickled or plan.sends_pickled
+    return CallPlan(nested=frozenset(nested), task=task, sends_pickled=sends_pickled)
+
+
+def _check_recreatable(store: Store, description: StoreDescription, owner: str) -> None:
     if getattr(store, "process_local", False):
         raise ValueError(
             f"{owner}: {type(store).__name__} {store.name!r} keeps objects in this process's "
             "memory, but this engine runs tasks in other processes. Use a FileStore or "
             "RedisStore (or a thread-based executor)."
         )
-    if ref.type_path.startswith("__main__:"):
+    if description.type_path.startswith("__main__:"):
         raise ValueError(
             f"{owner}: the store class {type(store).__name__} is defined in __main__, so worker "
             "processes cannot import it to re-create the store; move it into a module"
         )
     try:
-        pickle.dumps(ref)
+        pickle.dumps(description)
     except Exception as exc:
         raise ValueError(
             f"{owner}: the settings of {type(store).__name__} {store.name!r} cannot be pickled, "

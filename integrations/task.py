@@ -15,10 +15,12 @@ import pickle
 from typing import Any, Callable
 
 from proxystore.proxy import Proxy, extract, resolve_async
+from proxystore.serialize import Pickled
 from proxystore.store import Store
+from proxystore.store.description import StoreDescription
 
-from .policy import Measured, ProxyPolicy
-from .transit import CONTAINERS, PickledArgument, ProxyRef, StoreRef, is_proxy
+from .policy import CONTAINERS, ProxyPolicy
+from .transit import PickledArgument, ProxyRef, is_proxy
 
 __all__ = ["ProxyTask", "store_and_proxy"]
 
@@ -92,7 +94,7 @@ class ProxyTask:
         *,
         prefetch: bool = True,
         result_policy: ProxyPolicy | None = None,
-        store: StoreRef | None = None,
+        store: StoreDescription | None = None,
     ) -> None:
         if not callable(fn):
             raise TypeError(f"task must be callable, got {type(fn).__name__}")
@@ -130,7 +132,8 @@ class ProxyTask:
         if self.result_policy is not None and self.store is not None:
             measured = self.result_policy.measure_result(result)
             if measured.proxy:
-                return store_and_proxy(self.store.get_or_create(), result, measured, evict=False)
+                store = self.store.get_or_create()
+                return store_and_proxy(store, result, measured.pickled, evict=False)
         return result
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -146,7 +149,7 @@ def _rebuild_task(
     fn: Callable[..., Any],
     prefetch: bool,
     result_policy: ProxyPolicy | None,
-    store: StoreRef | None,
+    store: StoreDescription | None,
     nested: frozenset[int | str],
 ) -> ProxyTask:
     task = ProxyTask(fn, prefetch=prefetch, result_policy=result_policy, store=store)
@@ -154,10 +157,9 @@ def _rebuild_task(
     return task
 
 
-def store_and_proxy(store: Store, obj: Any, measured: Measured, *, evict: bool) -> Proxy:
-    """Store ``obj`` (its bytes pickled while measuring it, when there are any); proxy it."""
-    if measured.pickled is not None:
-        pickled = measured.pickled
+def store_and_proxy(store: Store, obj: Any, pickled: Pickled | None, *, evict: bool) -> Proxy:
+    """Store ``obj`` (as the bytes ``pickled`` while measuring it, when there are any); proxy it."""
+    if pickled is not None:
         if store.codec.by_reference:  # keeps what it is given: bytes, not the Pickled
             key = store.set(b"".join(pickled.parts()), serialize=False)
         else:  # its pieces as they are, never joined into one copy first

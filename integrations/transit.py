@@ -11,19 +11,27 @@ pickled while measuring them, which unpickle into the object itself.
 from __future__ import annotations
 
 import pickle
+import warnings
 from typing import Any, Callable
 
 from proxystore.factory import Factory
 from proxystore.proxy import Proxy
 from proxystore.store.description import StoreDescription
 
-__all__ = ["CONTAINERS", "PickledArgument", "ProxyRef", "StoreRef", "is_proxy"]
+__all__ = ["PickledArgument", "ProxyRef", "is_proxy"]
 
-CONTAINERS = frozenset({list, tuple, dict})
-"""The container types whose items are looked at one level down."""
 
-StoreRef = StoreDescription
-"""The store description workers re-create the store from (one type for factories and here)."""
+def __getattr__(name: str) -> Any:
+    # StoreRef was a second name of StoreDescription, documented here: kept, deprecated.
+    if name == "StoreRef":
+        warnings.warn(
+            "proxystore.integrations.transit.StoreRef is deprecated: use "
+            "proxystore.store.description.StoreDescription",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return StoreDescription
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def is_proxy(obj: Any) -> bool:

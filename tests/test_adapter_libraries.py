@@ -285,7 +285,7 @@ def run_futures(
     """(the plain pool's result, ProxyExecutor's result) of ``body(*args)``."""
     plain = pool.submit(body, *args).result(timeout=120)
     ex = ProxyExecutor(pool, store=store, policy=ProxyPolicy(threshold=THRESHOLD, **policy))
-    _, _, lease = ex.proxier.proxy_call(args, {})
+    _, _, lease = ex.proxier.carry_out(args, {})
     assert len(lease.keys) == len(args), "every argument must travel through the store"
     ex.proxier.release(lease)
     proxied = ex.submit(body, *args).result(timeout=120)

@@ -280,7 +280,7 @@ def test_proxier_sends_the_policy_delivery_with_the_reference(
     registry_entries(Frame, to_list)
     store: Store = store_factory("file")
     proxier = ArgumentProxier(store, ProxyPolicy(threshold=1_000), owner="test")
-    args, _, lease = proxier.proxy_call((Frame(1_000), Table(), np.arange(1_000.0)), {})
+    args, _, lease = proxier.carry_out((Frame(1_000), Table(), np.arange(1_000.0)), {})
     try:
         assert type(args[0]) is ProxyRef and args[0].deliver_object is to_list
         assert type(args[1]) is not ProxyRef  # small: by value
@@ -333,7 +333,7 @@ def test_proxier_marks_object_kinds_and_stores_big_containers_whole(
     big_dict = {f"k{i}": i for i in range(500)}
     small_items_big_list = [np.arange(i, i + 20.0) for i in range(50)]
     big_array = np.arange(1_000.0)
-    args, _, lease = proxier.proxy_call((big_dict, small_items_big_list, big_array), {})
+    args, _, lease = proxier.carry_out((big_dict, small_items_big_list, big_array), {})
     try:
         assert type(args[0]) is ProxyRef and args[0].deliver_object
         assert type(args[1]) is ProxyRef and args[1].deliver_object
@@ -341,16 +341,17 @@ def test_proxier_marks_object_kinds_and_stores_big_containers_whole(
         # A container with large items *and* large remainder is stored whole: the worker gets
         # the very structure back, never proxies nested two levels down.
         mixed = [big_array, *small_items_big_list]
-        margs, _, mlease = proxier.proxy_call((mixed,), {})
+        margs, _, mlease = proxier.carry_out((mixed,), {})
         assert type(margs[0]) is ProxyRef and margs[0].deliver_object
         _, _, got, _ = ProxyTask(seen)(*margs)
         assert type(got[0]) is list and all(type(a) is np.ndarray for a in got[0])
         assert np.array_equal(got[0][0], big_array)
         proxier.release(mlease)
         # ... while a list whose remainder is small travels by value with proxied items.
-        largs, _, llease = proxier.proxy_call(([big_array, 1],), {})
+        plan = proxier.plan(([big_array, 1],), {})
+        largs, _, llease = proxier.carry_out(([big_array, 1],), {}, plan)
         assert type(largs[0]) is list and issubclass(type(largs[0][0]), Proxy)
-        assert llease.nested == [0]  # the worker is told to look into it
+        assert plan.nested == {0}  # the worker is told to look into it
         proxier.release(llease)
     finally:
         proxier.release(lease)
@@ -364,10 +365,11 @@ def test_small_arguments_travel_as_the_bytes_pickled_to_measure_them(store_facto
     store: Store = store_factory("file")
     proxier = ArgumentProxier(store, ProxyPolicy(threshold=100_000), owner="test")
     small = {f"k{i}": float(i) for i in range(100)}
-    args, kwargs, lease = proxier.proxy_call((small, [1.0, "x"]), {"n": 5, "s": "text"})
+    plan = proxier.plan((small, [1.0, "x"]), {"n": 5, "s": "text"})
+    args, kwargs, lease = proxier.carry_out((small, [1.0, "x"]), {"n": 5, "s": "text"}, plan)
     assert type(args[0]) is PickledArgument and type(args[1]) is PickledArgument
     assert kwargs == {"n": 5, "s": "text"}  # known-size and scalar arguments as they are
-    assert lease.keys == [] and lease.nested == []
+    assert lease.keys == [] and plan.nested == frozenset()
     assert pickle.loads(pickle.dumps(args[0])) == small  # the engine's pickling unwraps it
     _, _, received, _ = ProxyTask(seen)(*args)  # an engine that did not pickle
     assert received == (small, [1.0, "x"]) and type(received[0]) is dict
@@ -375,9 +377,9 @@ def test_small_arguments_travel_as_the_bytes_pickled_to_measure_them(store_facto
 
 def test_in_process_engines_get_the_objects_themselves(store_factory: Any) -> None:
     store: Store = store_factory("file")
-    proxier = ArgumentProxier(store, ProxyPolicy(threshold=100_000), owner="t", in_process=True)
+    proxier = ArgumentProxier(store, ProxyPolicy(threshold=100_000), owner="t", pickling="never")
     small = {"a": [1, 2]}
-    args, _, _ = proxier.proxy_call((small,), {})
+    args, _, _ = proxier.carry_out((small,), {})
     assert args[0] is small
 
 
@@ -386,13 +388,14 @@ def test_containers_holding_futures_are_left_for_the_engine(store_factory: Any) 
     proxier = ArgumentProxier(store, ProxyPolicy(threshold=1_000), owner="test")
     future: Future[int] = Future()
     deep = [[future, 2], 3]
-    args, _, lease = proxier.proxy_call((deep, {"f": future}), {})
+    args, _, lease = proxier.carry_out((deep, {"f": future}), {})
     assert args[0] == deep and args[0][0] is deep[0]  # the inner list, futures and all
     assert args[1]["f"] is future
     assert lease.keys == []
     # ... even when large: the large items go by proxy, the futures stay where they were.
     big_with_future = [np.arange(1_000.0), [future]]
-    args, _, lease = proxier.proxy_call((big_with_future,), {})
+    plan = proxier.plan((big_with_future,), {})
+    args, _, lease = proxier.carry_out((big_with_future,), {}, plan)
     assert issubclass(type(args[0][0]), Proxy) and args[0][1][0] is future
-    assert lease.nested == [0]
+    assert plan.nested == {0}
     proxier.release(lease)

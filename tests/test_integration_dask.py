@@ -174,7 +174,7 @@ def any_client(request: pytest.FixtureRequest) -> Any:
 def test_body_computes_what_the_plain_client_computes(any_client: Any, remote_store: Store) -> None:
     pclient = ProxyClient(any_client, store=remote_store, threshold=THRESHOLD)
     for kind, value in large_arguments().items():
-        _, _, lease = pclient.proxier.proxy_call((value,), {})
+        _, _, lease = pclient.proxier.carry_out((value,), {})
         assert lease.keys, f"{kind} must travel through the store"
         pclient.proxier.release(lease)
         expected = any_client.submit(transparency_probe, value, pure=False).result()

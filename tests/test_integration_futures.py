@@ -156,7 +156,7 @@ def test_body_computes_what_the_plain_pool_computes(
     with make_pool(workers) as plain:
         expected = plain.submit(transparency_probe, value).result()
     with ProxyExecutor(make_pool(workers), store=remote_store, threshold=THRESHOLD) as ex:
-        _, _, lease = ex.proxier.proxy_call((value,), {})
+        _, _, lease = ex.proxier.carry_out((value,), {})
         assert lease.keys, f"{kind} must travel through the store"
         ex.proxier.release(lease)
         assert ex.submit(transparency_probe, value).result() == expected

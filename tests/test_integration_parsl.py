@@ -155,7 +155,7 @@ def test_body_computes_what_the_plain_app_computes(
     plain = python_app(transparency_probe, executors=[label])
     proxied = app(transparency_probe, remote_store, label)
     for kind, value in large_arguments().items():
-        _, _, lease = proxied.proxier.proxy_call((value,), {})
+        _, _, lease = proxied.proxier.carry_out((value,), {})
         assert lease.keys, f"{kind} must travel through the store"
         proxied.proxier.release(lease)
         assert proxied(value).result() == plain(value).result(), kind
