@@ -24,6 +24,7 @@ from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, TypeVar, cast
 
+from proxystore.exceptions import StoreTimeoutError
 from proxystore.proxy import Proxy, get_factory
 from proxystore.store import Store, get_store
 from proxystore.store.description import StoreDescription
@@ -47,6 +48,9 @@ PICKLINGS: tuple[str, ...] = ("never", "always", "maybe")
 logger = logging.getLogger(__name__)
 
 _TASK_CACHE_SIZE = 256  # task wrappers kept per adapter (one per distinct function)
+SHARED_STORE_WAIT = 600.0
+"""Seconds a call waits for another call (in another thread) that is storing the same
+object, before it gives up with a :class:`~proxystore.exceptions.StoreTimeoutError`."""
 
 EVICT_RETRY_DELAYS: tuple[float, ...] = (0.5, 2.0, 8.0)
 """Seconds before each retry of an eviction that failed when a lease was released."""
@@ -288,8 +292,17 @@ class ArgumentProxier:
                     mine = True
             if mine:
                 return self._store(entry, measured)
-            if not entry.ready.is_set():
-                entry.ready.wait()  # as long as the storing call's store takes (its timeouts)
+            if not entry.ready.wait(SHARED_STORE_WAIT):
+                with self._lock:
+                    entry.users -= 1
+                raise StoreTimeoutError(
+                    f"{type(self.store).__name__} {self.store.name!r}: another call has been "
+                    f"storing the same {type(obj).__name__} argument for {SHARED_STORE_WAIT:g} s "
+                    "and has not finished; check the store (a stopped server, a full file "
+                    "system) or pass the argument by value",
+                    store_name=self.store.name,
+                    store_type=type(self.store).__name__,
+                )
             if not entry.failed:
                 return entry
 

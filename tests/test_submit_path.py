@@ -435,6 +435,40 @@ def test_calls_storing_the_same_object_at_once_store_one_copy_and_evict_none(
     store.cleanup()
 
 
+def test_a_call_waiting_for_another_calls_store_gives_up_in_bounded_time(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The wait for a copy another thread is storing is bounded, and says what it waited on."""
+    import proxystore.integrations.proxier as proxier_module
+
+    monkeypatch.setattr(proxier_module, "SHARED_STORE_WAIT", 0.3)
+    store = GatedFileStore("gated-wait", store_dir=str(tmp_path / "gated"))
+    proxier = ArgumentProxier(store, ProxyPolicy(threshold=1_000), owner="t", pickling="never")
+    big = np.arange(2_000.0)
+    sent: list[Future[Any]] = []
+    first = threading.Thread(target=lambda: proxier.submit(len, _held(sent), (big,), {}))
+    first.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not store.puts:  # the first call is inside the store's set, held by the gate
+            assert time.monotonic() < deadline, "the first call never started storing"
+            time.sleep(0.01)
+        started = time.monotonic()
+        with pytest.raises(StoreTimeoutError, match="storing the same ndarray") as info:
+            proxier.submit(len, _held(sent), (big,), {})
+        assert 0.25 <= time.monotonic() - started < 5
+        assert "gated-wait" in str(info.value)
+    finally:
+        store.gate.set()
+        first.join(10)
+    assert not first.is_alive()
+    assert list(proxier.in_use().values()) == [1]  # the waiting call holds nothing
+    for future in sent:
+        future.set_result(None)
+    assert proxier.in_use() == {}
+    store.cleanup()
+
+
 def test_a_failed_store_leaves_nothing_behind_and_the_next_call_stores(
     counting: CountingFileStore,
 ) -> None:
