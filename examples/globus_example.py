@@ -1,8 +1,8 @@
 """GlobusStore: a proxy made at site A resolves at site B once a Globus transfer brought it there.
 
 By default the whole example runs on this machine, against the local simulation of the Globus
-Transfer service that the tests use (``tests/globus_sim.py``): two temporary directories stand
-for the two endpoints, the main process is site A and a worker process is site B. Files are
+Transfer service that the tests use (``tests/support/globus_sim.py``): two temporary directories
+stand for the two endpoints, the main process is site A and a worker process is site B. Files are
 really copied between the directories, but no Globus service is involved:
 
     python examples/globus_example.py
@@ -41,7 +41,7 @@ from proxystore.proxy import Proxy, extract, get_key, is_resolved
 from proxystore.store.globus import HOSTNAME_ENV, GlobusEndpoint, GlobusEndpoints, GlobusStore
 
 # The simulation lives with the tests (it is a test double, not part of the package); the
-# repository root on sys.path makes ``tests.globus_sim`` importable here and in the worker.
+# repository root on sys.path makes ``tests.support.globus_sim`` importable here and in the worker.
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
@@ -67,7 +67,7 @@ def first_element(data: Any) -> float:
 
 
 def simulate() -> None:
-    from tests.globus_sim import SITE_A, SITE_B, make_two_sites
+    from tests.support.globus_sim import SITE_A, SITE_B, make_two_sites
 
     with tempfile.TemporaryDirectory(prefix="proxystore-globus-example-") as base:
         sites = make_two_sites(base, delay=0.5)  # every transfer takes half a second

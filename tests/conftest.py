@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from proxystore.store import Store, init_store, registered_stores, unregister_store
-from tests.globus_sim import make_globus_store
-from tests.redis_server import redis_server
+from tests.support.globus_sim import make_globus_store
+from tests.support.redis_server import redis_server
 
 STORE_KINDS = ["local", "file", "redis", "globus"]
 

@@ -20,7 +20,7 @@ from proxystore.store import get_store, init_store, unregister_store
 from proxystore.store.base import MISSING, Prefetched
 from proxystore.store.file import FileStore
 from proxystore.store.registry import get_or_create
-from tests.redis_server import private_redis
+from tests.support.redis_server import private_redis
 
 
 class Recorder:

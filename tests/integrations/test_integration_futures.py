@@ -16,7 +16,7 @@ from proxystore.integrations.policy import ProxyPolicy
 from proxystore.proxy import Proxy, extract
 from proxystore.serialize import SerializationError
 from proxystore.store import Store
-from tests.integration_helpers import (
+from tests.support.integration_helpers import (
     describe,
     large_arguments,
     make_big,

@@ -33,8 +33,8 @@ from proxystore.store.redis._wire.connection import (
 )
 from proxystore.store.redis._wire.errors import Overflow
 from proxystore.store.redis._wire.pool import ConnectionPool
-from tests.redis_server import free_port
-from tests.test_redis_store import PASSWORD, private_redis
+from tests.store.redis.test_redis_store import PASSWORD, private_redis
+from tests.support.redis_server import free_port
 
 CHUNKS = ":ps-chunks"
 

@@ -25,7 +25,7 @@ from proxystore.integrations.policy import ProxyPolicy  # noqa: E402
 from proxystore.proxy import Proxy, extract  # noqa: E402
 from proxystore.serialize import SerializationError  # noqa: E402
 from proxystore.store import Store  # noqa: E402
-from tests.integration_helpers import (  # noqa: E402
+from tests.support.integration_helpers import (  # noqa: E402
     large_arguments,
     make_big,
     make_result,
@@ -38,7 +38,7 @@ from tests.integration_helpers import (  # noqa: E402
 THRESHOLD = 10_000
 BIG = np.arange(THRESHOLD, dtype=np.float64)
 SMALL = np.arange(10, dtype=np.float64)
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 
 pytestmark = [
     pytest.mark.slow,

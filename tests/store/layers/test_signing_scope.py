@@ -33,7 +33,7 @@ from proxystore.store.file import FileStore, is_memory_file_system
 from proxystore.store.globus._keys import split_key
 from proxystore.store.layers import SigningLayer, innermost
 from proxystore.store.redis import RedisStore
-from tests.redis_server import private_redis
+from tests.support.redis_server import private_redis
 
 KEY = secrets.token_bytes(32)
 YEAR = 365 * 86_400.0

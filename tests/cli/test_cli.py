@@ -14,7 +14,7 @@ import pytest
 
 from proxystore.cli import format_age, format_size, parse_age
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 def run(*args: str, stdin: Any = subprocess.DEVNULL) -> subprocess.CompletedProcess[str]:
@@ -130,7 +130,7 @@ def test_ls_stats_rm_on_a_redis_store(store_factory: Any, redis_address: Any) ->
 
 
 def test_redis_errors_name_the_server() -> None:
-    from tests.redis_server import free_port
+    from tests.support.redis_server import free_port
 
     port = free_port()
     result = run("ls", f"redis://127.0.0.1:{port}")

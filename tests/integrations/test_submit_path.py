@@ -24,7 +24,7 @@ from proxystore.serialize import SerializationError
 from proxystore.store import Store
 from proxystore.store.description import StoreDescription
 from proxystore.store.file import FileStore
-from tests.integration_helpers import wait_until_released
+from tests.support.integration_helpers import wait_until_released
 
 BIG = np.arange(2_000.0)
 

@@ -23,9 +23,9 @@ import redis
 
 from proxystore.cli import escape_key, main
 from proxystore.store.redis import RedisStore
-from tests.redis_server import free_port, private_server
+from tests.support.redis_server import free_port, private_server
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 def run_main(*argv: str) -> tuple[int, str, str]:

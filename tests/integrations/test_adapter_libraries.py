@@ -25,7 +25,7 @@ from proxystore.integrations.futures import ProxyExecutor
 from proxystore.integrations.policy import ProxyPolicy, register_delivery
 from proxystore.proxy import Proxy, extract
 from proxystore.store import Store
-from tests.integration_helpers import wait_until_released
+from tests.support.integration_helpers import wait_until_released
 
 THRESHOLD = 1_000
 

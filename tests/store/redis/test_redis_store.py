@@ -32,7 +32,7 @@ from proxystore.proxy import Proxy, get_factory, get_key, is_resolved, resolve_a
 from proxystore.secret import Secret
 from proxystore.store import get_store, init_store, unregister_store
 from proxystore.store.redis import RedisSettings, RedisStore
-from tests.redis_server import free_port, private_redis, replies
+from tests.support.redis_server import free_port, private_redis, replies
 
 CHUNKS = ":ps-chunks"
 

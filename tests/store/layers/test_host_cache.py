@@ -24,8 +24,8 @@ from proxystore.store import init_store, unregister_store
 from proxystore.store.backends.memory import MemoryBackend
 from proxystore.store.layers.host_cache import HostCacheLayer
 from proxystore.store.redis import RedisStore
-from tests.host_tier_tasks import resolve_and_describe
-from tests.redis_server import private_redis
+from tests.support.host_tier_tasks import resolve_and_describe
+from tests.support.redis_server import private_redis
 from tests.support.waiting import wait_until
 
 N = 1_000_000  # 8 MB arrays
@@ -290,7 +290,7 @@ def test_file_store_on_a_shared_file_system_takes_the_host_tier(
 
 
 def test_globus_store_takes_the_host_tier(tmp_path: Path, cache_dir: str) -> None:
-    from tests.globus_sim import make_globus_store
+    from tests.support.globus_sim import make_globus_store
 
     store = make_globus_store("globus-tier", tmp_path, host_cache=cache_dir)
     try:

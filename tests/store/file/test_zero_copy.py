@@ -24,7 +24,7 @@ from proxystore.exceptions import StoreError
 from proxystore.integrations.futures import ProxyExecutor
 from proxystore.store import init_store, unregister_store
 from proxystore.store.file import FileStore, file_system_type, is_memory_file_system
-from tests.integration_helpers import total
+from tests.support.integration_helpers import total
 
 pytestmark = pytest.mark.skipif(
     not os.path.isdir("/dev/shm") or not is_memory_file_system("/dev/shm"),

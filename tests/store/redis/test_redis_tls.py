@@ -15,8 +15,8 @@ import redis
 from proxystore.exceptions import StoreAuthError, StoreConnectionError, StoreError
 from proxystore.store.redis import RedisStore
 from proxystore.store.redis.settings import parse_url
-from tests.redis_server import Server, private_server, tls_unsupported
-from tests.tls_certs import make_ca, make_server_cert
+from tests.support.redis_server import Server, private_server, tls_unsupported
+from tests.support.tls_certs import make_ca, make_server_cert
 
 NO_TLS = tls_unsupported()
 needs_tls = pytest.mark.skipif(NO_TLS is not None, reason=str(NO_TLS))

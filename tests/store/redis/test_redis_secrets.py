@@ -23,7 +23,7 @@ from proxystore.proxy import Proxy, get_factory
 from proxystore.secret import Secret
 from proxystore.store import get_store, init_store, unregister_store
 from proxystore.store.redis import RedisStore
-from tests.redis_server import Server, private_server
+from tests.support.redis_server import Server, private_server
 
 PASSWORD = f"sesame-{uuid.uuid4().hex}"
 

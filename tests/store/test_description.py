@@ -100,7 +100,9 @@ def test_registry_lookups_never_wait_on_a_slow_creation() -> None:
     def create_slow() -> None:
         started.set()
         made.append(
-            get_or_init_store("tests.test_description:SignallingSlowStore", slow, {"delay": 2.0})
+            get_or_init_store(
+                "tests.store.test_description:SignallingSlowStore", slow, {"delay": 2.0}
+            )
         )
 
     SignallingSlowStore.creating.clear()
@@ -135,7 +137,9 @@ def test_concurrent_get_or_create_of_one_slow_name_creates_once(count: int) -> N
 
     def worker() -> None:
         barrier.wait(timeout=10)
-        results.append(get_or_init_store("tests.test_description:SlowStore", name, {"delay": 0.2}))
+        results.append(
+            get_or_init_store("tests.store.test_description:SlowStore", name, {"delay": 0.2})
+        )
 
     threads = [threading.Thread(target=worker) for _ in range(count)]
     for thread in threads:

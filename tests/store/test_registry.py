@@ -50,7 +50,7 @@ def new_name(names: list[str]) -> str:
 
 
 class CustomStore(LocalStore):
-    """A user-defined store type, importable as ``tests.test_registry:CustomStore``."""
+    """A user-defined store type, importable as ``tests.store.test_registry:CustomStore``."""
 
 
 def test_stores_members() -> None:
@@ -113,9 +113,9 @@ def test_init_store_file_passes_kwargs(tmp_path: Path, names: list[str]) -> None
 def test_init_store_custom_class_and_path(names: list[str]) -> None:
     by_class = init_store(CustomStore, new_name(names))
     assert type(by_class) is CustomStore
-    by_path = init_store("tests.test_registry:CustomStore", new_name(names))
+    by_path = init_store("tests.store.test_registry:CustomStore", new_name(names))
     assert type(by_path) is CustomStore
-    assert type(by_class).type_path() == "tests.test_registry:CustomStore"
+    assert type(by_class).type_path() == "tests.store.test_registry:CustomStore"
 
 
 @pytest.mark.parametrize(

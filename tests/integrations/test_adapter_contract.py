@@ -11,7 +11,7 @@ are; an error in the task reaches the caller and still releases the argument; ca
 queued task releases its argument.
 
 Engine-specific behaviour (Dask and Parsl options, zero-copy, bad input, ...) stays in the
-``tests/test_integration_*.py`` files.
+``tests/integrations/test_integration_*.py`` files.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import numpy as np
 import pytest
 
 from proxystore.store import Store
-from tests.integration_helpers import (
+from tests.support.integration_helpers import (
     describe,
     describe_after_gate,
     fail,
@@ -40,7 +40,7 @@ from tests.integration_helpers import (
 THRESHOLD = 10_000
 BIG = np.arange(THRESHOLD, dtype=np.float64)  # 80 KB: above the threshold
 SMALL = np.arange(10, dtype=np.float64)  # 80 B: below
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 
 pytestmark = pytest.mark.filterwarnings(
     # The plain engines ship the arrays themselves in the comparisons: that is what is compared.

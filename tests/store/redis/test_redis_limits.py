@@ -29,9 +29,9 @@ from proxystore.store import get_store, unregister_store
 from proxystore.store.description import StoreDescription
 from proxystore.store.redis import RedisFactory, RedisStore
 from proxystore.store.redis.settings import MAX_TTL
-from tests.redis_server import Server, free_port, private_server, tls_unsupported
+from tests.support.redis_server import Server, free_port, private_server, tls_unsupported
+from tests.support.tls_certs import make_ca, make_server_cert
 from tests.support.waiting import wait_until
-from tests.tls_certs import make_ca, make_server_cert
 
 CHUNKS = ":ps-chunks"
 NO_TLS = tls_unsupported()

@@ -22,7 +22,7 @@ import pytest
 from proxystore.store.file import FileStore, is_memory_file_system
 from proxystore.store.file import _maps as file_maps
 from proxystore.store.file._pool import MIN_POOLED
-from tests.test_zero_copy import used_bytes
+from tests.store.file.test_zero_copy import used_bytes
 
 SHM = "/dev/shm"
 MB = 2**20

@@ -29,7 +29,7 @@ import pytest
 from proxystore.exceptions import ProxyStoreError, StoreConnectionError, StoreError
 from proxystore.store.redis import RedisStore
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent.parent
 TIMEOUT = 2.0  # the stores' socket_timeout
 LINE_BYTES = 200 * 2**20  # the line without CRLF
 MIB = 2**20

@@ -1,4 +1,4 @@
-"""GlobusStore against the local simulation of Globus Transfer (tests/globus_sim.py).
+"""GlobusStore against the local simulation of Globus Transfer (tests/support/globus_sim.py).
 
 Real files move between two directories standing for two sites; the transfer service is the
 simulation. A "site" of a store is chosen with its ``hostname`` argument or, for stores that
@@ -36,7 +36,7 @@ from proxystore.store.globus import (
     GlobusSettings,
     GlobusStore,
 )
-from tests.globus_sim import (
+from tests.support.globus_sim import (
     SITE_A,
     SITE_B,
     SimulatedTransferClient,

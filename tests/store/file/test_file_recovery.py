@@ -28,7 +28,7 @@ from proxystore.store.file.directory import (
     temp_name,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent.parent
 
 # The child stops in the middle of writing a large object (after its first megabyte reaches
 # the temporary file) and says so; the test then kills it with SIGKILL.

@@ -12,7 +12,7 @@ import pytest
 from proxystore.exceptions import ProxyResolveMissingKey, StoreConnectionError
 from proxystore.proxy import extract, get_key
 from proxystore.store import init_store, unregister_store
-from tests.redis_server import private_redis
+from tests.support.redis_server import private_redis
 
 
 def test_a_missing_key_names_host_store_key_and_where_it_looked(tmp_path: Path) -> None:

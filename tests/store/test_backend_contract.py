@@ -3,7 +3,7 @@
 :class:`~proxystore.store.backends.base.Backend` is what a store needs from the place its
 bytes live; this suite checks that protocol directly, below any store (no serialization, no
 cache): put/get of parts, write times, exists, evict, batches, keys, immutability, clear,
-close and reuse, large values and threads. ``tests/test_store_contract.py`` checks the
+close and reuse, large values and threads. ``tests/store/test_store_contract.py`` checks the
 stores above them.
 
 Backends are imported through :data:`BACKENDS` (the first path that imports wins), so the
@@ -44,7 +44,7 @@ BACKENDS: dict[str, tuple[str, ...]] = {
     "innermost": ("proxystore.store.layers:innermost", "proxystore.store.layers.base:innermost"),
     "globus_store": (
         "tests.support.globus_sim:make_globus_store",
-        "tests.globus_sim:make_globus_store",
+        "tests.support.globus_sim:make_globus_store",
     ),
 }
 """Where each backend (and what the suite builds them with) lives: candidates, in order."""

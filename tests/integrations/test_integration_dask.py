@@ -17,7 +17,7 @@ from proxystore.integrations.policy import ProxyPolicy  # noqa: E402
 from proxystore.proxy import Proxy, extract  # noqa: E402
 from proxystore.serialize import SerializationError  # noqa: E402
 from proxystore.store import Store, init_store, unregister_store  # noqa: E402
-from tests.integration_helpers import (  # noqa: E402
+from tests.support.integration_helpers import (  # noqa: E402
     ReadLoggingFileStore,
     fail,
     large_arguments,
