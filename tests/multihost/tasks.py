@@ -24,12 +24,21 @@ def sum_on_host(x: Any, index: int, peer: str) -> tuple[float, str]:
     return float(np.sum(x)) + index, local_address(peer)
 
 
-def sum_or_error(x: Any) -> tuple[str, str, float]:
-    """Sum ``x``; on failure return the error instead, with the seconds until it came."""
+def sum_or_error(x: Any, marker: str | None = None) -> tuple[str, str, float]:
+    """Sum ``x``; on failure return the error instead, with the seconds until it came.
+
+    With ``marker``, a file of that path is created once the outcome is known (the test
+    process, which shares the file system with every host of the bed, can see it when the
+    worker's host cannot reach the scheduler).
+    """
     import numpy as np
 
     start = time.monotonic()
     try:
-        return "ok", repr(float(np.sum(x))), time.monotonic() - start
+        outcome = "ok", repr(float(np.sum(x))), time.monotonic() - start
     except Exception as exc:
-        return "error", f"{type(exc).__name__}: {exc}", time.monotonic() - start
+        outcome = "error", f"{type(exc).__name__}: {exc}", time.monotonic() - start
+    if marker is not None:
+        with open(marker, "w") as file:
+            file.write(outcome[0])
+    return outcome

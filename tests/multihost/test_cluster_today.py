@@ -212,40 +212,6 @@ def test_a_link_cut_mid_transfer_fails_the_task_within_the_socket_timeout(
         link_cut_then_restored(testbed, bed_client, store, array, expected)
 
 
-def redis_connections(testbed: TestBed, host: str, state: str = "established") -> dict[str, int]:
-    """``host``'s connections to the bed's Redis in ``state``: local address -> bytes in."""
-    redis_host, redis_port = testbed.redis_address
-    argv = ["ss", "-Htni", "state", state, "dst", f"{redis_host}:{redis_port}"]
-    found: dict[str, int] = {}
-    local = None
-    for line in testbed[host].run(argv).stdout.decode().splitlines():
-        if line and not line[0].isspace():  # a socket: Recv-Q Send-Q Local Peer
-            local = line.split()[2]
-            found[local] = 0
-        elif local is not None:  # its details
-            for field in line.split():
-                if field.startswith("bytes_received:"):
-                    found[local] = int(field.partition(":")[2])
-    return found
-
-
-def gave_up(testbed: TestBed, host: str, fetching: str, since: list[float]) -> bool:
-    """Whether ``host``'s store client has dropped ``fetching`` and stopped trying to reconnect.
-
-    Both must hold on polls at least 0.5 s apart (a reconnection follows a dropped connection
-    closely): ``since`` keeps when they were first seen to hold.
-    """
-    quiet = fetching not in redis_connections(testbed, host) and not redis_connections(
-        testbed, host, "syn-sent"
-    )
-    if not quiet:
-        since.clear()
-        return False
-    if not since:
-        since.append(time.monotonic())
-    return time.monotonic() - since[0] >= 0.5
-
-
 def link_cut_then_restored(
     testbed: TestBed, bed_client: Any, store: Store, array: np.ndarray, expected: float
 ) -> None:
@@ -254,23 +220,21 @@ def link_cut_then_restored(
     b.limit_rate("100mbit")  # 100 MB take about 8 s: time to cut the link half-way
     try:
         start_rx = b.rx_bytes()
-        future = pclient.submit(sum_or_error, array, workers=[b.address], pure=False)
+        marker = os.path.join(testbed.shared, f"outcome-{uuid.uuid4().hex}")
+        future = pclient.submit(sum_or_error, array, marker, workers=[b.address], pure=False)
         deadline = time.monotonic() + 60
         while b.rx_bytes() - start_rx < 10 * MB:  # the transfer is under way
             assert time.monotonic() < deadline, "the transfer into b never started"
             assert not future.done(), future
             time.sleep(0.05)
-        # The connection carrying the value (the one that has received the most so far).
-        fetching = max(redis_connections(testbed, "b").items(), key=lambda item: item[1])[0]
         b.link_down()
-        # The task's store gives up one socket timeout (3 s) after the cut and closes that
-        # connection (then a reconnection fails: no route); b cannot tell the scheduler while
-        # its link is down, so look at b's sockets.
-        since: list[float] = []
+        # The task's store gives up one socket timeout (3 s) after the cut; b cannot tell the
+        # scheduler while its link is down, but the task leaves its outcome in a file of the
+        # bed's shared directory, which this process sees.
         wait_until(
-            lambda: gave_up(testbed, "b", fetching, since),
+            lambda: os.path.exists(marker),
             timeout=60,
-            what=f"host b's store client to give up its Redis connection from {fetching}",
+            what="the task on host b to give up on its cut link (its outcome file)",
         )
     finally:
         b.link_up()
