@@ -24,7 +24,7 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from proxystore.proxy import Proxy, get_key
 from proxystore.store._cache import LRUCache
@@ -42,6 +42,16 @@ __all__ = ["MISSING", "Prefetched", "Store", "StoreFactory"]
 _DEFAULT_CODEC = Codec()
 _NOT_CACHED: Any = object()
 _GONE: Any = object()
+
+
+class LifetimeLike(Protocol):
+    """What :meth:`Store.proxy` needs of a lifetime (see :mod:`proxystore.store.lifetimes`)."""
+
+    def check_store(self, store: Store) -> None:
+        """Raise ``ValueError`` unless objects of ``store`` may be added now."""
+
+    def add_key(self, *keys: str, store: Store | None = None) -> None:
+        """Evict ``keys`` of ``store`` when the lifetime ends."""
 
 
 class Store:
@@ -453,6 +463,7 @@ class Store:
         serialize: bool = True,
         evict: bool = False,
         strict: bool = False,
+        lifetime: LifetimeLike | None = None,
         **kwargs: Any,
     ) -> Proxy:
         """Return a proxy of ``obj`` (stored now) or of the object already under ``key``.
@@ -465,22 +476,30 @@ class Store:
             evict: Remove the object from the store once the proxy has resolved.
             strict: Resolve to the newest version of the object under the key (warns and is
                 dropped for keys whose objects never change).
+            lifetime: A :mod:`~proxystore.store.lifetimes` lifetime: the object is evicted
+                when it ends.
             kwargs: Extra arguments for the store's factory class.
 
         Raises:
-            ValueError: If neither ``obj`` nor ``key`` is given, or ``key`` alone names no
-                object in the store (checked now, not when a worker resolves the proxy).
+            ValueError: If neither ``obj`` nor ``key`` is given, ``key`` alone names no
+                object in the store (checked now, not when a worker resolves the proxy), or
+                ``lifetime`` is closed or belongs to another store (checked before anything
+                is stored).
             TypeError: If ``kwargs`` has an argument the factory class does not take (checked
                 before anything is stored).
         """
         if kwargs:  # before anything is stored
             check_factory_kwargs(self.factory_class, self.description, kwargs, type(self).__name__)
+        if lifetime is not None:
+            lifetime.check_store(self)
         if obj is not None:
             key = self.set(obj, key=key, serialize=serialize)
         elif key is None:
             raise ValueError("Store.proxy() needs an object to store or the key of a stored one")
         elif not self.backend.exists(key):
             raise self._missing([key])
+        if lifetime is not None:
+            lifetime.add_key(key, store=self)
         return self._proxy_of(key, serialize, evict, strict, kwargs)
 
     def _proxy_of(
