@@ -499,8 +499,17 @@ class Store:
         elif not self.backend.exists(key):
             raise self._missing([key])
         if lifetime is not None:
-            lifetime.add_key(key, store=self)
+            self._attach(lifetime, key, stored=obj is not None)
         return self._proxy_of(key, serialize, evict, strict, kwargs)
+
+    def _attach(self, lifetime: LifetimeLike, key: str, *, stored: bool) -> None:
+        """Add ``key`` to ``lifetime``; an object just stored is evicted if that fails."""
+        try:
+            lifetime.add_key(key, store=self)
+        except BaseException:
+            if stored:  # the lifetime ended meanwhile: do not leave an object nobody owns
+                self.evict(key)
+            raise
 
     def _proxy_of(
         self, key: str, serialize: bool, evict: bool, strict: bool, kwargs: Mapping[str, Any]
@@ -537,20 +546,25 @@ class Store:
         serialize: bool = True,
         evict: bool = False,
         strict: bool = False,
+        lifetime: LifetimeLike | None = None,
     ) -> list[Proxy]:
         """Return a proxy for each object of ``objs`` and/or each key of ``keys``.
 
-        With both, ``objs[i]`` is stored under ``keys[i]``.
+        With both, ``objs[i]`` is stored under ``keys[i]``. With ``lifetime``, every object
+        is evicted when the lifetime ends (see :meth:`proxy`).
 
         Raises:
-            ValueError: If neither is given, both are given with different lengths, or
+            ValueError: If neither is given, both are given with different lengths,
                 ``keys`` alone has keys that name no object in the store (checked at once, in
-                one batch, before any proxy is made).
+                one batch, before any proxy is made), or ``lifetime`` is closed or belongs to
+                another store.
         """
         if objs is None and keys is None:
             raise ValueError("Store.proxy_batch() needs objects to store or keys of stored ones")
         if objs is not None and keys is not None and len(objs) != len(keys):
             raise ValueError(f"proxy_batch got {len(objs)} objects but {len(keys)} keys")
+        if lifetime is not None:
+            lifetime.check_store(self)
         if objs is not None:
             keys = self.set_batch(objs, keys=keys, serialize=serialize)
         else:
@@ -560,6 +574,9 @@ class Store:
             missing = [key for key, there in zip(keys, found) if not there]
             if missing:
                 raise self._missing(missing)
+        if lifetime is not None:
+            for key in keys:
+                self._attach(lifetime, key, stored=objs is not None)
         return [self._proxy_of(key, serialize, evict, strict, {}) for key in keys]
 
     def __repr__(self) -> str:

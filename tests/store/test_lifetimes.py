@@ -300,3 +300,34 @@ def test_static_lifetime_evicts_at_interpreter_exit(
             (files if tag == "file" else red).evict(key)
         files.close()
         red.close()
+
+
+def test_an_object_stored_for_a_lifetime_that_ends_meanwhile_is_evicted(
+    store_factory: Any,
+) -> None:
+    """The lease may run out between the check and the registration: nothing is left."""
+    store = store_factory("local")
+
+    class EndsWhileStoring(ContextLifetime):
+        def check_store(self, store: Store) -> None:
+            super().check_store(store)
+            self.close()  # as a lease running out right after the check would
+
+    lifetime = EndsWhileStoring(store)
+    with pytest.raises(ValueError, match="is closed"):
+        store.proxy("x", key="lt-raced", lifetime=lifetime)
+    assert not store.exists("lt-raced")
+
+
+def test_proxy_batch_takes_a_lifetime(store: Store) -> None:
+    kept = store.set("kept")
+    with ContextLifetime(store) as lifetime:
+        stored = [get_key(p) for p in store.proxy_batch([1, 2, 3], lifetime=lifetime)]
+        existing = [store.set("a"), store.set("b")]
+        store.proxy_batch(keys=existing, lifetime=lifetime)
+        assert all(store.exists(k) for k in stored + existing)
+    assert [k for k in stored + existing if store.exists(k)] == []
+    assert store.exists(kept)
+    with pytest.raises(ValueError, match="is closed"):
+        store.proxy_batch([4], keys=["lt-batch-late"], lifetime=lifetime)
+    assert not store.exists("lt-batch-late")
