@@ -24,7 +24,7 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from proxystore.proxy import Proxy, get_key
 from proxystore.store._cache import LRUCache
@@ -42,6 +42,16 @@ __all__ = ["MISSING", "Prefetched", "Store", "StoreFactory"]
 _DEFAULT_CODEC = Codec()
 _NOT_CACHED: Any = object()
 _GONE: Any = object()
+
+
+class LifetimeLike(Protocol):
+    """What :meth:`Store.proxy` needs of a lifetime (see :mod:`proxystore.store.lifetimes`)."""
+
+    def check_store(self, store: Store) -> None:
+        """Raise ``ValueError`` unless objects of ``store`` may be added now."""
+
+    def add_key(self, *keys: str, store: Store | None = None) -> None:
+        """Evict ``keys`` of ``store`` when the lifetime ends."""
 
 
 class Store:
@@ -453,6 +463,7 @@ class Store:
         serialize: bool = True,
         evict: bool = False,
         strict: bool = False,
+        lifetime: LifetimeLike | None = None,
         **kwargs: Any,
     ) -> Proxy:
         """Return a proxy of ``obj`` (stored now) or of the object already under ``key``.
@@ -465,23 +476,40 @@ class Store:
             evict: Remove the object from the store once the proxy has resolved.
             strict: Resolve to the newest version of the object under the key (warns and is
                 dropped for keys whose objects never change).
+            lifetime: A :mod:`~proxystore.store.lifetimes` lifetime: the object is evicted
+                when it ends.
             kwargs: Extra arguments for the store's factory class.
 
         Raises:
-            ValueError: If neither ``obj`` nor ``key`` is given, or ``key`` alone names no
-                object in the store (checked now, not when a worker resolves the proxy).
+            ValueError: If neither ``obj`` nor ``key`` is given, ``key`` alone names no
+                object in the store (checked now, not when a worker resolves the proxy), or
+                ``lifetime`` is closed or belongs to another store (checked before anything
+                is stored).
             TypeError: If ``kwargs`` has an argument the factory class does not take (checked
                 before anything is stored).
         """
         if kwargs:  # before anything is stored
             check_factory_kwargs(self.factory_class, self.description, kwargs, type(self).__name__)
+        if lifetime is not None:
+            lifetime.check_store(self)
         if obj is not None:
             key = self.set(obj, key=key, serialize=serialize)
         elif key is None:
             raise ValueError("Store.proxy() needs an object to store or the key of a stored one")
         elif not self.backend.exists(key):
             raise self._missing([key])
+        if lifetime is not None:
+            self._attach(lifetime, key, stored=obj is not None)
         return self._proxy_of(key, serialize, evict, strict, kwargs)
+
+    def _attach(self, lifetime: LifetimeLike, key: str, *, stored: bool) -> None:
+        """Add ``key`` to ``lifetime``; an object just stored is evicted if that fails."""
+        try:
+            lifetime.add_key(key, store=self)
+        except BaseException:
+            if stored:  # the lifetime ended meanwhile: do not leave an object nobody owns
+                self.evict(key)
+            raise
 
     def _proxy_of(
         self, key: str, serialize: bool, evict: bool, strict: bool, kwargs: Mapping[str, Any]
@@ -518,20 +546,25 @@ class Store:
         serialize: bool = True,
         evict: bool = False,
         strict: bool = False,
+        lifetime: LifetimeLike | None = None,
     ) -> list[Proxy]:
         """Return a proxy for each object of ``objs`` and/or each key of ``keys``.
 
-        With both, ``objs[i]`` is stored under ``keys[i]``.
+        With both, ``objs[i]`` is stored under ``keys[i]``. With ``lifetime``, every object
+        is evicted when the lifetime ends (see :meth:`proxy`).
 
         Raises:
-            ValueError: If neither is given, both are given with different lengths, or
+            ValueError: If neither is given, both are given with different lengths,
                 ``keys`` alone has keys that name no object in the store (checked at once, in
-                one batch, before any proxy is made).
+                one batch, before any proxy is made), or ``lifetime`` is closed or belongs to
+                another store.
         """
         if objs is None and keys is None:
             raise ValueError("Store.proxy_batch() needs objects to store or keys of stored ones")
         if objs is not None and keys is not None and len(objs) != len(keys):
             raise ValueError(f"proxy_batch got {len(objs)} objects but {len(keys)} keys")
+        if lifetime is not None:
+            lifetime.check_store(self)
         if objs is not None:
             keys = self.set_batch(objs, keys=keys, serialize=serialize)
         else:
@@ -541,6 +574,9 @@ class Store:
             missing = [key for key, there in zip(keys, found) if not there]
             if missing:
                 raise self._missing(missing)
+        if lifetime is not None:
+            for key in keys:
+                self._attach(lifetime, key, stored=objs is not None)
         return [self._proxy_of(key, serialize, evict, strict, {}) for key in keys]
 
     def __repr__(self) -> str:

@@ -373,6 +373,16 @@ class RedisBackend(BackendBase):
         key = self.check_key(key)
         self.client.unlink(key, key + CHUNKS_SUFFIX)
 
+    def expire(self, key: str, seconds: float) -> None:
+        """Give ``key`` and its chunk list an expiry ``seconds`` from now (one transaction).
+
+        Used by :class:`~proxystore.store.lifetimes.LeaseLifetime` so that the objects of a
+        client that dies before its lease ends still leave Redis. A missing key is ignored.
+        """
+        key = self.check_key(key)
+        ms = max(1, round(seconds * 1000))
+        self.client.write(key, [("PEXPIRE", key, ms), ("PEXPIRE", key + CHUNKS_SUFFIX, ms)])
+
     def close(self) -> None:
         """Close this process's connections (objects in Redis are left alone)."""
         self.client.close()
