@@ -90,12 +90,8 @@ class MissingExtraError(StoreError, ImportError):
         self.extra = extra
 
 
-class InvalidKeyError(StoreError, ValueError):
-    """A key that the store's backend cannot hold (empty, a path separator, ...).
-
-    Attributes:
-        key: The offending key.
-    """
+class _KeyedStoreError(StoreError):
+    """A store error about one key (the ``key`` attribute); the base of the keyed errors."""
 
     def __init__(
         self,
@@ -107,6 +103,14 @@ class InvalidKeyError(StoreError, ValueError):
     ) -> None:
         super().__init__(message, store_name=store_name, store_type=store_type)
         self.key = key
+
+
+class InvalidKeyError(_KeyedStoreError, ValueError):
+    """A key that the store's backend cannot hold (empty, a path separator, ...).
+
+    Attributes:
+        key: The offending key.
+    """
 
 
 class ProcessLocalStoreError(StoreError):
@@ -140,7 +144,7 @@ class StoreAuthError(StoreError):
     """The backend refused the store's credentials, or there are none to use."""
 
 
-class ForeignValueError(StoreError):
+class ForeignValueError(_KeyedStoreError):
     """A key holds a value this store did not write: its framing is not the store's.
 
     Another program wrote it, or it was damaged. Nothing of it was deserialized. On a store
@@ -151,19 +155,8 @@ class ForeignValueError(StoreError):
         key: The key.
     """
 
-    def __init__(
-        self,
-        message: str,
-        *,
-        key: str,
-        store_name: str | None = None,
-        store_type: str | None = None,
-    ) -> None:
-        super().__init__(message, store_name=store_name, store_type=store_type)
-        self.key = key
 
-
-class IntegrityError(StoreError):
+class IntegrityError(_KeyedStoreError):
     """An object of a store with a ``signing_key`` failed its signature check.
 
     Its bytes were changed (a flipped bit, a replaced object) or written without the store's
@@ -172,17 +165,6 @@ class IntegrityError(StoreError):
     Attributes:
         key: Key of the object.
     """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        key: str,
-        store_name: str | None = None,
-        store_type: str | None = None,
-    ) -> None:
-        super().__init__(message, store_name=store_name, store_type=store_type)
-        self.key = key
 
 
 class ProxyResolveMissingKey(ProxyStoreError, KeyError):
