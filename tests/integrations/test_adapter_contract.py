@@ -33,6 +33,7 @@ from tests.support.integration_helpers import (
     describe,
     describe_after_gate,
     fail,
+    parsl_dfk,
     total,
     wait_until_released,
 )
@@ -40,7 +41,6 @@ from tests.support.integration_helpers import (
 THRESHOLD = 10_000
 BIG = np.arange(THRESHOLD, dtype=np.float64)  # 80 KB: above the threshold
 SMALL = np.arange(10, dtype=np.float64)  # 80 B: below
-ROOT = Path(__file__).resolve().parent.parent.parent
 
 pytestmark = pytest.mark.filterwarnings(
     # The plain engines ship the arrays themselves in the comparisons: that is what is compared.
@@ -231,35 +231,6 @@ class ParslEngine(Engine):
     def wait_released(self) -> None:
         for app in self.apps.values():
             wait_until_released(app)
-
-
-def parsl_dfk(run_dir: Path) -> Any:
-    """A DataFlowKernel with a ThreadPoolExecutor ("threads") and an HTEX ("htex")."""
-    import parsl
-    from parsl.config import Config
-    from parsl.executors import HighThroughputExecutor
-    from parsl.executors import ThreadPoolExecutor as ParslThreads
-    from parsl.providers import LocalProvider
-
-    config = Config(
-        executors=[
-            ParslThreads(label="threads", max_threads=2),
-            HighThroughputExecutor(
-                label="htex",
-                address="127.0.0.1",
-                max_workers_per_node=2,
-                provider=LocalProvider(
-                    init_blocks=1,
-                    max_blocks=1,
-                    worker_init=f"export PYTHONPATH={ROOT}:$PYTHONPATH",
-                ),
-            ),
-        ],
-        run_dir=str(run_dir),
-        strategy="none",
-        initialize_logging=False,  # Parsl never closes parsl.log (a ResourceWarning)
-    )
-    return parsl.load(config)
 
 
 ENGINES = [

@@ -7,7 +7,6 @@ import os
 import sys
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,9 +15,6 @@ import pytest
 parsl = pytest.importorskip("parsl")
 
 from parsl import python_app  # noqa: E402
-from parsl.config import Config  # noqa: E402
-from parsl.executors import HighThroughputExecutor, ThreadPoolExecutor  # noqa: E402
-from parsl.providers import LocalProvider  # noqa: E402
 
 from proxystore.integrations.parsl import ProxyApp, proxy_app  # noqa: E402
 from proxystore.integrations.policy import ProxyPolicy  # noqa: E402
@@ -30,6 +26,7 @@ from tests.support.integration_helpers import (  # noqa: E402
     make_big,
     make_result,
     mapped_from_store,
+    parsl_dfk,
     total,
     transparency_probe,
     wait_until_released,
@@ -38,7 +35,6 @@ from tests.support.integration_helpers import (  # noqa: E402
 THRESHOLD = 10_000
 BIG = np.arange(THRESHOLD, dtype=np.float64)
 SMALL = np.arange(10, dtype=np.float64)
-ROOT = Path(__file__).resolve().parent.parent.parent
 
 pytestmark = [
     pytest.mark.slow,
@@ -53,27 +49,7 @@ def dfk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     bindir = os.path.dirname(sys.executable)
     old_path = os.environ.get("PATH", "")
     os.environ["PATH"] = f"{bindir}{os.pathsep}{old_path}"
-    run_dir = tmp_path_factory.mktemp("parsl")
-    config = Config(
-        executors=[
-            ThreadPoolExecutor(label="threads", max_threads=2),
-            HighThroughputExecutor(
-                label="htex",
-                address="127.0.0.1",
-                max_workers_per_node=2,
-                provider=LocalProvider(
-                    init_blocks=1,
-                    max_blocks=1,
-                    worker_init=f"export PYTHONPATH={ROOT}:$PYTHONPATH",
-                ),
-            ),
-        ],
-        run_dir=str(run_dir),
-        strategy="none",
-        # No parsl.log: Parsl never closes that file, which ends the session in a ResourceWarning.
-        initialize_logging=False,
-    )
-    dfk = parsl.load(config)
+    dfk = parsl_dfk(tmp_path_factory.mktemp("parsl"))
     try:
         yield dfk
     finally:

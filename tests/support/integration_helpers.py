@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 from proxystore.proxy import Proxy, get_factory, get_key, is_resolved
@@ -174,3 +175,35 @@ def make_result(kind: str) -> Any:
 def result_type(value: Any) -> str:
     """The name of the type the task body received."""
     return type(value).__name__
+
+
+_ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+def parsl_dfk(run_dir: Path) -> Any:
+    """A DataFlowKernel with a ThreadPoolExecutor ("threads") and an HTEX ("htex")."""
+    import parsl
+    from parsl.config import Config
+    from parsl.executors import HighThroughputExecutor
+    from parsl.executors import ThreadPoolExecutor as ParslThreads
+    from parsl.providers import LocalProvider
+
+    config = Config(
+        executors=[
+            ParslThreads(label="threads", max_threads=2),
+            HighThroughputExecutor(
+                label="htex",
+                address="127.0.0.1",
+                max_workers_per_node=2,
+                provider=LocalProvider(
+                    init_blocks=1,
+                    max_blocks=1,
+                    worker_init=f"export PYTHONPATH={_ROOT}:$PYTHONPATH",
+                ),
+            ),
+        ],
+        run_dir=str(run_dir),
+        strategy="none",
+        initialize_logging=False,  # Parsl never closes parsl.log (a ResourceWarning)
+    )
+    return parsl.load(config)
