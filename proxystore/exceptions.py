@@ -13,7 +13,9 @@ The tree::
     │   ├── StoreTimeoutError (also TimeoutError)  a bounded wait ran out
     │   ├── StoreAuthError                         the backend refused our credentials
     │   ├── ForeignValueError                      a value not framed as the store writes them
-    │   └── IntegrityError                         a signed object failed its signature check
+    │   ├── IntegrityError                         a signed object failed its signature check
+    │   └── FutureStateError (also                 a proxy future's result was set already
+    │       concurrent.futures.InvalidStateError)
     └── ProxyResolveMissingKey (also KeyError)     a proxy's object is gone from its store
 
 Third-party errors (redis-py, globus-sdk, OS errors) are translated at the backend boundary and
@@ -22,10 +24,12 @@ chained with ``raise ... from exc``, so the original is always on ``__cause__``.
 
 from __future__ import annotations
 
+from concurrent.futures import InvalidStateError
 from typing import Any
 
 __all__ = [
     "ForeignValueError",
+    "FutureStateError",
     "IntegrityError",
     "InvalidKeyError",
     "MissingExtraError",
@@ -164,6 +168,17 @@ class IntegrityError(_KeyedStoreError):
 
     Attributes:
         key: Key of the object.
+    """
+
+
+class FutureStateError(_KeyedStoreError, InvalidStateError):
+    """A proxy future's result was set already (``set_result`` called a second time).
+
+    Also a :class:`concurrent.futures.InvalidStateError`, which ``concurrent.futures`` raises
+    for the same misuse of its futures.
+
+    Attributes:
+        key: Key of the future's object.
     """
 
 
