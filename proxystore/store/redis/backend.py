@@ -9,9 +9,8 @@ A key announced by a proxy future's ``set_result`` also has the one-element list
 (:meth:`RedisBackend.wait_for`). Value and chunks are written in one ``MULTI``/``EXEC``
 transaction and read in one, so a reader never mixes two versions; any stale chunk list is
 deleted by the same transaction. With ``ttl``, every key a value uses gets the same expiry, in
-that transaction. A chunked value
-whose chunk list is gone (evicted by Redis' ``maxmemory`` policy) is missing: ``exists`` is
-false and ``get`` finds nothing.
+that transaction. A chunked value whose chunk list is gone (evicted by Redis' ``maxmemory``
+policy) is missing: ``exists`` is false and ``get`` finds nothing.
 
 Two clients speak to the server, with the same layout
 (:mod:`~proxystore.store.redis._clients`):
