@@ -7,8 +7,9 @@ future, which pickles) calls :meth:`~ProxyFuture.set_result`. :meth:`~ProxyFutur
 :meth:`~ProxyFuture.result` behave as those of :class:`concurrent.futures.Future`.
 
 Every wait is bounded: by the future's ``timeout``, or by :data:`DEFAULT_TIMEOUT` when it is
-``None``. A wait that runs out raises :class:`~proxystore.exceptions.StoreTimeoutError` (a
-:class:`TimeoutError`) naming the store, the key and how long it waited.
+``None``. A wait that runs out raises :class:`~proxystore.exceptions.FutureTimeoutError` (a
+:class:`~proxystore.exceptions.StoreTimeoutError` and a :class:`TimeoutError`) naming the
+store, the key and how long it waited.
 
 How a wait waits is the backend's (:class:`~proxystore.store.backends.base.Waiting`, passed
 through every layer): a Redis store blocks on the server (``BLMOVE`` on the key's
@@ -31,10 +32,10 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar, cast
 import proxystore.store._table as _table
 from proxystore.exceptions import (
     FutureStateError,
+    FutureTimeoutError,
     ProcessLocalStoreError,
     ProxyStoreError,
     StoreError,
-    StoreTimeoutError,
 )
 from proxystore.factory import Factory, run_in_thread
 from proxystore.proxy import Proxy
@@ -96,18 +97,21 @@ def wait_until_set(store: FutureStore, key: str, timeout: float) -> None:
     """Wait up to ``timeout`` seconds for ``key`` to be written to ``store``.
 
     Raises:
-        StoreTimeoutError: If it was not, naming the store, the key and the seconds waited.
+        FutureTimeoutError: If it was not (a ``StoreTimeoutError`` naming the store, the key
+            and the seconds waited).
     """
     start = time.monotonic()
     if wait_for_key(store.backend, key, timeout):
         return
     waited = time.monotonic() - start
     kind = type(store).__name__
-    raise StoreTimeoutError(
+    raise FutureTimeoutError(
         f"{kind} {store.name!r}: the proxy future of key {key!r} has no result after waiting "
         f"{waited:.3g} s (timeout {timeout:g} s, on host {socket.gethostname()}): no producer "
         "has called set_result() yet, or it failed. Pass a larger timeout to store.future() "
         "or result(timeout=...), or check the producer.",
+        key=key,
+        waited=waited,
         store_name=store.name,
         store_type=kind,
     )
@@ -148,7 +152,7 @@ class FutureFactory(Factory[T]):
         """Wait (at most ``timeout`` seconds) until the result is set, then return it.
 
         Raises:
-            StoreTimeoutError: If no result was set in time.
+            FutureTimeoutError: If no result was set in time (a ``StoreTimeoutError``).
             ProxyResolveMissingKey: If it was set and then evicted.
         """
         with self._lock:
@@ -274,7 +278,8 @@ class ProxyFuture(Generic[T]):
             timeout: Most seconds to wait (``None``: the future's ``timeout``).
 
         Raises:
-            StoreTimeoutError: If no result was set in time (also a ``TimeoutError``).
+            FutureTimeoutError: If no result was set in time (a ``StoreTimeoutError`` and a
+                ``TimeoutError``).
             ProxyResolveMissingKey: If it was set and then evicted.
         """
         seconds = self.timeout if timeout is None else check_timeout(timeout)

@@ -20,6 +20,7 @@ import redis
 
 from proxystore.exceptions import (
     FutureStateError,
+    FutureTimeoutError,
     InvalidKeyError,
     ProxyResolveMissingKey,
     ProxyStoreError,
@@ -37,6 +38,7 @@ KINDS = ["file", "redis", "local", "globus"]
 SHARED_KINDS = ["file", "redis"]  # stores that another process can reach
 
 _SPAWN = multiprocessing.get_context("spawn")
+START_METHODS = ["spawn", "fork"]
 
 
 # -- helpers run in child processes (module level: spawn imports them) -------------------------
@@ -126,19 +128,23 @@ def test_resolve_async_waits_in_the_background(store_factory: Any) -> None:
 # -- across processes -----------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("method", START_METHODS)
 @pytest.mark.parametrize("kind", SHARED_KINDS)
-def test_consumer_process_waits_for_producer_process(store_factory: Any, kind: str) -> None:
+def test_consumer_process_waits_for_producer_process(
+    store_factory: Any, kind: str, method: str
+) -> None:
+    context = multiprocessing.get_context(method)
     store: Store = store_factory(kind)
     future = store.future(timeout=120)
-    started, results = _SPAWN.Event(), _SPAWN.Queue()
-    consumer = _SPAWN.Process(target=_consume, args=(future.proxy(), started, results))
+    started, results = context.Event(), context.Queue()
+    consumer = context.Process(target=_consume, args=(future.proxy(), started, results))
     consumer.start()
     try:
         assert started.wait(60)
         if kind == "redis":  # the consumer is blocked on the server, not polling it
             wait_until(lambda: _blocked_clients(_address(store)) >= 1, 60, "the consumer to block")
         assert not future.done()
-        producer = _SPAWN.Process(target=_produce, args=(pickle.loads(pickle.dumps(future)), 7))
+        producer = context.Process(target=_produce, args=(pickle.loads(pickle.dumps(future)), 7))
         producer.start()
         producer.join(120)
         assert producer.exitcode == 0
@@ -149,17 +155,21 @@ def test_consumer_process_waits_for_producer_process(store_factory: Any, kind: s
     assert future.done()
 
 
+@pytest.mark.parametrize("method", START_METHODS)
 @pytest.mark.parametrize("kind", SHARED_KINDS)
-def test_producer_process_first_then_consumer_process(store_factory: Any, kind: str) -> None:
+def test_producer_process_first_then_consumer_process(
+    store_factory: Any, kind: str, method: str
+) -> None:
+    context = multiprocessing.get_context(method)
     store: Store = store_factory(kind)
     future = store.future(timeout=120)
-    producer = _SPAWN.Process(target=_produce, args=(future, {"rows": [1, 2]}))
+    producer = context.Process(target=_produce, args=(future, {"rows": [1, 2]}))
     producer.start()
     producer.join(120)
     assert producer.exitcode == 0
     assert future.done()
-    started, results = _SPAWN.Event(), _SPAWN.Queue()
-    consumer = _SPAWN.Process(target=_consume, args=(future.proxy(), started, results))
+    started, results = context.Event(), context.Queue()
+    consumer = context.Process(target=_consume, args=(future.proxy(), started, results))
     consumer.start()
     assert results.get(timeout=120) == ("value", {"rows": [1, 2]})
     consumer.join(120)
@@ -195,6 +205,10 @@ def test_result_times_out_naming_store_key_and_seconds(store_factory: Any, kind:
     waited = float(re.search(r"after waiting ([0-9.]+) s", message).group(1))  # type: ignore[union-attr]
     assert waited >= 0.2
     assert info.value.store_name == store.name
+    assert isinstance(info.value, FutureTimeoutError)
+    assert info.value.key == future.key and info.value.waited >= 0.2
+    copy = pickle.loads(pickle.dumps(info.value))  # errors cross process boundaries
+    assert (type(copy), copy.key, str(copy)) == (FutureTimeoutError, future.key, message)
     assert not future.done()
 
 
