@@ -140,6 +140,16 @@ class FutureFactory(Factory[T]):
         """Key of the future's object (``proxystore.proxy.get_key`` reads it)."""
         return self.inner.key
 
+    @property
+    def store_name(self) -> str:
+        """Name of the store (``proxystore.store.get_store(proxy)`` reads it)."""
+        return self.inner.store_name
+
+    @property
+    def description(self) -> StoreDescription:
+        """The store's description."""
+        return self.inner.description
+
     def _wait(self) -> None:
         store: Any = self.inner.get_store()
         wait_until_set(store, self.inner.key, self.timeout)

@@ -28,9 +28,12 @@ from proxystore.exceptions import (
     StoreTimeoutError,
 )
 from proxystore.proxy import Proxy, extract, get_key, is_resolved
-from proxystore.store import Store, init_store, unregister_store
+from proxystore.store import Store, get_store, init_store, unregister_store
 from proxystore.store.future import DEFAULT_TIMEOUT, Future, FutureFactory, ProxyFuture
+from proxystore.store.globus.endpoints import HOSTNAME_ENV
+from proxystore.store.globus.store import GlobusStore
 from proxystore.store.redis.backend import READY_SUFFIX
+from tests.support.globus_sim import SITE_B
 from tests.support.redis_server import private_redis
 from tests.support.waiting import wait_until
 
@@ -293,6 +296,7 @@ def test_future_pickles_small_and_keeps_its_settings(store_factory: Any) -> None
     assert (copy.key, copy.timeout, copy.evict) == (future.key, 12.5, True)
     assert len(pickle.dumps(future.proxy())) < 2000
     assert Future is ProxyFuture
+    assert get_store(future.proxy()) is store
     assert future.key in repr(future) and store.name in repr(future)
 
 
@@ -408,3 +412,22 @@ def test_file_store_with_layers(store_factory: Any) -> None:
         waiting = pool.submit(future.result)
         future.set_result("signed")
         assert waiting.result(60) == "signed"
+
+
+def test_globus_consumer_at_another_site(
+    store_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Set at site A, resolved at site B: the consumer waits for the file to arrive there."""
+    store: Store = store_factory("globus")
+    future = store.future(timeout=60)
+    payload = pickle.dumps(future.proxy())
+    unregister_store(store.name)  # "another process at site B": no store registered there
+    monkeypatch.setenv(HOSTNAME_ENV, SITE_B)
+    remote = pickle.loads(payload)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        resolving = pool.submit(extract, remote)
+        future.set_result({"site": "a"})  # returns once the file is at every endpoint
+        assert resolving.result(60) == {"site": "a"}
+    recreated = get_store(remote)
+    assert isinstance(recreated, GlobusStore) and recreated is not store
+    recreated.close()
