@@ -220,8 +220,10 @@ def test_proxy_times_out_with_the_future_timeout(store_factory: Any, kind: str) 
     store: Store = store_factory(kind)
     future = store.future(timeout=0.2)
     proxy = pickle.loads(pickle.dumps(future.proxy()))
-    with pytest.raises(TimeoutError, match=re.escape(future.key)):
+    with pytest.raises(FutureTimeoutError, match=re.escape(future.key)) as info:
         extract(proxy)
+    assert f"{type(store).__name__} {store.name!r}" in str(info.value)
+    assert info.value.waited >= 0.2 and "after waiting" in str(info.value)
     assert not is_resolved(proxy)
     future.set_result("late")  # a later resolve of the same proxy succeeds
     assert extract(proxy) == "late"
@@ -431,3 +433,13 @@ def test_globus_consumer_at_another_site(
     recreated = get_store(remote)
     assert isinstance(recreated, GlobusStore) and recreated is not store
     recreated.close()
+
+
+def test_redis_socket_timeout_too_short_to_block(store_factory: Any) -> None:
+    """A socket timeout under 20 ms cannot carry a blocking command: the wait polls."""
+    store: Store = store_factory("redis", socket_timeout=0.015)
+    future = store.future()
+    with pytest.raises(FutureTimeoutError):
+        future.result(timeout=0.1)
+    future.set_result("polled")
+    assert future.result(timeout=5) == "polled"

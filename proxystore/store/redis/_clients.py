@@ -90,7 +90,7 @@ _BULK = (bytes, bytearray, memoryview)
 
 def _block(seconds: float) -> str:
     """A blocking command's timeout in seconds: never ``0``, which Redis takes for "forever"."""
-    return f"{max(seconds, 0.01):.3f}"
+    return f"{max(seconds, 0.01):.3f}"  # RedisBackend.wait_for relies on this floor
 
 
 def _bulk(conn: Connection, reply: Any, command: str) -> Any:

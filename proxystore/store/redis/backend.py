@@ -43,7 +43,7 @@ from typing import Any
 from proxystore.buffers import byte_view
 from proxystore.exceptions import ForeignValueError, InvalidKeyError
 from proxystore.serialize import Buffer
-from proxystore.store.backends.base import BackendBase, Fetched, Parts, new_key
+from proxystore.store.backends.base import BackendBase, Fetched, Parts, new_key, poll_exists
 from proxystore.store.redis._clients import (
     CHUNKS_SUFFIX,
     HEADER,
@@ -120,6 +120,7 @@ longer wait is several, each followed by an ``exists`` check (which also sees a 
 without an announcement)."""
 
 _RESERVED = (CHUNKS_SUFFIX, READY_SUFFIX)
+_SHORTEST_BLOCK = 0.01  # seconds: the clients never send a blocking timeout below this
 
 
 def check_key(key: object, where: str, *, store_name: str = "", store_type: str = "") -> str:
@@ -421,7 +422,9 @@ class RedisBackend(BackendBase):
         announcement). Each block lasts at most :data:`MAX_BLOCK` seconds and less than half
         the socket timeout, so a pooled connection never times out while it blocks; after
         each, ``exists`` is checked again. A wait of ``t`` seconds thus sends about
-        ``2 * (1 + t / MAX_BLOCK)`` commands.
+        ``2 * (1 + t / MAX_BLOCK)`` commands. (With a ``socket_timeout`` under 20 ms the
+        wait polls ``exists`` instead, see
+        :func:`~proxystore.store.backends.base.poll_exists`.) Needs Redis 6.2 or later.
 
         Returns:
             ``True`` once ``key`` exists or was announced (read it to find out whether it is
@@ -431,6 +434,8 @@ class RedisBackend(BackendBase):
         ready = key + READY_SUFFIX
         deadline = time.monotonic() + max(timeout, 0.0)
         longest = MAX_BLOCK if not self.timeout else min(MAX_BLOCK, self.timeout / 2)
+        if longest < _SHORTEST_BLOCK:  # a socket timeout too short to block on: poll instead
+            return poll_exists(self, key, timeout)
         while True:
             if self.exists(key):
                 return True
