@@ -520,7 +520,8 @@ class Store:
                 ``result()``); ``None``: :data:`~proxystore.store.future.DEFAULT_TIMEOUT`.
             evict: The future's proxies evict the object once resolved.
             lifetime: A :mod:`~proxystore.store.lifetimes` lifetime: the object is evicted
-                when it ends (a Redis lease's expiry is not given to a key written later).
+                when it ends (a Redis lease gives its expiry to the key, written later, at its
+                next ``extend()`` only).
 
         Raises:
             TypeError, ValueError: If ``timeout`` is not ``None`` or finite seconds ``>= 0``,

@@ -356,7 +356,9 @@ def _command_calls(address: tuple[str, int]) -> dict[str, int]:
     return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
 
 
-@pytest.mark.parametrize("options", [{}, {"stats": True}, {"protocol": 3}])
+@pytest.mark.parametrize(
+    "options", [{}, {"stats": True}, {"signing_key": b"s" * 32, "stats": True}, {"protocol": 3}]
+)
 def test_redis_wait_sends_few_commands(own_redis: tuple[str, int], options: dict[str, Any]) -> None:
     """A 1.5 s wait is O(1) commands; polling every 50 ms would send dozens."""
     host, port = own_redis
