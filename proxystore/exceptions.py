@@ -11,9 +11,13 @@ The tree::
     │   ├── ProcessLocalStoreError                 a LocalStore proxy used in another process
     │   ├── StoreConnectionError                   the backend server cannot be reached
     │   ├── StoreTimeoutError (also TimeoutError)  a bounded wait ran out
+    │   │   └── FutureTimeoutError (also           a proxy future's result was not set in time
+    │   │       concurrent.futures.TimeoutError)
     │   ├── StoreAuthError                         the backend refused our credentials
     │   ├── ForeignValueError                      a value not framed as the store writes them
-    │   └── IntegrityError                         a signed object failed its signature check
+    │   ├── IntegrityError                         a signed object failed its signature check
+    │   └── FutureStateError (also                 a proxy future's result was set already
+    │       concurrent.futures.InvalidStateError)
     └── ProxyResolveMissingKey (also KeyError)     a proxy's object is gone from its store
 
 Third-party errors (redis-py, globus-sdk, OS errors) are translated at the backend boundary and
@@ -22,10 +26,14 @@ chained with ``raise ... from exc``, so the original is always on ``__cause__``.
 
 from __future__ import annotations
 
+from concurrent.futures import InvalidStateError
+from concurrent.futures import TimeoutError as _FuturesTimeoutError
 from typing import Any
 
 __all__ = [
     "ForeignValueError",
+    "FutureStateError",
+    "FutureTimeoutError",
     "IntegrityError",
     "InvalidKeyError",
     "MissingExtraError",
@@ -140,6 +148,31 @@ class StoreTimeoutError(StoreError, TimeoutError):
     """A bounded wait on the store's backend ran out."""
 
 
+class FutureTimeoutError(StoreTimeoutError, _FuturesTimeoutError):
+    """A proxy future's result was not set within the wait's timeout.
+
+    Also a :class:`concurrent.futures.TimeoutError` (the builtin :class:`TimeoutError` from
+    Python 3.11 on), which ``concurrent.futures`` raises for the same wait on its futures.
+
+    Attributes:
+        key: Key of the future's object.
+        waited: Seconds the wait lasted.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        key: str,
+        waited: float,
+        store_name: str | None = None,
+        store_type: str | None = None,
+    ) -> None:
+        super().__init__(message, store_name=store_name, store_type=store_type)
+        self.key = key
+        self.waited = waited
+
+
 class StoreAuthError(StoreError):
     """The backend refused the store's credentials, or there are none to use."""
 
@@ -164,6 +197,17 @@ class IntegrityError(_KeyedStoreError):
 
     Attributes:
         key: Key of the object.
+    """
+
+
+class FutureStateError(_KeyedStoreError, InvalidStateError):
+    """A proxy future's result was set already (``set_result`` called a second time).
+
+    Also a :class:`concurrent.futures.InvalidStateError`, which ``concurrent.futures`` raises
+    for the same misuse of its futures.
+
+    Attributes:
+        key: Key of the future's object.
     """
 
 

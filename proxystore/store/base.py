@@ -32,6 +32,7 @@ from proxystore.store._inflight import InFlight
 from proxystore.store.backends.base import Backend, Fetched, new_key
 from proxystore.store.codec import Codec, RawBytes
 from proxystore.store.description import StoreDescription
+from proxystore.store.future import ProxyFuture
 from proxystore.store.layers.timing import TimingLayer
 from proxystore.store.settings import StoreSettings
 from proxystore.store.stats import StatsRecorder, TimeStats
@@ -501,6 +502,36 @@ class Store:
         if lifetime is not None:
             self._attach(lifetime, key, stored=obj is not None)
         return self._proxy_of(key, serialize, evict, strict, kwargs)
+
+    def future(
+        self,
+        *,
+        timeout: float | None = None,
+        evict: bool = False,
+        lifetime: LifetimeLike | None = None,
+    ) -> ProxyFuture[Any]:
+        """Return a :class:`~proxystore.store.future.ProxyFuture` of a new key of this store.
+
+        Its ``proxy()`` can be sent before the object exists; ``set_result(obj)`` (in any
+        process that has the future) stores it. See :mod:`proxystore.store.future`.
+
+        Args:
+            timeout: Most seconds a wait for the result lasts (resolving the proxy,
+                ``result()``); ``None``: :data:`~proxystore.store.future.DEFAULT_TIMEOUT`.
+            evict: The future's proxies evict the object once resolved.
+            lifetime: A :mod:`~proxystore.store.lifetimes` lifetime: the object is evicted
+                when it ends (a Redis lease gives its expiry to the key, written later, at its
+                next ``extend()`` only).
+
+        Raises:
+            TypeError, ValueError: If ``timeout`` is not ``None`` or finite seconds ``>= 0``,
+                or ``lifetime`` is closed or belongs to another store.
+        """
+        future: ProxyFuture[Any] = ProxyFuture(self, self.new_key(), timeout=timeout, evict=evict)
+        if lifetime is not None:
+            lifetime.check_store(self)
+            lifetime.add_key(future.key, store=self)
+        return future
 
     def _attach(self, lifetime: LifetimeLike, key: str, *, stored: bool) -> None:
         """Add ``key`` to ``lifetime``; an object just stored is evicted if that fails."""

@@ -18,6 +18,7 @@ To write a backend, subclass :class:`BackendBase` and implement :meth:`~Backend.
 from __future__ import annotations
 
 import secrets
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from typing import NamedTuple, Protocol, Union, runtime_checkable
@@ -25,7 +26,26 @@ from typing import NamedTuple, Protocol, Union, runtime_checkable
 from proxystore.exceptions import StoreError
 from proxystore.serialize import Buffer
 
-__all__ = ["Backend", "BackendBase", "Fetched", "KeyInfo", "Parts", "new_key"]
+__all__ = [
+    "POLL_FIRST",
+    "POLL_MAX",
+    "Backend",
+    "BackendBase",
+    "Fetched",
+    "KeyInfo",
+    "Parts",
+    "Waiting",
+    "announce_key",
+    "new_key",
+    "poll_exists",
+    "wait_for_key",
+]
+
+POLL_FIRST = 0.001
+"""Seconds of the first pause of :func:`poll_exists` (doubled after each miss)."""
+
+POLL_MAX = 0.05
+"""Longest pause of :func:`poll_exists`: a written key is seen at most this late."""
 
 Parts = Sequence[Buffer]
 """The serialized pieces of one object, in order; their concatenation is the object's bytes."""
@@ -117,6 +137,53 @@ class Backend(Protocol):
         """
 
 
+@runtime_checkable
+class Waiting(Protocol):
+    """The optional waiting part of a backend (what proxy futures use).
+
+    :class:`BackendBase` gives both methods (polling ``exists``); a backend that can be told
+    when a key is written overrides them (Redis blocks on the server, memory on a condition).
+    """
+
+    def wait_for(self, key: str, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for ``key`` to be written; return whether it was."""
+
+    def announce(self, key: str) -> None:
+        """Wake the waiters of ``key``, which was just written (called after ``put``)."""
+
+
+def poll_exists(backend: Backend, key: str, timeout: float) -> bool:
+    """Wait up to ``timeout`` seconds for ``key``, checking ``exists`` with capped backoff.
+
+    The pauses between checks start at :data:`POLL_FIRST` and double up to :data:`POLL_MAX`:
+    a few dozen ``exists`` calls a second at most, cheap on a local or shared file system
+    (a ``stat``). The generic wait of every backend that has no better one.
+    """
+    deadline = time.monotonic() + max(timeout, 0.0)
+    pause = POLL_FIRST
+    while True:
+        if backend.exists(key):
+            return True
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        time.sleep(min(pause, left))
+        pause = min(pause * 2, POLL_MAX)
+
+
+def wait_for_key(backend: Backend, key: str, timeout: float) -> bool:
+    """Wait up to ``timeout`` seconds for ``key``: the backend's own wait, else polling."""
+    if isinstance(backend, Waiting):
+        return backend.wait_for(key, timeout)
+    return poll_exists(backend, key, timeout)
+
+
+def announce_key(backend: Backend, key: str) -> None:
+    """Tell ``backend``'s waiters that ``key`` was written (no-op if it cannot wait)."""
+    if isinstance(backend, Waiting):
+        backend.announce(key)
+
+
 class BackendBase(ABC):
     """Base class of backends: implement five methods, get the optional ones.
 
@@ -181,6 +248,13 @@ class BackendBase(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Nothing to release by default."""
+
+    def wait_for(self, key: str, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for ``key`` (see :func:`poll_exists`)."""
+        return poll_exists(self, key, timeout)
+
+    def announce(self, key: str) -> None:  # noqa: B027 - optional hook
+        """Nothing to wake: waiters poll (backends with a notification override this)."""
 
     def scan(self) -> Iterator[KeyInfo]:
         """Refuse: this backend cannot list its objects.

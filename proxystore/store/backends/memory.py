@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import sys
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -39,6 +40,7 @@ class MemoryBackend(BackendBase):
         self.by_reference = by_reference
         self._data: dict[str, tuple[Any, float]] = {}
         self._versions = itertools.count(1)
+        self._written = threading.Condition()
 
     def put(self, key: str | None, parts: Parts) -> str:
         """Keep the parts (by reference, or joined into a snapshot) under ``key``."""
@@ -64,6 +66,16 @@ class MemoryBackend(BackendBase):
     def evict(self, key: str) -> None:
         """Drop ``key`` (a missing key is not an error)."""
         self._data.pop(key, None)
+
+    def wait_for(self, key: str, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for ``key``, woken by :meth:`announce` (no polling)."""
+        with self._written:
+            return self._written.wait_for(lambda: key in self._data, max(timeout, 0.0))
+
+    def announce(self, key: str) -> None:
+        """Wake this process's waiters: ``key`` was just written."""
+        with self._written:
+            self._written.notify_all()
 
     def clear(self) -> None:
         """Drop everything."""

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
-from proxystore.store.backends.base import Backend, Fetched, KeyInfo, Parts
+from proxystore.store.backends.base import (
+    Backend,
+    Fetched,
+    KeyInfo,
+    Parts,
+    announce_key,
+    wait_for_key,
+)
 
 __all__ = ["Layer", "innermost"]
 
@@ -67,6 +74,14 @@ class Layer:
     def scan(self) -> Iterator[KeyInfo]:
         """Pass through."""
         return self.inner.scan()
+
+    def wait_for(self, key: str, timeout: float) -> bool:
+        """Pass through (the wrapped backend's own wait, or polling its ``exists``)."""
+        return wait_for_key(self.inner, key, timeout)
+
+    def announce(self, key: str) -> None:
+        """Pass through."""
+        announce_key(self.inner, key)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.inner!r})"

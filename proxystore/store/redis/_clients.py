@@ -35,11 +35,20 @@ from proxystore.store.redis._wire.errors import Overflow, Where
 from proxystore.store.redis._wire.pool import ConnectionPool
 from proxystore.store.redis._wire.resp import Argument
 
-__all__ = ["CHUNKS_SUFFIX", "HEADER", "MAGIC", "Inconsistent", "Parsed", "make_client"]
+__all__ = [
+    "CHUNKS_SUFFIX",
+    "HEADER",
+    "MAGIC",
+    "READY_SUFFIX",
+    "Inconsistent",
+    "Parsed",
+    "make_client",
+]
 
 HEADER = struct.Struct("<4sdQI4x")  # magic, write time, payload size, chunk count (0: inline)
 MAGIC = b"PSR1"
 CHUNKS_SUFFIX = ":ps-chunks"
+READY_SUFFIX = ":ps-ready"  # a one-element list: the key was announced (proxy futures)
 
 Parsed = tuple[float, int, int]  # timestamp, payload size, chunk count
 
@@ -69,12 +78,19 @@ class _Client(Protocol):
 
     def write(self, key: str, commands: Sequence[Sequence[Argument]]) -> None: ...
 
+    def block_rotate(self, key: str, list_key: str, seconds: float) -> bool: ...
+
     def unlink(self, *keys: str) -> None: ...
 
     def close(self) -> None: ...
 
 
 _BULK = (bytes, bytearray, memoryview)
+
+
+def _block(seconds: float) -> str:
+    """A blocking command's timeout in seconds: never ``0``, which Redis takes for "forever"."""
+    return f"{max(seconds, 0.01):.3f}"  # RedisBackend.wait_for relies on this floor
 
 
 def _bulk(conn: Connection, reply: Any, command: str) -> Any:
@@ -194,6 +210,16 @@ class _WireClient:
     def write(self, key: str, commands: Sequence[Sequence[Argument]]) -> None:
         with self.pool.connection(key) as conn:
             conn.transaction(commands)
+
+    def block_rotate(self, key: str, list_key: str, seconds: float) -> bool:
+        """``BLMOVE list_key list_key RIGHT LEFT seconds``: whether the list had an element.
+
+        The list is rotated onto itself, so it keeps its element and every waiter wakes. The
+        caller keeps ``seconds`` below the socket timeout.
+        """
+        with self.pool.connection(key) as conn:
+            reply = conn.command("BLMOVE", list_key, list_key, "RIGHT", "LEFT", _block(seconds))
+            return _bulk(conn, reply, "BLMOVE") is not None
 
     def unlink(self, *keys: str) -> None:
         with self.pool.connection(keys[0]) as conn:
@@ -365,6 +391,15 @@ class _RedisPyClient:
             for command in commands:
                 pipe.execute_command(*(_joined(arg) for arg in command))  # type: ignore[no-untyped-call]
             pipe.execute()
+
+    def block_rotate(self, key: str, list_key: str, seconds: float) -> bool:
+        """See :meth:`_WireClient.block_rotate`."""
+        client = self.client()
+        with self._guard("BLMOVE", key):
+            reply = client.execute_command(
+                "BLMOVE", _b(list_key), _b(list_key), "RIGHT", "LEFT", _block(seconds)
+            )
+        return self._expect(reply, _BULK, "BLMOVE", key) is not None
 
     def unlink(self, *keys: str) -> None:
         client = self.client()

@@ -4,11 +4,13 @@ Layout of a value under key ``k``: a fixed header (magic, write time, total size
 followed by the payload. Payloads larger than ``chunk_size`` (Redis' bulk-string limit is
 512 MB) are split: ``k`` then holds only the header and the chunks live in the Redis list
 ``k:ps-chunks`` (a user key ending in ``:ps-chunks`` is refused: see :func:`check_key`).
-Both are written in one ``MULTI``/``EXEC`` transaction and read in one, so a
-reader never mixes two versions; any stale chunk list is deleted by the same transaction. With
-``ttl``, every key a value uses gets the same expiry, in that transaction. A chunked value
-whose chunk list is gone (evicted by Redis' ``maxmemory`` policy) is missing: ``exists`` is
-false and ``get`` finds nothing.
+A key announced by a proxy future's ``set_result`` also has the one-element list
+``k:ps-ready`` (:data:`READY_SUFFIX`, reserved too), on which waiters block
+(:meth:`RedisBackend.wait_for`). Value and chunks are written in one ``MULTI``/``EXEC``
+transaction and read in one, so a reader never mixes two versions; any stale chunk list is
+deleted by the same transaction. With ``ttl``, every key a value uses gets the same expiry, in
+that transaction. A chunked value whose chunk list is gone (evicted by Redis' ``maxmemory``
+policy) is missing: ``exists`` is false and ``get`` finds nothing.
 
 Two clients speak to the server, with the same layout
 (:mod:`~proxystore.store.redis._clients`):
@@ -41,11 +43,12 @@ from typing import Any
 from proxystore.buffers import byte_view
 from proxystore.exceptions import ForeignValueError, InvalidKeyError
 from proxystore.serialize import Buffer
-from proxystore.store.backends.base import BackendBase, Fetched, Parts, new_key
+from proxystore.store.backends.base import BackendBase, Fetched, Parts, new_key, poll_exists
 from proxystore.store.redis._clients import (
     CHUNKS_SUFFIX,
     HEADER,
     MAGIC,
+    READY_SUFFIX,
     Inconsistent,
     Parsed,
     make_client,
@@ -56,6 +59,8 @@ from proxystore.store.redis._wire.resp import SMALL_ARGUMENT, Argument
 __all__ = [
     "CHUNKS_SUFFIX",
     "DEFAULT_CHUNK_SIZE",
+    "MAX_BLOCK",
+    "READY_SUFFIX",
     "REDIS_BULK_LIMIT",
     "SSL_OPTIONS",
     "WIRE_OPTIONS",
@@ -109,14 +114,23 @@ def uses_wire(redis_kwargs: dict[str, Any]) -> bool:
 # Bounded waits unless the user chooses otherwise: no call can hang on a dead server.
 _DEFAULT_TIMEOUTS = {"socket_connect_timeout": 5.0, "socket_timeout": 60.0}
 
+MAX_BLOCK = 5.0
+"""Longest one blocking wait of :meth:`RedisBackend.wait_for` on the server (seconds); a
+longer wait is several, each followed by an ``exists`` check (which also sees a key written
+without an announcement)."""
+
+_RESERVED = (CHUNKS_SUFFIX, READY_SUFFIX)
+_SHORTEST_BLOCK = 0.01  # seconds: the clients never send a blocking timeout below this
+
 
 def check_key(key: object, where: str, *, store_name: str = "", store_type: str = "") -> str:
     r"""Return ``key`` if a Redis store can use it as a key, else raise.
 
     A key is a ``str`` (sent as UTF-8; lone surrogates ``\udc80``-``\udcff`` stand for the
     bytes ``0x80``-``0xff`` that are not UTF-8, as in file names) that does not end in
-    :data:`CHUNKS_SUFFIX`: ``k:ps-chunks`` holds the chunks of key ``k``, so a user key of that
-    name would overwrite (or read) another object's chunks.
+    :data:`CHUNKS_SUFFIX` or :data:`READY_SUFFIX`: ``k:ps-chunks`` holds the chunks of key
+    ``k`` and ``k:ps-ready`` its announcement, so a user key of that name would overwrite (or
+    read) another object's.
 
     Raises:
         InvalidKeyError: If ``key`` is not a ``str``, ends in the reserved suffix, or cannot
@@ -130,10 +144,12 @@ def check_key(key: object, where: str, *, store_name: str = "", store_type: str 
             key=repr(key),
             **names,
         )
-    if key.endswith(CHUNKS_SUFFIX):
+    if key.endswith(_RESERVED):
+        suffix = next(suffix for suffix in _RESERVED if key.endswith(suffix))
+        what = "the chunks" if suffix == CHUNKS_SUFFIX else "the announcement"
         raise InvalidKeyError(
-            f"{where} cannot use key {key!r}: keys ending in {CHUNKS_SUFFIX!r} are reserved "
-            f"(the store keeps the chunks of key {key[: -len(CHUNKS_SUFFIX)]!r} there); choose "
+            f"{where} cannot use key {key!r}: keys ending in {suffix!r} are reserved "
+            f"(the store keeps {what} of key {key[: -len(suffix)]!r} there); choose "
             "another key",
             key=key,
             **names,
@@ -237,7 +253,7 @@ class RedisBackend(BackendBase):
         Raises:
             InvalidKeyError: If it is not a ``str`` or ends in the reserved suffix.
         """
-        if type(key) is str and not key.endswith(CHUNKS_SUFFIX) and key.isascii():
+        if type(key) is str and not key.endswith(_RESERVED) and key.isascii():
             return key  # the common case, kept short
         return check_key(key, self.where, store_name=self.store_name, store_type=self.store_type)
 
@@ -369,19 +385,65 @@ class RedisBackend(BackendBase):
         return HEADER.unpack_from(header)[3] in (0, length)
 
     def evict(self, key: str) -> None:
-        """Delete ``key`` and its chunks (a missing key is not an error)."""
+        """Delete ``key``, its chunks and its announcement (a missing key is not an error)."""
         key = self.check_key(key)
-        self.client.unlink(key, key + CHUNKS_SUFFIX)
+        self.client.unlink(key, key + CHUNKS_SUFFIX, key + READY_SUFFIX)
 
     def expire(self, key: str, seconds: float) -> None:
-        """Give ``key`` and its chunk list an expiry ``seconds`` from now (one transaction).
+        """Give ``key``, its chunk list and announcement an expiry ``seconds`` from now.
 
-        Used by :class:`~proxystore.store.lifetimes.LeaseLifetime` so that the objects of a
-        client that dies before its lease ends still leave Redis. A missing key is ignored.
+        One transaction. Used by :class:`~proxystore.store.lifetimes.LeaseLifetime` so that the
+        objects of a client that dies before its lease ends still leave Redis. A missing key
+        is ignored.
         """
         key = self.check_key(key)
         ms = max(1, round(seconds * 1000))
-        self.client.write(key, [("PEXPIRE", key, ms), ("PEXPIRE", key + CHUNKS_SUFFIX, ms)])
+        self.client.write(key, [("PEXPIRE", key + suffix, ms) for suffix in ("", *_RESERVED)])
+
+    def announce(self, key: str) -> None:
+        """Tell the waiters of ``key`` (in any process) that it was written.
+
+        Makes ``k:ps-ready`` a one-element list (with the backend's ``ttl``, if any), in one
+        transaction: waiters blocked on it in :meth:`wait_for` wake at once, and later ones
+        find it.
+        """
+        key = self.check_key(key)
+        ready = key + READY_SUFFIX
+        commands: list[tuple[Argument, ...]] = [("DEL", ready), ("RPUSH", ready, 1)]
+        if self._expiry:
+            commands.append(("PEXPIRE", ready, self._expiry))
+        self.client.write(key, commands)
+
+    def wait_for(self, key: str, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for ``key``, blocked on the server (no polling).
+
+        Checks ``exists``, then blocks in ``BLMOVE k:ps-ready k:ps-ready RIGHT LEFT`` (the
+        list rotated onto itself keeps its element, so every waiter wakes on one
+        announcement). Each block lasts at most :data:`MAX_BLOCK` seconds and less than half
+        the socket timeout, so a pooled connection never times out while it blocks; after
+        each, ``exists`` is checked again. A wait of ``t`` seconds thus sends about
+        ``2 * (1 + t / MAX_BLOCK)`` commands. (With a ``socket_timeout`` under 20 ms the
+        wait polls ``exists`` instead, see
+        :func:`~proxystore.store.backends.base.poll_exists`.) Needs Redis 6.2 or later.
+
+        Returns:
+            ``True`` once ``key`` exists or was announced (read it to find out whether it is
+            still there), ``False`` when ``timeout`` ran out first.
+        """
+        key = self.check_key(key)
+        ready = key + READY_SUFFIX
+        deadline = time.monotonic() + max(timeout, 0.0)
+        longest = MAX_BLOCK if not self.timeout else min(MAX_BLOCK, self.timeout / 2)
+        if longest < _SHORTEST_BLOCK:  # a socket timeout too short to block on: poll instead
+            return poll_exists(self, key, timeout)
+        while True:
+            if self.exists(key):
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            if self.client.block_rotate(key, ready, min(left, longest)):
+                return True
 
     def close(self) -> None:
         """Close this process's connections (objects in Redis are left alone)."""
