@@ -16,6 +16,7 @@ the threshold are passed through untouched, so Dask's own dependency handling st
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import warnings
 from collections.abc import Iterable
@@ -28,6 +29,7 @@ from proxystore.store import Store
 from .policy import ProxyPolicy, make_policy
 from .proxier import ArgumentProxier
 from .reachability import StoreReachabilityWarning, reachability_problems, worker_host
+from .results import ResultHold
 
 __all__ = ["ProxyClient"]
 
@@ -43,6 +45,34 @@ def _option_names(method: Callable[..., Any]) -> frozenset[str]:
 
 _SUBMIT_OPTIONS = _option_names(distributed.Client.submit)
 _MAP_OPTIONS = _option_names(distributed.Client.map)
+
+
+def result_name(dask_key: Any) -> str:
+    """The store key suffix of the stored result of the Dask task ``dask_key``."""
+    return hashlib.blake2b(repr(dask_key).encode(), digest_size=16).hexdigest()
+
+
+def _current_result_name() -> str | None:
+    """On a Dask worker: :func:`result_name` of the task running in this thread."""
+    try:
+        worker = distributed.get_worker()
+    except ValueError:  # not on a worker
+        return None
+    key = worker.get_current_task()
+    return None if key is None else result_name(key)
+
+
+def _futures_in(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[distributed.Future]:
+    """The Dask futures of a call's arguments, at the top level and one level down."""
+    found = []
+    for value in (*args, *kwargs.values()):
+        if type(value) is distributed.Future:
+            found.append(value)
+        elif type(value) in (list, tuple):
+            found.extend(item for item in value if type(item) is distributed.Future)
+        elif type(value) is dict:
+            found.extend(item for item in value.values() if type(item) is distributed.Future)
+    return found
 
 
 def _split(
@@ -87,6 +117,7 @@ class ProxyClient:
             self.policy.with_passthrough([distributed.Future]),
             owner="ProxyClient",
             send_refs=True,
+            result_key=_current_result_name,
         )
         self.store = self.proxier.store
         self._plan = self.proxier.planner(_SUBMIT_OPTIONS)
@@ -106,7 +137,41 @@ class ProxyClient:
         plan = planner(args, kwargs)
         if plan.sends_as_is:
             return self.client.submit(func, *args, **kwargs)
-        return self.proxier.submit(func, self.client.submit, args, kwargs, plan)
+        if self.proxier.results is None:
+            return self.proxier.submit(func, self.client.submit, args, kwargs, plan)
+        held = self._held_results(args, kwargs)
+        future = self.proxier.submit(func, self.client.submit, args, kwargs, plan, hold=held)
+        self._track(future)
+        return future
+
+    def _result_key(self, future: distributed.Future) -> str:
+        results = self.proxier.results
+        assert results is not None
+        return f"{results.token}-{result_name(future.key)}"
+
+    def _held_results(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[ResultHold]:
+        """Holds on our stored results that a call receives as Dask futures (for the task)."""
+        results = self.proxier.results
+        assert results is not None
+        keys = [self._result_key(future) for future in _futures_in(args, kwargs)]
+        return [ResultHold(results, key) for key in keys if results.is_held(key)]
+
+    def _track(self, future: distributed.Future) -> None:
+        """Hold a task's stored result while the caller holds its future or it still runs.
+
+        Dask keeps results on its workers, where the client cannot see them; the task stores
+        a large result under a key made from its Dask key (:func:`result_name`), so the
+        client knows it without fetching it. A result proxy the caller gathers holds it too.
+        """
+        results = self.proxier.results
+        assert results is not None
+        key = self._result_key(future)
+        results.hold_while(future, key)
+        # Until the task ends, a second reference keeps Dask from forgetting the task while
+        # it may still store its result (the caller may drop its future before then).
+        running = distributed.Future(future.key, self.client)
+        results.hold(key)
+        running.add_done_callback(lambda _: results.drop(key))
 
     def map(
         self, func: Callable[..., Any], *iterables: Iterable[Any], **kwargs: Any
@@ -132,7 +197,11 @@ class ProxyClient:
             )
 
         calls = [(args, task_kwargs) for args in zip(*columns)]
-        return self.proxier.submit_calls(func, calls, send)
+        futures = self.proxier.submit_calls(func, calls, send)
+        if self.proxier.results is not None:
+            for future in futures:
+                self._track(future)
+        return futures
 
     def __getattr__(self, name: str) -> Any:
         # Everything else is the wrapped client's (gather, scatter, compute, close, ...).

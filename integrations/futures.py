@@ -9,6 +9,13 @@ Every argument of at least ``threshold`` bytes (and every such item of a list, t
 argument) is stored once, however many tasks it is passed to, and the task receives a proxy
 that starts downloading before the task body runs. When the last task using a stored object
 has finished, failed or been cancelled, the object is evicted (unless ``policy.evict`` is off).
+
+Futures are arguments too, as in Dask and Parsl: ``ex.submit(g, ex.submit(f, x))`` returns at
+once, and ``g`` is sent to the pool when ``f`` has finished, with ``f``'s result in place of
+the future (also for futures one level down in a list, tuple or dict argument). The client
+never waits, and no worker ever waits on a producer (a pool whose workers all wait cannot
+deadlock: nothing is sent before its inputs exist). With ``proxy_results`` a large result goes
+from the store to the next worker, never through the client.
 """
 
 from __future__ import annotations
@@ -19,11 +26,12 @@ import pickle
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, ClassVar, TypeVar
 
 from proxystore.serialize import SerializationError
 from proxystore.store import Store
 
+from .dependents import Dependents, holds_futures
 from .policy import ProxyPolicy, make_policy
 from .proxier import ArgumentProxier, Pickling
 
@@ -57,6 +65,9 @@ class ProxyExecutor(Executor):
             or the store cannot be re-created in the executor's worker processes.
     """
 
+    accepts_futures: ClassVar[bool] = True
+    """Futures (of this or any ``concurrent.futures`` executor) may be passed as arguments."""
+
     def __init__(
         self,
         executor: Executor,
@@ -78,6 +89,7 @@ class ProxyExecutor(Executor):
         self._plan = self.proxier.plan
         self._threads = self.proxier.pickling == "never"  # tasks run in this process
         self._picklable: set[Callable[..., Any]] = set()  # functions known to pickle
+        self._dependents = Dependents(self.submit, owner="ProxyExecutor")
 
     def _knows_picklable(self, fn: Callable[..., Any]) -> bool:
         """Whether ``fn`` needs no check (threads) or passed it (a few hundred are remembered)."""
@@ -114,6 +126,8 @@ class ProxyExecutor(Executor):
             known = False
         if not known:
             self._check_picklable(fn)
+        if holds_futures(args, kwargs):  # sent once they are done, with their results
+            return self._dependents.submit_after(fn, args, kwargs)
         planner = self._plan  # an attribute, not a method: loaded as one, called once
         plan = planner(args, kwargs)
         if plan.sends_as_is:
@@ -175,8 +189,17 @@ class ProxyExecutor(Executor):
                 future.cancel()
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        """Shut the wrapped executor down (cancelled tasks release their stored arguments)."""
-        self.executor.shutdown(wait=wait, cancel_futures=cancel_futures)
+        """Shut the wrapped executor down (cancelled tasks release their stored arguments).
+
+        Tasks still waiting for the futures they were given are sent first, as a plain pool
+        runs every task submitted before its shutdown (with ``cancel_futures=True`` they are
+        cancelled instead); with ``wait=False`` that happens in the background.
+        """
+        self._dependents.close(
+            lambda: self.executor.shutdown(wait=wait, cancel_futures=cancel_futures),
+            wait=wait,
+            cancel=cancel_futures,
+        )
 
     def __repr__(self) -> str:
         return f"ProxyExecutor({self.executor!r}, store={self.store!r}, policy={self.policy!r})"

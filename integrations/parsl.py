@@ -21,18 +21,22 @@ identified by its store key, which stays the same while the object is in use.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import pickle
+import threading
 from concurrent.futures import Future
 from typing import Any, Callable
 
 from parsl.app.python import PythonApp
 from parsl.dataflow.memoization import id_for_memo
 
+from proxystore.proxy import get_factory
 from proxystore.store import Store
 
-from .policy import ProxyPolicy, make_policy
+from .policy import CallPlan, ProxyPolicy, make_policy
 from .proxier import ArgumentProxier
+from .results import ResultHold, owned_result, trackers_exist
 from .task import ProxyTask
 from .transit import PickledArgument, ProxyRef
 
@@ -101,9 +105,28 @@ class ProxyApp:
         """Call the app with large arguments sent by proxy; returns its ``AppFuture``."""
         planner = self._plan  # an attribute, not a method: loaded as one, called once
         plan = planner(args, kwargs)
+        if trackers_exist() and _holds_futures(args, kwargs):
+            return self._call_with_relays(args, kwargs, plan)
         if plan.sends_as_is:
             return self._plain_app(*args, **kwargs)  # type: ignore[no-any-return]
         return self.proxier.submit(self.fn, self._send, args, kwargs, plan)
+
+    def _call_with_relays(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], plan: CallPlan
+    ) -> Future[Any]:
+        """A call given futures while results are tracked: each future through a relay."""
+        relays = _Relays()
+        args = tuple(relays.relay(value) for value in args)
+        kwargs = {name: relays.relay(value) for name, value in kwargs.items()}
+        inputs = kwargs.get("inputs")
+        if type(inputs) is list:
+            kwargs["inputs"] = [relays.relay(item) for item in inputs]
+            plan = dataclasses.replace(plan, nested=plan.nested | {"inputs"})
+        # The wrapper revives the references the relays hand on.
+        plan = dataclasses.replace(plan, task=True)
+        future: Future[Any] = self.proxier.submit(self.fn, self._send, args, kwargs, plan)
+        future.add_done_callback(lambda _: relays.release())
+        return future
 
     def _send(self, task: Callable[..., Any], *args: Any, **kwargs: Any) -> Future[Any]:
         future: Future[Any] = self._app_for(task)(*args, **kwargs)
@@ -112,6 +135,64 @@ class ProxyApp:
     def __repr__(self) -> str:
         name = getattr(self, "__name__", "?")
         return f"ProxyApp({name!r}, store={self.proxier.store!r})"
+
+
+def _is_future(value: Any) -> bool:
+    # type(), never isinstance(): isinstance() reads __class__, which resolves a proxy.
+    return issubclass(type(value), Future)
+
+
+def _holds_futures(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    """Whether Parsl will wait on futures of this call (arguments, keywords, ``inputs``)."""
+    inputs = kwargs.get("inputs")
+    return (
+        any(_is_future(value) for value in args)
+        or any(_is_future(value) for value in kwargs.values())
+        or (type(inputs) is list and any(_is_future(item) for item in inputs))
+    )
+
+
+class _Relays:
+    """Futures standing in for a call's ``AppFuture`` arguments, with results it can receive.
+
+    Parsl gives an app the results of the futures it was passed. A result an adapter of this
+    process stored comes back as a proxy it owns; the relay hands the app a plain reference
+    to the same key instead (so nothing escapes) and holds the key until the app ends.
+    """
+
+    def __init__(self) -> None:
+        self.holds: list[ResultHold] = []
+        self._lock = threading.Lock()
+
+    def relay(self, value: Any) -> Any:
+        if not _is_future(value):
+            return value
+        relay: Future[Any] = Future()
+        value.add_done_callback(lambda done: self._settle(done, relay))
+        return relay
+
+    def _settle(self, done: Future[Any], relay: Future[Any]) -> None:
+        if done.cancelled():
+            relay.cancel()
+            return
+        error = done.exception()
+        if error is not None:
+            relay.set_exception(error)
+            return
+        result = done.result()
+        held = owned_result(result)
+        if held is None:
+            relay.set_result(result)
+            return
+        with self._lock:
+            self.holds.append(held)
+        relay.set_result(ProxyRef(get_factory(result).plain()))  # type: ignore[attr-defined]
+
+    def release(self) -> None:
+        with self._lock:
+            holds, self.holds = self.holds, []
+        for held in holds:
+            held.release()
 
 
 def proxy_app(
@@ -141,7 +222,7 @@ def proxy_app(
     from parsl.app.futures import DataFuture
 
     chosen = make_policy(threshold, policy, owner="proxy_app").with_passthrough([DataFuture])
-    proxier = ArgumentProxier(store, chosen, owner="proxy_app", send_refs=True)
+    proxier = ArgumentProxier(store, chosen, owner="proxy_app", send_refs=True, result_refs=True)
 
     def decorate(app: PythonApp) -> ProxyApp:
         if not isinstance(app, PythonApp):

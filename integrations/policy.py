@@ -285,6 +285,11 @@ class ProxyPolicy:
             overrides the rule and the registry for those types and their subclasses (the most
             specific entry wins).
         passthrough: Extra types never proxied (adapters add their engine's future types).
+        lifetime: A :mod:`~proxystore.store.lifetimes` lifetime of the adapter's store: every
+            object the adapter stores (arguments and results) is also evicted when it ends,
+            at the latest. With a ``LeaseLifetime`` on a Redis store the keys carry the
+            lease as a Redis expiry, so the objects of a client that is killed still go.
+            It stays in the client: it is not sent to workers.
 
     Raises:
         ValueError: If a threshold is negative, or ``deliver_as`` names an unknown delivery.
@@ -301,8 +306,15 @@ class ProxyPolicy:
     result_threshold: int | None = None
     deliver_as: DeliverAs = field(default="auto", hash=False)
     passthrough: tuple[type, ...] = field(default=(), repr=False)
+    lifetime: Any = field(default=None, compare=False, hash=False, repr=False)
 
     def __post_init__(self) -> None:
+        lifetime = self.lifetime
+        if lifetime is not None and not callable(getattr(lifetime, "add_key", None)):
+            raise TypeError(
+                "ProxyPolicy.lifetime must be a proxystore.store.lifetimes lifetime "
+                f"(ContextLifetime, LeaseLifetime, StaticLifetime), got {type(lifetime).__name__}"
+            )
         for name in ("threshold", "result_threshold"):
             value = getattr(self, name)
             if value is None and name == "result_threshold":
@@ -328,6 +340,7 @@ class ProxyPolicy:
         # The verdict cache stays behind: it may name types another process cannot import.
         state = dict(self.__dict__)
         state.pop("_verdicts", None)
+        state["lifetime"] = None  # the client's: threads and a store, never sent to workers
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:

@@ -17,7 +17,9 @@ What travels is in :mod:`~proxystore.integrations.transit`.
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
+import os
 import pickle
 import threading
 from collections.abc import Container, Iterable, Mapping, Sequence
@@ -30,6 +32,7 @@ from proxystore.store import Store, get_store
 from proxystore.store.description import StoreDescription
 
 from .policy import FORWARD, ITEMS, SEND, STORE, CallPlan, Measured, Planner, ProxyPolicy, Step
+from .results import OwnedFactory, ResultHold, ResultTracker, owned_result
 from .task import ProxyTask, store_and_proxy
 from .transit import PickledArgument, ProxyRef
 
@@ -109,11 +112,19 @@ class Lease:
 
     Attributes:
         keys: Store keys of the objects stored for (or shared with) this call.
+        results: Holds on stored results (of earlier tasks) this call receives, dropped when
+            the lease is released (:class:`~proxystore.integrations.results.ResultHold`).
         released: Whether :meth:`ArgumentProxier.release` has run for it.
     """
 
     keys: list[str] = field(default_factory=list)
+    results: list[ResultHold] = field(default_factory=list)
     released: bool = False
+
+    @property
+    def holds(self) -> bool:
+        """Whether the lease holds anything (a stored argument or a result)."""
+        return bool(self.keys or self.results)
 
 
 class ArgumentProxier:
@@ -133,6 +144,11 @@ class ArgumentProxier:
             re-creatable in worker processes, which is checked here, up front.
         send_refs: Send :class:`ProxyRef` objects instead of proxies (for engines that inspect
             their arguments).
+        result_key: With ``policy.proxy_results``: called on the worker to name a stored
+            result (see :class:`ProxyTask`); for engines that keep results on their workers.
+        result_refs: With ``policy.proxy_results``: results come back as
+            :class:`~proxystore.integrations.transit.ResultRef` from other processes, for
+            engines that take a proxy for code (Parsl).
 
     Raises:
         ValueError: If ``pickling`` is none of the three, or the store cannot be re-created
@@ -147,6 +163,8 @@ class ArgumentProxier:
         owner: str,
         pickling: Pickling = "maybe",
         send_refs: bool = False,
+        result_key: Callable[[], str | None] | None = None,
+        result_refs: bool = False,
     ) -> None:
         if pickling not in PICKLINGS:
             raise ValueError(
@@ -165,6 +183,14 @@ class ArgumentProxier:
         self._tasks: dict[Callable[..., Any], ProxyTask] = {}
         self._by_key: dict[str, _Entry] = {}
         self._lock = threading.Lock()
+        self.result_key = result_key
+        self.result_refs = result_refs
+        self.results: ResultTracker | None = None
+        """Holds on the results the worker stored (``policy.proxy_results``), else ``None``."""
+        if policy.proxy_results:
+            self.results = ResultTracker(
+                self.store, owner=owner, evict=policy.evict, lifetime=policy.lifetime
+            )
         self.plan: Planner = self.planner()
         """``plan(args, kwargs)``: the policy's plan of a call
         (:meth:`~proxystore.integrations.policy.ProxyPolicy.plan`) given what is stored now;
@@ -194,11 +220,16 @@ class ArgumentProxier:
             return self._tasks[fn]
         except (KeyError, TypeError):  # TypeError: an unhashable callable, not cached
             pass
+        results = self.results
         task = ProxyTask(
             fn,
             prefetch=self.policy.prefetch,
             result_policy=self.policy if self.policy.proxy_results else None,
             store=self.description,
+            result_owner=None if results is None else results.token,
+            result_key=self.result_key,
+            result_ttl=_lease_seconds(self.policy.lifetime),
+            result_refs_from=os.getpid() if self.result_refs else None,
         )
         with contextlib.suppress(TypeError):
             if len(self._tasks) >= _TASK_CACHE_SIZE:
@@ -257,7 +288,13 @@ class ArgumentProxier:
                 return step.obj
             return PickledArgument(measured.pickled.stream)
         if action == FORWARD:
-            return ProxyRef(get_factory(step.obj)) if self.send_refs else step.obj
+            factory = get_factory(step.obj)
+            if type(factory) is OwnedFactory:
+                held = owned_result(step.obj)
+                if held is not None:  # a tracked result: held for the task, sent plainly
+                    lease.results.append(held)
+                    return ProxyRef(factory.plain())
+            return ProxyRef(factory) if self.send_refs else step.obj
         if action == ITEMS:
             obj = step.obj
             if type(obj) is dict:
@@ -323,6 +360,10 @@ class ArgumentProxier:
             entry.key = get_factory(proxy).key  # type: ignore[attr-defined]
             self._by_key[entry.key] = entry
         entry.ready.set()
+        lifetime = self.policy.lifetime
+        if lifetime is not None:
+            with contextlib.suppress(ValueError):  # an ended lifetime: released as usual
+                lifetime.add_key(entry.key, store=self.store)
         return entry
 
     def submit(
@@ -332,6 +373,8 @@ class ArgumentProxier:
         args: tuple[Any, ...],
         kwargs: Mapping[str, Any],
         plan: CallPlan | None = None,
+        *,
+        hold: Iterable[ResultHold] = (),
     ) -> F:
         """The one submit path: carry out a call's plan, send it, tie the lease to its future.
 
@@ -347,18 +390,21 @@ class ArgumentProxier:
             args: The call's positional arguments.
             kwargs: The call's keyword arguments.
             plan: Their plan (from :meth:`plan`); made here when not given.
+            hold: Holds on stored results (of earlier tasks) the call receives through the
+                engine (its futures), dropped when the task ends.
         """
         if plan is None:
             plan = self.plan(args, kwargs)
-        if plan.sends_as_is:
+        if plan.sends_as_is and not hold:
             return send(fn, *args, **kwargs)  # nothing to store, lease, wrap or measure
         new_args, new_kwargs, lease = self.carry_out(args, kwargs, plan)
+        lease.results.extend(hold)
         try:
             future = send(self._runner(fn, plan), *new_args, **new_kwargs)
         except BaseException:
             self.release(lease)
             raise
-        if lease.keys:  # nothing stored: nothing to release, no callback
+        if lease.holds:  # nothing stored or held: nothing to release, no callback
             self.release_when_done(future, lease)
         return future
 
@@ -367,7 +413,11 @@ class ArgumentProxier:
         # Bytes pickled to measure an argument arrive as the object when the engine pickles
         # the call; only the wrapper unpickles them when it may not.
         if plan.task or (plan.sends_pickled and self.pickling == "maybe"):
-            return self.task(fn, plan.nested)
+            task = self.task(fn, plan.nested)
+            if task.result_ttl is not None:  # the lease's time left now, not when first made
+                task = copy.copy(task)
+                task.result_ttl = _lease_seconds(self.policy.lifetime)
+            return task
         return fn  # nothing for the worker side to do: the plain call, no wrapper
 
     def submit_calls(
@@ -406,11 +456,14 @@ class ArgumentProxier:
             raise
         if len(futures) == len(leases):
             for future, lease in zip(futures, leases):
-                if lease.keys:  # nothing stored: nothing to release, no callback
+                if lease.holds:  # nothing stored or held: nothing to release, no callback
                     self.release_when_done(future, lease)
         else:
-            merged = Lease([key for lease in leases for key in lease.keys])
-            if merged.keys:
+            merged = Lease(
+                [key for lease in leases for key in lease.keys],
+                [held for lease in leases for held in lease.results],
+            )
+            if merged.holds:
                 self.release_when_done(futures[0], merged)
         return futures
 
@@ -431,6 +484,8 @@ class ArgumentProxier:
             if lease.released:
                 return
             lease.released = True
+            for held in lease.results:
+                held.release()
             for key in lease.keys:
                 entry = self._by_key.get(key)
                 if entry is None:
@@ -469,6 +524,15 @@ class ArgumentProxier:
         """Return the stored keys still in use and how many tasks use each."""
         with self._lock:
             return {key: entry.users for key, entry in self._by_key.items()}
+
+
+def _lease_seconds(lifetime: Any) -> float | None:
+    """The seconds left of a lease lifetime (what stored results live at most), else ``None``."""
+    remaining = getattr(lifetime, "remaining", None)
+    if not callable(remaining):
+        return None
+    seconds = float(remaining())
+    return seconds if seconds > 0 else None
 
 
 def _joined(plans: Iterable[CallPlan]) -> CallPlan:

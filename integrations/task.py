@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import copy
 import functools
+import os
 import pickle
 from typing import Any, Callable
 
-from proxystore.proxy import Proxy, extract, resolve_async
+from proxystore.proxy import Proxy, extract, get_factory, resolve_async
 from proxystore.serialize import Pickled
 from proxystore.store import Store
 from proxystore.store.description import StoreDescription
 
 from .policy import CONTAINERS, ProxyPolicy
-from .transit import PickledArgument, ProxyRef, is_proxy
+from .results import OwnedFactory
+from .transit import PickledArgument, ProxyRef, ResultRef, is_proxy
 
 __all__ = ["ProxyTask", "store_and_proxy"]
 
@@ -40,7 +42,9 @@ class _Arguments:
     def _revive(self, obj: Any) -> Any:
         if type(obj) is PickledArgument:  # not pickled on the way (an in-process engine)
             return pickle.loads(obj.stream)
-        if type(obj) is ProxyRef:
+        if type(obj) is ResultRef:
+            obj = Proxy(obj.factory)
+        elif type(obj) is ProxyRef:
             proxy = Proxy(obj.factory)
             if obj.deliver_object:
                 self.deliver[id(proxy)] = (proxy, obj.deliver_object)
@@ -86,6 +90,18 @@ class ProxyTask:
         prefetch: Start resolving every proxied argument before the body runs.
         result_policy: Policy deciding whether the result goes back by proxy (``None``: never).
         store: Where results are stored, when ``result_policy`` proxies them.
+        result_owner: Token of the adapter's
+            :class:`~proxystore.integrations.results.ResultTracker`: a stored result comes
+            back as a proxy the adapter owns (evicted once nothing can use it).
+        result_key: Called on the worker to name a stored result (``None``: a fresh key);
+            for engines that keep results on their workers (Dask), so that the adapter
+            knows the key without fetching the result.
+        result_ttl: Seconds a stored result lives at most (the policy's lease), set on the
+            store's keys where it supports expiry (Redis), so a killed client leaks nothing.
+        result_refs_from: The client's process id, for engines that take a callable result
+            for code (Parsl): run in another process, the task returns a stored result as a
+            :class:`~proxystore.integrations.transit.ResultRef`, which unpickles into the
+            proxy (a proxy answers ``callable()``).
     """
 
     def __init__(
@@ -95,6 +111,10 @@ class ProxyTask:
         prefetch: bool = True,
         result_policy: ProxyPolicy | None = None,
         store: StoreDescription | None = None,
+        result_owner: str | None = None,
+        result_key: Callable[[], str | None] | None = None,
+        result_ttl: float | None = None,
+        result_refs_from: int | None = None,
     ) -> None:
         if not callable(fn):
             raise TypeError(f"task must be callable, got {type(fn).__name__}")
@@ -104,6 +124,10 @@ class ProxyTask:
             result_policy if result_policy and result_policy.proxy_results else None
         )
         self.store = store
+        self.result_owner = result_owner
+        self.result_key = result_key
+        self.result_ttl = result_ttl
+        self.result_refs_from = result_refs_from
         self.nested: frozenset[int | str] = frozenset()
         functools.update_wrapper(self, fn, updated=())
 
@@ -132,14 +156,44 @@ class ProxyTask:
         if self.result_policy is not None and self.store is not None:
             measured = self.result_policy.measure_result(result)
             if measured.proxy:
-                store = self.store.get_or_create()
-                return store_and_proxy(store, result, measured.pickled, evict=False)
+                return self._stored_result(result, measured.pickled)
         return result
+
+    def _stored_result(self, result: Any, pickled: Pickled | None) -> Proxy | ResultRef:
+        """Store a large result; return its proxy (owned by the adapter, when it tracks)."""
+        assert self.store is not None
+        store = self.store.get_or_create()
+        key = None
+        if self.result_key is not None and self.result_owner is not None:
+            name = self.result_key()
+            if name is not None:
+                key = f"{self.result_owner}-{name}"
+        proxy = store_and_proxy(store, result, pickled, evict=False, key=key)
+        if self.result_ttl is not None:
+            expire = _expirer(store)
+            if expire is not None:
+                expire(get_factory(proxy).key, self.result_ttl)  # type: ignore[attr-defined]
+        factory = get_factory(proxy)
+        if self.result_owner is not None:
+            factory = OwnedFactory(factory, self.result_owner)
+        refs_from = self.result_refs_from
+        if refs_from is not None and refs_from != os.getpid():
+            return ResultRef(factory)  # becomes the proxy where it is unpickled
+        return Proxy(factory)
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Sent with every task: only what the worker needs (the store only for results).
-        store = self.store if self.result_policy is not None else None
-        return (_rebuild_task, (self.fn, self.prefetch, self.result_policy, store, self.nested))
+        results = self.result_policy is not None
+        store = self.store if results else None
+        state = (
+            (self.result_owner, self.result_key, self.result_ttl, self.result_refs_from)
+            if results
+            else None
+        )
+        return (
+            _rebuild_task,
+            (self.fn, self.prefetch, self.result_policy, store, self.nested, state),
+        )
 
     def __repr__(self) -> str:
         return f"ProxyTask({getattr(self.fn, '__qualname__', self.fn)!r})"
@@ -151,18 +205,53 @@ def _rebuild_task(
     result_policy: ProxyPolicy | None,
     store: StoreDescription | None,
     nested: frozenset[int | str],
+    results: tuple[str | None, Callable[[], str | None] | None, float | None, int | None]
+    | None = None,
 ) -> ProxyTask:
-    task = ProxyTask(fn, prefetch=prefetch, result_policy=result_policy, store=store)
+    owner, key, ttl, refs_from = results if results is not None else (None, None, None, None)
+    task = ProxyTask(
+        fn,
+        prefetch=prefetch,
+        result_policy=result_policy,
+        store=store,
+        result_owner=owner,
+        result_key=key,
+        result_ttl=ttl,
+        result_refs_from=refs_from,
+    )
     task.nested = nested
     return task
 
 
-def store_and_proxy(store: Store, obj: Any, pickled: Pickled | None, *, evict: bool) -> Proxy:
-    """Store ``obj`` (as the bytes ``pickled`` while measuring it, when there are any); proxy it."""
+def _expirer(store: Store) -> Callable[[str, float], None] | None:
+    """The ``expire(key, seconds)`` of the store's backend (through its layers), or ``None``."""
+    backend: Any = store.backend
+    for _ in range(16):
+        expire = getattr(backend, "expire", None)
+        if callable(expire):
+            return expire  # type: ignore[no-any-return]
+        backend = getattr(backend, "inner", None)
+        if backend is None:
+            return None
+    return None
+
+
+def store_and_proxy(
+    store: Store, obj: Any, pickled: Pickled | None, *, evict: bool, key: str | None = None
+) -> Proxy:
+    """Store ``obj`` (as the bytes ``pickled`` while measuring it, when there are any); proxy it.
+
+    Args:
+        store: The store.
+        obj: The object.
+        pickled: The bytes pickled while measuring it, if any.
+        evict: Whether the proxy evicts the object once resolved.
+        key: The key to store it under (default: a new one).
+    """
     if pickled is not None:
         if store.codec.by_reference:  # keeps what it is given: bytes, not the Pickled
-            key = store.set(b"".join(pickled.parts()), serialize=False)
+            key = store.set(b"".join(pickled.parts()), key=key, serialize=False)
         else:  # its pieces as they are, never joined into one copy first
-            key = store.set(pickled)
+            key = store.set(pickled, key=key)
         return store.proxy(key=key, evict=evict)
-    return store.proxy(obj, evict=evict)
+    return store.proxy(obj, key=key, evict=evict)

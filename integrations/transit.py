@@ -18,7 +18,7 @@ from proxystore.factory import Factory
 from proxystore.proxy import Proxy
 from proxystore.store.description import StoreDescription
 
-__all__ = ["PickledArgument", "ProxyRef", "is_proxy"]
+__all__ = ["PickledArgument", "ProxyRef", "ResultRef", "is_proxy"]
 
 
 def __getattr__(name: str) -> Any:
@@ -116,3 +116,28 @@ class PickledArgument:
 
     def __repr__(self) -> str:
         return f"PickledArgument({len(self.stream)} bytes)"
+
+
+class ResultRef:
+    """A task's stored result on its way back: it unpickles into the proxy itself.
+
+    Engines that take a callable result for code (Parsl: a proxy answers ``callable()``, and
+    its code serializer hashes it, which would resolve it) are given this plain object
+    instead; the client unpickles a :class:`~proxystore.proxy.Proxy`. A worker-side wrapper
+    that receives one without pickling (an engine passing results between tasks in memory)
+    makes the proxy itself.
+
+    Args:
+        factory: The result proxy's factory.
+    """
+
+    __slots__ = ("factory",)
+
+    def __init__(self, factory: Factory[Any]) -> None:
+        self.factory = factory
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Proxy, (self.factory,))
+
+    def __repr__(self) -> str:
+        return f"ResultRef({getattr(self.factory, 'key', '?')})"
