@@ -20,7 +20,7 @@ from typing import Any, Callable
 __all__ = ["Dependents", "holds_futures"]
 
 _CONTAINERS = (list, tuple, dict)
-_IDLE_EXIT = 30.0  # seconds the sending thread waits for work before it ends (it restarts)
+_IDLE_EXIT = 1.0  # seconds the sending thread waits for work before it ends (it restarts)
 
 
 def _is_future(value: Any) -> bool:

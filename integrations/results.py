@@ -54,6 +54,7 @@ logger = logging.getLogger(__name__)
 
 _TRACKERS: dict[str, ResultTracker] = {}
 _TRACKERS_LOCK = threading.Lock()
+_DRAIN_IDLE = 1.0  # seconds the release thread waits for more work before it ends
 
 
 def tracker_for(token: str) -> ResultTracker | None:
@@ -193,8 +194,12 @@ class ResultTracker:
         self.pid = os.getpid()
         self._holds: dict[str, int] = {}
         self._escaped: set[str] = set()
-        self._lock = threading.Lock()
-        self._later: queue.SimpleQueue[str] | None = None
+        # Reentrant: a garbage collection may run a finalizer (and so drop()) on a thread
+        # that holds it.
+        self._lock = threading.RLock()
+        self._later: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self._drainer: threading.Thread | None = None
+        self._drain_lock = threading.RLock()
         with _TRACKERS_LOCK:
             _TRACKERS[self.token] = self
         weakref.finalize(self, _forget, self.token)
@@ -260,45 +265,38 @@ class ResultTracker:
         # locked sections included. Evicting there could deadlock on such a lock: during a
         # collection the key goes to a background thread instead.
         if _COLLECTING.active:
-            self._queue().put(key)
+            self._release_later(key)
             return
         try:
             self.drop(key)
         except Exception:  # a finalizer must not raise
             logger.exception("%s: releasing the stored result %s failed", self.owner, key)
 
-    def _queue(self) -> queue.SimpleQueue[str]:
-        later = self._later
-        if later is None:
-            with self._lock:
-                if self._later is None:
-                    self._later = queue.SimpleQueue()
-                    threading.Thread(
-                        target=self._drain,
-                        args=(weakref.ref(self), self._later),
-                        name="proxystore-result-release",
-                        daemon=True,
-                    ).start()
-                later = self._later
-        return later
+    def _release_later(self, key: str) -> None:
+        """Hand ``key`` to the release thread (started when none runs)."""
+        self._later.put(key)  # SimpleQueue.put is safe in a finalizer (reentrant)
+        with self._drain_lock:
+            if self._drainer is None:
+                self._drainer = threading.Thread(
+                    target=self._drain, name="proxystore-result-release", daemon=True
+                )
+                self._drainer.start()
 
-    @staticmethod
-    def _drain(ref: weakref.ref[ResultTracker], later: queue.SimpleQueue[str]) -> None:
+    def _drain(self) -> None:
+        # Ends once idle for a second (started again when needed).
         while True:
             try:
-                key = later.get(timeout=60.0)
+                key = self._later.get(timeout=_DRAIN_IDLE)
             except queue.Empty:
-                if ref() is None:
-                    return
+                with self._drain_lock:
+                    if self._later.empty():
+                        self._drainer = None
+                        return
                 continue
-            tracker = ref()
-            if tracker is None:
-                return
             try:
-                tracker.drop(key)
+                self.drop(key)
             except Exception:
-                logger.exception("%s: releasing the stored result %s failed", tracker.owner, key)
-            del tracker
+                logger.exception("%s: releasing the stored result %s failed", self.owner, key)
 
     def _evict(self, key: str) -> None:
         try:

@@ -207,3 +207,20 @@ def parsl_dfk(run_dir: Path) -> Any:
         initialize_logging=False,  # Parsl never closes parsl.log (a ResourceWarning)
     )
     return parsl.load(config)
+
+
+def produce(n: int, value: float) -> Any:
+    """A task that makes a large result: ``n`` float64s of ``value``."""
+    import numpy as np
+
+    return np.full(n, float(value))
+
+
+def consume(x: Any) -> float:
+    """A task that reads a whole array (a proxy or the array)."""
+    return float(x.sum())
+
+
+def consume_all(xs: Any) -> float:
+    """A task that reads every array of a list."""
+    return float(sum(float(x.sum()) for x in xs))
