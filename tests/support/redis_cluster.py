@@ -1,0 +1,200 @@
+"""Start a private Redis Cluster on loopback for the tests (3 masters, optionally replicas).
+
+Every node is a throw-away ``redis-server --cluster-enabled yes`` on 127.0.0.1 with nothing on
+disk but its cluster file in a private directory. Cluster ports are at most 55535: a node
+also listens on its port + 10000 (the cluster bus), so both must be free.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.support.redis_server import replies
+
+MAX_CLUSTER_PORT = 55535
+HOST = "127.0.0.1"
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+def cluster_ports(count: int) -> list[int]:
+    """``count`` ports at most 55535 whose bus ports (+10000) are free too."""
+    ports: list[int] = []
+    rng = random.Random()
+    while len(ports) < count:
+        port = rng.randint(20000, MAX_CLUSTER_PORT)
+        if port not in ports and _free(port) and _free(port + 10000):
+            ports.append(port)
+    return ports
+
+
+def cli(*args: str, timeout: float = 60) -> str:
+    """Run ``redis-cli`` with ``args``; return its output (raise if it fails)."""
+    binary = shutil.which("redis-cli")
+    if binary is None:
+        raise RuntimeError("redis-cli is not installed (Debian package redis-tools)")
+    result = subprocess.run(
+        [binary, *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"redis-cli {' '.join(args)} failed: {result.stdout}{result.stderr}")
+    return result.stdout
+
+
+@dataclass
+class Node:
+    """One node of the cluster: its port and process."""
+
+    port: int
+    process: subprocess.Popen[bytes]
+    directory: Path
+
+    @property
+    def address(self) -> str:
+        return f"{HOST}:{self.port}"
+
+    def ask(self, *args: str) -> str:
+        """Run one command on this node with ``redis-cli``."""
+        return cli("-h", HOST, "-p", str(self.port), *args, timeout=20)
+
+    def kill(self) -> None:
+        """Kill the node's process (no goodbye to the cluster)."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+
+@dataclass
+class Cluster:
+    """A running private cluster."""
+
+    nodes: list[Node]
+    replicas: int
+    killed: list[Node] = field(default_factory=list)
+
+    @property
+    def host(self) -> str:
+        return HOST
+
+    @property
+    def port(self) -> int:
+        return self.nodes[0].port
+
+    def live(self) -> list[Node]:
+        return [node for node in self.nodes if node.process.poll() is None]
+
+    def node(self, address: str) -> Node:
+        for node in self.nodes:
+            if node.address == address:
+                return node
+        raise KeyError(address)
+
+    def role(self, node: Node) -> str:
+        return node.ask("ROLE").split("\n", 1)[0].strip()
+
+    def masters(self) -> list[Node]:
+        return [node for node in self.live() if self.role(node) == "master"]
+
+    def node_id(self, node: Node) -> str:
+        return node.ask("CLUSTER", "MYID").strip()
+
+    def wait_ok(self, timeout: float = 60) -> None:
+        """Wait until every live node says ``cluster_state:ok`` and agrees on the masters."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                states = [node.ask("CLUSTER", "INFO") for node in self.live()]
+                ok = all("cluster_state:ok" in state for state in states)
+                if ok:
+                    views = {
+                        tuple(sorted(line.split()[1] for line in self._master_lines(node)))
+                        for node in self.live()
+                    }
+                    if len(views) == 1:
+                        return
+            except (RuntimeError, subprocess.TimeoutExpired):
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("the private Redis Cluster did not become ready")
+            time.sleep(0.1)
+
+    def _master_lines(self, node: Node) -> list[str]:
+        lines = node.ask("CLUSTER", "NODES").splitlines()
+        return [
+            line
+            for line in lines
+            if " master " in f" {line.split()[2].replace(',', ' ')} "
+            and "fail" not in line.split()[2]
+            and len(line.split()) > 8
+        ]
+
+
+def _start(port: int, workdir: Path, node_timeout: int) -> Node:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server is not installed")
+    directory = workdir / str(port)
+    directory.mkdir()
+    command = [binary, "--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "no"]
+    command += ["--dir", str(directory), "--cluster-enabled", "yes"]
+    command += ["--cluster-config-file", str(directory / "nodes.conf")]
+    command += ["--cluster-node-timeout", str(node_timeout)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    return Node(port, process, directory)
+
+
+@contextmanager
+def private_cluster(
+    masters: int = 3, replicas: int = 0, *, node_timeout: int = 1000
+) -> Iterator[Cluster]:
+    """Start a private cluster of ``masters`` masters with ``replicas`` replicas each."""
+    count = masters * (1 + replicas)
+    with tempfile.TemporaryDirectory(prefix="proxystore-cluster-") as workdir:
+        nodes: list[Node] = []
+        try:
+            for port in cluster_ports(count):
+                nodes.append(_start(port, Path(workdir), node_timeout))
+            deadline = time.monotonic() + 20
+            for node in nodes:
+                while not replies(HOST, node.port):
+                    if node.process.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError(f"redis-server did not start on {node.address}")
+                    time.sleep(0.05)
+            cli(
+                "--cluster",
+                "create",
+                *(node.address for node in nodes),
+                "--cluster-replicas",
+                str(replicas),
+                "--cluster-yes",
+            )
+            cluster = Cluster(nodes, replicas)
+            cluster.wait_ok()
+            yield cluster
+        finally:
+            for node in nodes:
+                if node.process.poll() is None:
+                    node.process.terminate()
+            for node in nodes:
+                try:
+                    node.process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    node.process.kill()
+                    node.process.wait()
