@@ -12,7 +12,7 @@ import pytest
 
 from proxystore.store import Store, init_store, registered_stores, unregister_store
 from tests.support.globus_sim import make_globus_store
-from tests.support.redis_cluster import private_cluster
+from tests.support.redis_cluster import Cluster, private_cluster
 from tests.support.redis_server import redis_server
 
 STORE_KINDS = ["local", "file", "redis", "globus"]
@@ -26,10 +26,16 @@ def redis_address() -> Iterator[tuple[str, int]]:
 
 
 @pytest.fixture(scope="session")
-def redis_cluster_address() -> Iterator[tuple[str, int]]:
-    """A private loopback Redis Cluster of 3 masters: the address of one node."""
+def redis_cluster() -> Iterator[Cluster]:
+    """A private loopback Redis Cluster of 3 masters (tests must not change its topology)."""
     with private_cluster(3) as cluster:
-        yield cluster.host, cluster.port
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_address(redis_cluster: Cluster) -> tuple[str, int]:
+    """The address of one node of :func:`redis_cluster`."""
+    return redis_cluster.host, redis_cluster.port
 
 
 @pytest.fixture(autouse=True)
