@@ -135,6 +135,35 @@ class Cluster:
                 raise RuntimeError("the private Redis Cluster did not become ready")
             time.sleep(0.1)
 
+    def replica_of(self, master: str) -> str:
+        """The address of a live replica of ``master`` (from ``CLUSTER NODES``)."""
+        master_id = self.node_id(self.node(master))
+        for line in self.live()[0].ask("CLUSTER", "NODES").splitlines():
+            fields = line.split()
+            if len(fields) > 3 and fields[3] == master_id and "fail" not in fields[2]:
+                return fields[1].split("@")[0]
+        raise KeyError(f"{master} has no replica")
+
+    def wait_failover(self, dead: str, timeout: float = 60) -> None:
+        """Wait until no live node sees ``dead`` serve a slot (a replica took them over)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                serving = [
+                    line
+                    for node in self.live()
+                    for line in node.ask("CLUSTER", "NODES").splitlines()
+                    if line.split()[1].split("@")[0] == dead and len(line.split()) > 8
+                ]
+                if not serving:
+                    self.wait_ok(timeout=max(deadline - time.monotonic(), 1))
+                    return
+            except (RuntimeError, subprocess.TimeoutExpired):
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no replica of {dead} was promoted")
+            time.sleep(0.1)
+
     def _master_lines(self, node: Node) -> list[str]:
         lines = node.ask("CLUSTER", "NODES").splitlines()
         return [

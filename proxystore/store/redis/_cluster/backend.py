@@ -249,9 +249,9 @@ class RedisClusterBackend(BackendBase):
                     redo.append(position)
             return redo
 
-        redo = self.client.run(keys[0], send)
+        redo = self.client.run(keys[0], send, name=stripe.key)
         for position in redo:  # moved while written: one by one, each redirected alone
-            self.client.command(keys[position], *commands[position])
+            self.client.command(keys[position], *commands[position], name=stripe.key)
 
     def _read_group(self, stripe: Stripe, indexes: list[int], data: memoryview) -> bool:
         """Read the chunks ``indexes`` into ``data``; return whether every one was there."""
@@ -280,7 +280,7 @@ class RedisClusterBackend(BackendBase):
 
         present: bool
         redo: list[int]
-        present, redo = self.client.run(keys[0], receive)
+        present, redo = self.client.run(keys[0], receive, name=stripe.key)
         for position in redo:  # moved (or migrating) while read: one by one
             key, index = keys[position], indexes[position]
 
@@ -288,13 +288,13 @@ class RedisClusterBackend(BackendBase):
                 conn.send([("GET", key)])
                 return read_one(conn, index)
 
-            present = int(self.client.run(key, again)) >= 0 and present
+            present = int(self.client.run(key, again, name=stripe.key)) >= 0 and present
         return present
 
     def _unlink(self, stripe: Stripe) -> None:
         for _, indexes in self._groups(stripe):
             keys = [stripe.chunk_key(i) for i in indexes]
-            self.client.command(keys[0], "UNLINK", *keys)
+            self.client.command(keys[0], "UNLINK", *keys, name=stripe.key)
 
     def _unlink_quietly(self, stripe: Stripe) -> None:
         with contextlib.suppress(Exception):  # else an orphan: it expires with its TTL
@@ -417,7 +417,7 @@ class RedisClusterBackend(BackendBase):
         found = 0
         for _, indexes in self._groups(stripe):
             keys = [stripe.chunk_key(i) for i in indexes]
-            found += int(self.client.command(keys[0], "EXISTS", *keys))
+            found += int(self.client.command(keys[0], "EXISTS", *keys, name=key))
         return bool(found == count)
 
     def evict(self, key: str) -> None:
@@ -442,7 +442,7 @@ class RedisClusterBackend(BackendBase):
             for _, indexes in self._groups(stripe):
                 for index in indexes:
                     chunk = stripe.chunk_key(index)
-                    self.client.command(chunk, "PEXPIRE", chunk, ms)
+                    self.client.command(chunk, "PEXPIRE", chunk, ms, name=key)
         self.client.command(key, "PEXPIRE", key, ms)
 
     def scan(self) -> Iterator[KeyInfo]:

@@ -20,6 +20,7 @@ each connection by its timeouts.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import os
@@ -82,6 +83,9 @@ class ClusterClient:
         self._pid = os.getpid()
         self._pools: dict[str, ConnectionPool] = {}
         self._map: SlotMap | None = None
+        self.redirections: collections.Counter[str] = collections.Counter()
+        """How many ``MOVED``, ``ASK``, ``TRYAGAIN``, ``CLUSTERDOWN`` and failovers this
+        client followed (for tests and debugging)."""
 
     # -- nodes and the slot map ---------------------------------------------------------------
 
@@ -200,8 +204,18 @@ class ClusterClient:
             store_type=who.store_type,
         )
 
-    def _pause(self, pause: float, deadline: float, exc: StoreError) -> float:
+    def _pause(
+        self, pause: float, deadline: float, exc: Redirect, address: str, key: str | None
+    ) -> float:
         if time.monotonic() + pause > deadline:
+            if exc.kind == "CLUSTERDOWN":
+                raise self.node_where(address).unreachable(
+                    f"the cluster is down (CLUSTERDOWN) for longer than socket_timeout="
+                    f"{self.timeout} s: a master failed and no replica took its slots over, so "
+                    "no node serves every slot. Restart the failed node (or add replicas), or "
+                    "set cluster-require-full-coverage no on the nodes to serve the other slots",
+                    key,
+                ) from exc
             raise exc
         time.sleep(pause)
         return min(pause * 2, 0.5)
@@ -212,12 +226,14 @@ class ClusterClient:
         operation: Callable[[Connection], Any],
         *,
         slot: int | None = None,
+        name: str | None = None,
     ) -> Any:
         """Run ``operation`` on the master of ``key``'s slot, following redirections.
 
         ``operation`` sends its commands and reads their replies; a :class:`Redirect` it
         raises sends it to the node named (``ASK``: after ``ASKING``, sent by this method
-        before the operation runs).
+        before the operation runs). Errors name ``name`` as the key (default: ``key``; the
+        user's key when ``key`` is one of its chunks).
 
         Raises:
             NodeDown: If the slot's master cannot be reached and no node took it over.
@@ -225,19 +241,22 @@ class ClusterClient:
             StoreError: Any other error of the operation.
         """
         slot = key_slot(key) if slot is None else slot
+        shown = key if name is None else name
         deadline = time.monotonic() + (self.timeout or 60.0)
         asking = ""
         pause = _PAUSE
+        retried: set[str] = set()
         last: StoreError | None = None
         for _ in range(MAX_REDIRECTS):
             address = asking or self.owner(slot)
             try:
-                with self.pool(address).connection(key) as conn:
+                with self.pool(address).connection(shown) as conn:
                     if asking:
                         conn.command("ASKING")
                     return operation(conn)
             except Redirect as exc:
                 last = exc
+                self.redirections[exc.kind] += 1
                 if exc.kind == "MOVED" and exc.target:
                     asking = ""
                     self._moved(exc.slot, exc.target)
@@ -245,7 +264,7 @@ class ClusterClient:
                     asking = exc.target
                 else:  # TRYAGAIN, CLUSTERDOWN
                     asking = ""
-                    pause = self._pause(pause, deadline, exc)
+                    pause = self._pause(pause, deadline, exc, address, shown)
                     if exc.kind == "CLUSTERDOWN":
                         self._try_refresh(address)
             except StoreTimeoutError:
@@ -253,12 +272,17 @@ class ClusterClient:
             except StoreConnectionError as exc:
                 if asking:
                     raise
+                self.pool(address).close()  # its idle connections may be as dead
                 try:
                     fresh = self.refresh(avoid=address)
                 except StoreError:
-                    raise self._down(address, slot, key, exc) from exc
+                    raise self._down(address, slot, shown, exc) from exc
                 if fresh.owners[slot] in ("", address):
-                    raise self._down(address, slot, key, exc) from exc
+                    if address in retried:
+                        raise self._down(address, slot, shown, exc) from exc
+                    retried.add(address)  # once more, on a new connection (a restart?)
+                else:
+                    self.redirections["failover"] += 1
                 last = exc
         assert last is not None
         raise last
@@ -273,9 +297,9 @@ class ClusterClient:
         with contextlib.suppress(StoreError):  # the redirection's target is used regardless
             self.refresh()
 
-    def command(self, key: str, *args: Argument, prefix: int = 0) -> Reply:
+    def command(self, key: str, *args: Argument, prefix: int = 0, name: str | None = None) -> Reply:
         """Run one command on the master of ``key``'s slot (see :meth:`run`)."""
-        return self.run(key, lambda conn: conn.command(*args, prefix=prefix))
+        return self.run(key, lambda conn: conn.command(*args, prefix=prefix), name=name)
 
     def transaction(self, key: str, commands: Sequence[Sequence[Argument]]) -> list[Reply]:
         """Run ``commands`` (all on ``key``'s slot) in one ``MULTI``/``EXEC`` (see :meth:`run`)."""
