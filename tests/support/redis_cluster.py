@@ -65,6 +65,7 @@ class Node:
     port: int
     process: subprocess.Popen[bytes]
     directory: Path
+    password: str | None = None
 
     @property
     def address(self) -> str:
@@ -72,7 +73,8 @@ class Node:
 
     def ask(self, *args: str) -> str:
         """Run one command on this node with ``redis-cli``."""
-        return cli("-h", HOST, "-p", str(self.port), *args, timeout=20)
+        auth = ("-a", self.password, "--no-auth-warning") if self.password else ()
+        return cli("-h", HOST, "-p", str(self.port), *auth, *args, timeout=20)
 
     def kill(self) -> None:
         """Kill the node's process (no goodbye to the cluster)."""
@@ -175,7 +177,7 @@ class Cluster:
         ]
 
 
-def _start(port: int, workdir: Path, node_timeout: int) -> Node:
+def _start(port: int, workdir: Path, node_timeout: int, password: str | None) -> Node:
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError("redis-server is not installed")
@@ -185,28 +187,36 @@ def _start(port: int, workdir: Path, node_timeout: int) -> Node:
     command += ["--dir", str(directory), "--cluster-enabled", "yes"]
     command += ["--cluster-config-file", str(directory / "nodes.conf")]
     command += ["--cluster-node-timeout", str(node_timeout)]
+    if password:
+        command += ["--requirepass", password, "--masterauth", password]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    return Node(port, process, directory)
+    return Node(port, process, directory, password)
 
 
 @contextmanager
 def private_cluster(
-    masters: int = 3, replicas: int = 0, *, node_timeout: int = 1000
+    masters: int = 3, replicas: int = 0, *, node_timeout: int = 1000, password: str | None = None
 ) -> Iterator[Cluster]:
-    """Start a private cluster of ``masters`` masters with ``replicas`` replicas each."""
+    """Start a private cluster of ``masters`` masters with ``replicas`` replicas each.
+
+    With ``password``, every node requires it (``requirepass``, and ``masterauth`` for
+    replicas).
+    """
     count = masters * (1 + replicas)
     with tempfile.TemporaryDirectory(prefix="proxystore-cluster-") as workdir:
         nodes: list[Node] = []
         try:
             for port in cluster_ports(count):
-                nodes.append(_start(port, Path(workdir), node_timeout))
+                nodes.append(_start(port, Path(workdir), node_timeout, password))
             deadline = time.monotonic() + 20
             for node in nodes:
                 while not replies(HOST, node.port):
                     if node.process.poll() is not None or time.monotonic() > deadline:
                         raise RuntimeError(f"redis-server did not start on {node.address}")
                     time.sleep(0.05)
+            auth = ("-a", password, "--no-auth-warning") if password else ()
             cli(
+                *auth,
                 "--cluster",
                 "create",
                 *(node.address for node in nodes),

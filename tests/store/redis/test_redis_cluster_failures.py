@@ -222,3 +222,21 @@ def test_a_store_refuses_an_unknown_node_clearly(made: list[RedisStore]) -> None
         port = cluster.port
     with pytest.raises(StoreError, match=str(port)):
         RedisStore("gone", hostname="127.0.0.1", port=port, cluster=True)
+
+
+def test_passwords_and_acl_users_on_every_node(made: list[RedisStore]) -> None:
+    from proxystore.exceptions import StoreAuthError
+
+    with private_cluster(3, password="cluster-secret") as cluster:
+        for node in cluster.nodes:
+            node.ask("ACL", "SETUSER", "alice", "on", ">alice-secret", "~*", "+@all")
+        by_password = cluster_store(cluster, made, password="cluster-secret")
+        by_user = cluster_store(cluster, made, username="alice", password="alice-secret")
+        data = np.arange(40_000)  # striped: every node is reached with the credentials
+        key = by_password.set(data)
+        assert np.array_equal(by_user.get(key), data)
+        assert "cluster-secret" not in repr(by_password.settings)
+        by_user.evict(key)
+        assert not by_password.exists(key)
+        with pytest.raises(StoreAuthError, match=str(cluster.port)):
+            cluster_store(cluster, made, password="wrong")
