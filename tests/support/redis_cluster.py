@@ -66,6 +66,7 @@ class Node:
     process: subprocess.Popen[bytes]
     directory: Path
     password: str | None = None
+    tls: tuple[Path, Path, Path] | None = None
 
     @property
     def address(self) -> str:
@@ -73,7 +74,11 @@ class Node:
 
     def ask(self, *args: str) -> str:
         """Run one command on this node with ``redis-cli``."""
-        auth = ("-a", self.password, "--no-auth-warning") if self.password else ()
+        auth: tuple[str, ...] = ()
+        if self.password:
+            auth += ("-a", self.password, "--no-auth-warning")
+        if self.tls:
+            auth += ("--tls", "--cacert", str(self.tls[0]))
         return cli("-h", HOST, "-p", str(self.port), *auth, *args, timeout=20)
 
     def kill(self) -> None:
@@ -177,44 +182,73 @@ class Cluster:
         ]
 
 
-def _start(port: int, workdir: Path, node_timeout: int, password: str | None) -> Node:
+def _tls_replies(node: Node) -> bool:
+    try:
+        return "PONG" in node.ask("PING")
+    except (RuntimeError, subprocess.TimeoutExpired):
+        return False
+
+
+def _start(
+    port: int,
+    workdir: Path,
+    node_timeout: int,
+    password: str | None,
+    tls: tuple[Path, Path, Path] | None,
+) -> Node:
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError("redis-server is not installed")
     directory = workdir / str(port)
     directory.mkdir()
-    command = [binary, "--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "no"]
+    listen = ["--port", "0", "--tls-port", str(port)] if tls else ["--port", str(port)]
+    command = [binary, *listen, "--bind", HOST, "--save", "", "--appendonly", "no"]
     command += ["--dir", str(directory), "--cluster-enabled", "yes"]
     command += ["--cluster-config-file", str(directory / "nodes.conf")]
     command += ["--cluster-node-timeout", str(node_timeout)]
     if password:
         command += ["--requirepass", password, "--masterauth", password]
+    if tls:  # the certificate names localhost: nodes announce that name, not their address
+        ca, cert, key = tls
+        command += ["--tls-cluster", "yes", "--tls-replication", "yes", "--tls-auth-clients", "no"]
+        command += ["--tls-ca-cert-file", str(ca), "--tls-cert-file", str(cert)]
+        command += ["--tls-key-file", str(key), "--cluster-announce-hostname", "localhost"]
+        command += ["--cluster-preferred-endpoint-type", "hostname"]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    return Node(port, process, directory, password)
+    return Node(port, process, directory, password, tls)
 
 
 @contextmanager
 def private_cluster(
-    masters: int = 3, replicas: int = 0, *, node_timeout: int = 1000, password: str | None = None
+    masters: int = 3,
+    replicas: int = 0,
+    *,
+    node_timeout: int = 1000,
+    password: str | None = None,
+    tls: tuple[Path, Path, Path] | None = None,
 ) -> Iterator[Cluster]:
     """Start a private cluster of ``masters`` masters with ``replicas`` replicas each.
 
     With ``password``, every node requires it (``requirepass``, and ``masterauth`` for
-    replicas).
+    replicas). With ``tls`` (``(ca, cert, key)``: a certificate for ``localhost`` that also
+    authenticates clients, for the cluster bus), nodes speak TLS only, to clients and to each
+    other, and announce themselves as ``localhost``.
     """
     count = masters * (1 + replicas)
     with tempfile.TemporaryDirectory(prefix="proxystore-cluster-") as workdir:
         nodes: list[Node] = []
         try:
             for port in cluster_ports(count):
-                nodes.append(_start(port, Path(workdir), node_timeout, password))
+                nodes.append(_start(port, Path(workdir), node_timeout, password, tls))
             deadline = time.monotonic() + 20
             for node in nodes:
-                while not replies(HOST, node.port):
+                while not (_tls_replies(node) if node.tls else replies(HOST, node.port)):
                     if node.process.poll() is not None or time.monotonic() > deadline:
                         raise RuntimeError(f"redis-server did not start on {node.address}")
                     time.sleep(0.05)
-            auth = ("-a", password, "--no-auth-warning") if password else ()
+            auth: tuple[str, ...] = ("-a", password, "--no-auth-warning") if password else ()
+            if tls:
+                auth += ("--tls", "--cacert", str(tls[0]))
             cli(
                 *auth,
                 "--cluster",

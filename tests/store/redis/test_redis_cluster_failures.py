@@ -240,3 +240,32 @@ def test_passwords_and_acl_users_on_every_node(made: list[RedisStore]) -> None:
         assert not by_password.exists(key)
         with pytest.raises(StoreAuthError, match=str(cluster.port)):
             cluster_store(cluster, made, password="wrong")
+
+
+def test_tls_on_every_node(made: list[RedisStore], tmp_path: Any) -> None:
+    from tests.support.redis_server import tls_unsupported
+    from tests.support.tls_certs import make_ca, make_server_cert
+
+    if tls_unsupported() is not None:
+        pytest.skip(str(tls_unsupported()))
+    ca, ca_key = make_ca(tmp_path)
+    cert, key = make_server_cert(tmp_path, ca, ca_key, client_auth=True)
+    with private_cluster(3, tls=(ca, cert, key)) as cluster:
+        store = RedisStore(
+            f"cluster-tls-{uuid.uuid4().hex[:8]}",
+            url=f"rediss://localhost:{cluster.port}",
+            cluster=True,
+            ssl_ca_certs=str(ca),
+            chunk_size=4096,
+            cache_size=0,
+        )
+        made.append(store)
+        backend = backend_of(store)
+        masters = backend.client.masters()
+        assert all(master.startswith("localhost:") for master in masters)  # names the cert has
+        data = np.arange(200_000)  # striped: TLS to every master, checked against the CA
+        stored = store.set(data)
+        assert np.array_equal(store.get(stored), data)
+        assert set(backend.nodes_of(stored)) == set(masters)
+        store.evict(stored)
+        assert not store.exists(stored)
