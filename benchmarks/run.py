@@ -7,6 +7,7 @@ Examples::
     python -m benchmarks --case 'store/redis/*'      # only some cases (shell-style globs)
     python -m benchmarks --rst docs/benchmarks-full.txt   # also write the docs' table
     python -m benchmarks --case 'multihost/*'        # across hosts on the test bed (root)
+    python -m benchmarks --case 'multihost-cluster/*'  # one Redis vs a 3-shard cluster (root)
     python -m benchmarks.curves                      # cost against size, tasks, workers (SVG)
 
 Every case runs against its floor in the same run, interleaved, and the table shows the
@@ -36,6 +37,7 @@ from benchmarks import (
     library_cases,
     memory_cases,
     multihost_cases,
+    multihost_cluster_cases,
     overhead_cases,
     proxy_cases,
     ray_cases,
@@ -73,6 +75,7 @@ def all_cases(ctx: Context) -> list[Case]:
         *ray_cases.cases(ctx),  # Ray starts last, once every pool is forked
         *library_cases.cases(ctx),  # imports torch & co. (spawned pools): after every fork
         *multihost_cases.cases(ctx),  # explicit: only with --case 'multihost/*'
+        *multihost_cluster_cases.cases(ctx),  # explicit: --case 'multihost-cluster/*'
     ]
 
 

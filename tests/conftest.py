@@ -12,6 +12,7 @@ import pytest
 
 from proxystore.store import Store, init_store, registered_stores, unregister_store
 from tests.support.globus_sim import make_globus_store
+from tests.support.redis_cluster import Cluster, private_cluster
 from tests.support.redis_server import redis_server
 
 STORE_KINDS = ["local", "file", "redis", "globus"]
@@ -22,6 +23,19 @@ def redis_address() -> Iterator[tuple[str, int]]:
     """A real redis-server: private on a free port, or REDIS_HOST/REDIS_PORT."""
     with redis_server() as address:
         yield address
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[Cluster]:
+    """A private loopback Redis Cluster of 3 masters (tests must not change its topology)."""
+    with private_cluster(3) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_address(redis_cluster: Cluster) -> tuple[str, int]:
+    """The address of one node of :func:`redis_cluster`."""
+    return redis_cluster.host, redis_cluster.port
 
 
 @pytest.fixture(autouse=True)
@@ -76,6 +90,11 @@ def make_store(
         assert redis_address is not None
         host, port = redis_address
         return init_store("redis", name, hostname=host, port=port, **kwargs)
+    if kind == "redis-cluster":  # large values striped (small chunks: striped early)
+        assert redis_address is not None
+        host, port = redis_address
+        kwargs.setdefault("chunk_size", 4096)
+        return init_store("redis", name, hostname=host, port=port, cluster=True, **kwargs)
     if kind == "globus":
         return make_globus_store(name, tmp_path, **kwargs)
     raise AssertionError(kind)
@@ -87,7 +106,8 @@ def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[An
     made: list[Store] = []
 
     def _make(kind: str, **kwargs: Any) -> Store:
-        address = request.getfixturevalue("redis_address") if kind == "redis" else None
+        fixture = {"redis": "redis_address", "redis-cluster": "redis_cluster_address"}
+        address = request.getfixturevalue(fixture[kind]) if kind in fixture else None
         store = make_store(kind, tmp_path, address, **kwargs)
         made.append(store)
         return store

@@ -19,9 +19,14 @@ def test_there_are_examples() -> None:
 
 @pytest.mark.slow  # each is a fresh interpreter; the engine examples take several seconds
 @pytest.mark.parametrize("script", EXAMPLES, ids=lambda path: path.name)
-def test_example_runs(script: Path, redis_address: tuple[str, int], tmp_path: Path) -> None:
+def test_example_runs(
+    script: Path, redis_address: tuple[str, int], tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     host, port = redis_address
     env = dict(os.environ, REDIS_HOST=host, REDIS_PORT=str(port), TMPDIR=str(tmp_path))
+    if "cluster" in script.name:  # a private loopback Redis Cluster, started only for these
+        cluster_host, cluster_port = request.getfixturevalue("redis_cluster_address")
+        env["REDIS_CLUSTER"] = f"{cluster_host}:{cluster_port}"
     result = subprocess.run(
         [sys.executable, str(script.relative_to(ROOT))],
         cwd=ROOT,

@@ -2,7 +2,8 @@
 
 ``testbed`` builds the bed once for the tests of this directory (torn down after the last of
 them, and checked to leave nothing behind), with Redis and a Dask scheduler on host a and two
-Dask worker processes on each of hosts b and c; it skips (with the reason) where the bed
+Dask worker processes on each of hosts b and c, and two more hosts, d and e, idle until a test
+uses them (the Redis Cluster tests resolve there); it skips (with the reason) where the bed
 cannot be built: not root, no ``ip netns``, no ``unshare``.
 """
 
@@ -26,7 +27,7 @@ def require_testbed() -> None:
 @pytest.fixture(scope="package")
 def testbed() -> Iterator[TestBed]:
     require_testbed()
-    with TestBed() as bed:
+    with TestBed(hosts=("a", "b", "c", "d", "e")) as bed:
         bed.start_redis()
         bed.start_dask()
         yield bed

@@ -58,7 +58,7 @@ def test_every_host_and_the_client_reach_redis_on_a(testbed: TestBed) -> None:
 
 def test_each_host_has_its_own_network_identity(testbed: TestBed) -> None:
     addresses = {name: host.address for name, host in testbed.hosts.items()}
-    assert len(set(addresses.values())) == 3
+    assert len(set(addresses.values())) == len(testbed.hosts) >= 3
     for name, host in testbed.hosts.items():
         out = host.run(["ip", "-4", "-o", "addr", "show"]).stdout.decode()
         assert addresses[name] in out

@@ -79,6 +79,7 @@ SHARED_PARENT = "/var/tmp"
 """Parent of the shared directory (not under ``/tmp`` or ``/dev/shm``, which hosts hide)."""
 
 REDIS_PORT = 6379
+CLUSTER_PORT = 7000
 SCHEDULER_PORT = 8786
 """Fixed ports: every host has its own network namespace, so they cannot collide."""
 
@@ -513,6 +514,7 @@ class TestBed:
         self.logs = ""
         self.prelude = ""
         self.redis_port: int | None = None
+        self.cluster_nodes: list[tuple[str, int]] = []
         self.scheduler_address: str | None = None
         self._processes: list[tuple[Host, list[str], subprocess.Popen[bytes]]] = []
         self._anchors: list[subprocess.Popen[bytes]] = []
@@ -766,6 +768,77 @@ class TestBed:
         )
         self.redis_port = REDIS_PORT
         return server.address, REDIS_PORT
+
+    def start_redis_cluster(
+        self,
+        hosts: Sequence[str] = ("a", "b", "c"),
+        *,
+        port: int = CLUSTER_PORT,
+        timeout: float = 60.0,
+    ) -> tuple[str, int]:
+        """Start a Redis Cluster with one master (shard) on each of ``hosts``.
+
+        Each node is a ``redis-server --cluster-enabled yes`` on the host's address and
+        ``port`` (its cluster bus on ``port + 10000``), no persistence, protected mode off;
+        ``redis-cli --cluster create`` (run here, in the root namespace, which reaches every
+        host) joins them and gives each a third of the slots. Can run beside
+        :meth:`start_redis` (another port).
+
+        Returns:
+            ``(host, port)`` of the node on ``hosts[0]`` (a store needs any one node).
+
+        Raises:
+            TestBedError: If a node does not answer, the cluster cannot be created, or it is
+                not ``cluster_state:ok`` on every node within ``timeout`` seconds.
+        """
+        deadline = time.monotonic() + timeout
+        binary = shutil.which("redis-server") or "redis-server"
+        nodes: list[tuple[str, int]] = []
+        for name in hosts:
+            server = self.hosts[name]
+            workdir = os.path.join(self.shared, f"redis-cluster-{name}")
+            os.makedirs(workdir, exist_ok=True)
+            log = f"redis-cluster-{name}.log"
+            process = server.popen(
+                [binary, "--bind", server.address, "--port", str(port), "--save", "",
+                 "--appendonly", "no", "--protected-mode", "no", "--dir", workdir,
+                 "--cluster-enabled", "yes", "--cluster-node-timeout", "5000",
+                 "--cluster-config-file", os.path.join(workdir, "nodes.conf")],
+                log=log,
+            )  # fmt: skip
+            wait_for(
+                lambda a=server.address: _tcp_answers(a, port, b"PING\r\n", b"+PONG"),
+                timeout=max(1.0, deadline - time.monotonic()),
+                what=f"host {name}: redis-server (cluster node) at {server.address}:{port}",
+                failed=self._exited(process, log),
+            )
+            nodes.append((server.address, port))
+        cli = shutil.which("redis-cli")
+        if cli is None:
+            raise TestBedError("a Redis Cluster needs redis-cli on PATH (Debian redis-tools)")
+        _run(
+            [cli, "--cluster", "create", *(f"{h}:{p}" for h, p in nodes), "--cluster-yes"],
+            timeout=max(1.0, deadline - time.monotonic()),
+        )
+
+        def ready() -> bool:
+            for host, node_port in nodes:
+                try:
+                    info = _run([cli, "-h", host, "-p", str(node_port), "CLUSTER", "INFO"], 5)
+                except TestBedError:
+                    return False
+                if "cluster_state:ok" not in info:
+                    return False
+            return True
+
+        wait_for(
+            ready,
+            timeout=max(1.0, deadline - time.monotonic()),
+            what=f"Redis Cluster on hosts {', '.join(hosts)} (port {port}) reaching state ok",
+            interval=0.2,
+        )
+        self.cluster_nodes = nodes
+        return nodes[0]
 
     @property
     def redis_address(self) -> tuple[str, int]:

@@ -37,6 +37,7 @@ BACKENDS: dict[str, tuple[str, ...]] = {
         "proxystore.store.redis.backend:RedisBackend",
         "proxystore.store.backends.redis:RedisBackend",
     ),
+    "redis_cluster": ("proxystore.store.redis:RedisClusterBackend",),
     "timing": ("proxystore.store.layers.timing:TimingLayer",),
     "signing": ("proxystore.store.layers.signing:SigningLayer",),
     "host_cache": ("proxystore.store.layers.host_cache:HostCacheLayer",),
@@ -98,6 +99,13 @@ def redis_backend(address: tuple[str, int], **options: Any) -> Any:
     return resolve("redis")(host, port, options=options, store_name="contract", **extra)
 
 
+def cluster_backend(address: tuple[str, int], **options: Any) -> Any:
+    host, port = address
+    chunk_size = options.pop("chunk_size", None)
+    extra = {} if chunk_size is None else {"chunk_size": chunk_size}
+    return resolve("redis_cluster")(host, port, options=options, store_name="contract", **extra)
+
+
 CASES = [
     "memory",
     "memory-by-reference",
@@ -106,10 +114,13 @@ CASES = [
     "redis-wire",
     "redis-py",
     "redis-chunked",
+    "redis-cluster",
+    "redis-cluster-striped",
     "globus",
     "timing(redis)",
     "signing(redis)",
     "host-cache(redis)",
+    "signing(redis-cluster)",
 ]
 
 
@@ -139,6 +150,14 @@ def case(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Case]:
         made = Case(kind, redis_backend(address(), max_connections=16))  # not a wire option
     elif kind == "redis-chunked":
         made = Case(kind, redis_backend(address(), chunk_size=4096), chunk_size=4096)
+    elif kind == "redis-cluster":
+        made = Case(kind, cluster_backend(request.getfixturevalue("redis_cluster_address")))
+    elif kind == "redis-cluster-striped":  # values above 4 KiB striped over the masters
+        cluster = request.getfixturevalue("redis_cluster_address")
+        made = Case(kind, cluster_backend(cluster, chunk_size=4096), chunk_size=4096)
+    elif kind == "signing(redis-cluster)":
+        inner = cluster_backend(request.getfixturevalue("redis_cluster_address"), chunk_size=4096)
+        made = Case(kind, resolve("signing")(inner, SIGNING_KEY, store_name="c"))
     elif kind == "globus":
         name = f"contract-globus-{uuid.uuid4().hex[:8]}"
         store = resolve("globus_store")(name, tmp_path, cache_size=0)

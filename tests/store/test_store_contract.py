@@ -66,7 +66,7 @@ class DictBackend(BackendBase):
             self.data.clear()
 
 
-@pytest.fixture(params=[*STORE_KINDS, "dict"])
+@pytest.fixture(params=[*STORE_KINDS, "redis-cluster", "dict"])
 def store(request: pytest.FixtureRequest, store_factory: Any) -> Iterator[Store]:
     """Every built-in store kind, and a plain Store over the DictBackend above."""
     if request.param != "dict":

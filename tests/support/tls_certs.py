@@ -65,8 +65,14 @@ def make_ca(directory: Path, name: str = "proxystore-test-ca") -> tuple[Path, Pa
     return cert_path, key_path
 
 
-def make_server_cert(directory: Path, ca_cert: Path, ca_key: Path) -> tuple[Path, Path]:
-    """Write a server certificate for localhost signed by the CA; return its paths."""
+def make_server_cert(
+    directory: Path, ca_cert: Path, ca_key: Path, *, client_auth: bool = False
+) -> tuple[Path, Path]:
+    """Write a server certificate for localhost signed by the CA; return its paths.
+
+    ``client_auth``: the certificate may also authenticate a client (Redis Cluster nodes
+    present theirs to each other on the cluster bus).
+    """
     issuer = x509.load_pem_x509_certificate(ca_cert.read_bytes())
     signer = serialization.load_pem_private_key(ca_key.read_bytes(), password=None)
     assert isinstance(signer, ec.EllipticCurvePrivateKey)
@@ -84,7 +90,11 @@ def make_server_cert(directory: Path, ca_cert: Path, ca_key: Path) -> tuple[Path
         .add_extension(x509.SubjectAlternativeName(names), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
-            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
+            x509.ExtendedKeyUsage(
+                [x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]
+                + ([x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH] if client_auth else [])
+            ),
+            critical=False,
         )
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(signer.public_key()),

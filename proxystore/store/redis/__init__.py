@@ -8,6 +8,9 @@ The whole of the Redis backend, in one package:
   validated once (``url=`` parsing, TLS keywords, timeouts), which build its backend and
   layers and are its description;
 * :mod:`~proxystore.store.redis.backend`: :class:`RedisBackend`, the value layout and chunking;
+* :class:`RedisClusterBackend` (private package ``_cluster``): the store on a Redis Cluster
+  (``cluster=True``): slot map, redirections, one pool per node, large values striped over
+  the masters;
 * private: the two clients (the store's own RESP client in ``_wire``, and redis-py for
   settings it does not do), the translation of redis-py's errors (that client only) and the
   listing of keys used by the command-line tool (:func:`scan_keys`).
@@ -15,6 +18,7 @@ The whole of the Redis backend, in one package:
 
 from __future__ import annotations
 
+from proxystore.store.redis._cluster.backend import RedisClusterBackend
 from proxystore.store.redis._scan import scan_keys
 from proxystore.store.redis.backend import (
     DEFAULT_CHUNK_SIZE,
@@ -30,6 +34,7 @@ __all__ = [
     "MAX_TTL",
     "WIRE_OPTIONS",
     "RedisBackend",
+    "RedisClusterBackend",
     "RedisFactory",
     "RedisSettings",
     "RedisStore",

@@ -30,11 +30,14 @@ from proxystore.secret import Secret, wrap
 from proxystore.store.codec import Codec
 from proxystore.store.description import is_secret
 from proxystore.store.redis._clients import HEADER
+from proxystore.store.redis._cluster.backend import RedisClusterBackend
 from proxystore.store.redis.backend import (
     DEFAULT_CHUNK_SIZE,
     REDIS_BULK_LIMIT,
     SSL_OPTIONS,
+    WIRE_OPTIONS,
     RedisBackend,
+    uses_wire,
 )
 from proxystore.store.settings import LayerSettings, StoreSettings
 
@@ -264,6 +267,34 @@ def _check_chunk_size(chunk_size: object, where: str) -> None:
         )
 
 
+def _check_cluster(cluster: object, options: dict[str, Any], where: str) -> None:
+    """Check what a store on a Redis Cluster can use.
+
+    Raises:
+        TypeError: If ``cluster`` is not a ``bool``.
+        ValueError: If the settings ask for a unix socket, a database other than 0, or an
+            option the store's own client does not honour (a cluster store runs on it only).
+    """
+    if not isinstance(cluster, bool):
+        raise TypeError(f"{where}: cluster must be True or False, got {cluster!r}")
+    if options.get("unix_socket_path") is not None:
+        raise ValueError(
+            f"{where}: cluster=True needs a node's host and port (hostname=, port= or url=), "
+            "not a unix socket: the other nodes are reached over TCP"
+        )
+    if options.get("db"):
+        raise ValueError(
+            f"{where}: a Redis Cluster has only database 0, got db={options['db']}: drop db= "
+            "(or use a key prefix to keep stores apart)"
+        )
+    if not uses_wire(options):
+        unknown = sorted(name for name in options if not uses_wire({name: options[name]}))
+        raise ValueError(
+            f"{where}: cluster=True runs on the store's own client, which does not support "
+            f"{', '.join(unknown)}; drop them (it honours {', '.join(sorted(WIRE_OPTIONS))})"
+        )
+
+
 @dataclass(frozen=True, repr=False)
 class RedisSettings(StoreSettings):
     """The arguments of a :class:`~proxystore.store.redis.store.RedisStore`, validated once.
@@ -283,6 +314,8 @@ class RedisSettings(StoreSettings):
         created_on: Host name of the process that created the store.
         layers: The host tier and signing.
         redis_kwargs: Connection settings, as for :class:`redis.Redis`.
+        cluster: The server is a node of a Redis Cluster: the store uses the whole cluster
+            (and stripes large values over its masters).
 
     Raises:
         ValueError: If no server is named, the URL is malformed, ``ttl`` is not a finite
@@ -302,6 +335,7 @@ class RedisSettings(StoreSettings):
     created_on: str | None = None
     layers: LayerSettings = field(default_factory=LayerSettings)
     redis_kwargs: dict[str, Any] = field(default_factory=dict)
+    cluster: bool = False
 
     def __post_init__(self) -> None:
         where = self.where
@@ -337,6 +371,8 @@ class RedisSettings(StoreSettings):
         _check_ttl(self.ttl, where)
         _check_options(options, where)
         _check_ssl_options(options, where)
+        if self.cluster is not False:
+            _check_cluster(self.cluster, options, where)
         if not self.created_on:
             object.__setattr__(self, "created_on", socket.gethostname())
 
@@ -345,8 +381,19 @@ class RedisSettings(StoreSettings):
         """Whether the server is reached over a unix socket."""
         return self.redis_kwargs.get("unix_socket_path") is not None
 
-    def backend(self) -> RedisBackend:
+    def backend(self) -> RedisBackend | RedisClusterBackend:
         """The store's backend, without its layers (it connects on first use)."""
+        if self.cluster:
+            return RedisClusterBackend(
+                self.hostname or "",
+                self.port or 0,
+                chunk_size=self.chunk_size,
+                options=self.redis_kwargs,
+                ttl=self.ttl,
+                created_on=self.created_on,
+                store_name=self.name,
+                store_type=self.store_type,
+            )
         return RedisBackend(
             self.hostname or "",
             self.port or 0,

@@ -24,6 +24,7 @@ from proxystore.proxy import Proxy
 from proxystore.secret import Secret
 from proxystore.store.base import Store, StoreFactory
 from proxystore.store.layers.base import innermost
+from proxystore.store.redis._cluster.backend import RedisClusterBackend
 from proxystore.store.redis.backend import DEFAULT_CHUNK_SIZE, RedisBackend
 from proxystore.store.redis.settings import RedisSettings
 from proxystore.store.settings import LayerSettings
@@ -83,6 +84,12 @@ class RedisStore(Store):
             fetching the same key, before fetching it itself (default: ``socket_timeout``).
         readonly: With ``host_cache``, read-only arrays shared by the whole host instead of
             copy-on-write ones.
+        cluster: ``hostname``/``port`` (or ``url``) name a node of a Redis Cluster: the store
+            learns the slot map from it, sends each key to its master (following ``MOVED``
+            and ``ASK``), and stripes values larger than 1 MiB (or ``chunk_size``) over every
+            master, so one object's transfer uses every shard's link (see
+            :doc:`/cluster`). Runs on the store's own client only (no redis-py options,
+            database 0, no unix socket).
         redis_kwargs: Connection settings, as for :class:`redis.Redis`: ``password``,
             ``username`` (ACL user), ``db``, ``ssl`` and ``ssl_*``, ``unix_socket_path``,
             ``socket_timeout``, ``socket_connect_timeout``, ... Connect and socket timeouts
@@ -126,6 +133,7 @@ class RedisStore(Store):
         host_cache_bytes: int | None = None,
         host_cache_wait: float | None = None,
         readonly: bool = False,
+        cluster: bool = False,
         **redis_kwargs: Any,
     ) -> None:
         # A traceback's locals would show the URL, which may hold the password.
@@ -148,10 +156,11 @@ class RedisStore(Store):
                 signing_key=signing_key,
             ),
             redis_kwargs=redis_kwargs,
+            cluster=cluster,
         )
         layered, codec = settings.build()
         backend = innermost(layered)
-        assert isinstance(backend, RedisBackend)
+        assert isinstance(backend, (RedisBackend, RedisClusterBackend))
         super().__init__(name, layered, cache_size=cache_size, codec=codec, settings=settings)
         self.hostname = settings.hostname or ""
         self.port = settings.port or 0
@@ -239,6 +248,11 @@ class RedisStore(Store):
     def address(self) -> str:
         """``host:port`` (or ``unix:/path``) of the server."""
         return self._redis.address
+
+    @property
+    def cluster(self) -> bool:
+        """Whether the store is on a Redis Cluster."""
+        return isinstance(self._redis, RedisClusterBackend)
 
     def _client(self) -> Any:
         """The client this store uses in this process (for tests and debugging)."""

@@ -29,7 +29,7 @@ from proxystore.exceptions import (
 )
 from proxystore.hosts import is_loopback
 
-__all__ = ["MalformedReply", "Overflow", "Where", "WrongType", "loopback_hint"]
+__all__ = ["MalformedReply", "Overflow", "Redirect", "Where", "WrongType", "loopback_hint"]
 
 
 class MalformedReply(StoreError):
@@ -52,6 +52,29 @@ class Overflow(MalformedReply):
 
 class WrongType(StoreError):
     """The key holds another kind of Redis value (a list where a string belongs)."""
+
+
+class Redirect(StoreError):
+    """A Redis Cluster node sent the command elsewhere, or asked to try it again.
+
+    ``-MOVED slot host:port`` (the slot lives there now), ``-ASK slot host:port`` (this once,
+    during a migration), ``-TRYAGAIN`` and ``-CLUSTERDOWN``. Only a cluster client sees
+    these; it follows them (a single server never sends them).
+
+    Attributes:
+        kind: ``"MOVED"``, ``"ASK"``, ``"TRYAGAIN"`` or ``"CLUSTERDOWN"``.
+        slot: The slot (``-1`` when the reply names none).
+        target: ``host:port`` of the node to ask (``""`` when the reply names none).
+    """
+
+    def __init__(self, message: str, *, kind: str, slot: int, target: str, **names: Any) -> None:
+        super().__init__(message, **names)
+        self.kind = kind
+        self.slot = slot
+        self.target = target
+
+
+_REDIRECTS = ("MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN")
 
 
 def loopback_hint(host: str, created_on: str | None) -> str:
@@ -166,6 +189,8 @@ class Where:
     def reply_error(self, message: str, key: str | None = None) -> StoreError:
         """The error of an error reply (``-ERR ...``), by its code (as redis-py maps them)."""
         code = message.split(" ", 1)[0]
+        if code in _REDIRECTS:
+            return self.redirect(code, message, key)
         lowered = message.lower()
         if code in ("WRONGPASS", "NOAUTH") or (
             code == "ERR"
@@ -177,6 +202,20 @@ class Where:
         if code == "ERR" and "max number of clients reached" in lowered:
             return self.unreachable(message, key)
         return self.rejected(message, key)
+
+    def redirect(self, code: str, message: str, key: str | None = None) -> Redirect:
+        """The redirection (or retry request) of a Redis Cluster node."""
+        fields = message.split()
+        slot, target = -1, ""
+        if code in ("MOVED", "ASK") and len(fields) == 3 and fields[1].isdigit():
+            slot, target = int(fields[1]), fields[2]
+        return Redirect(
+            f"Redis Cluster node {self.address} answered {message!r} to {self._who(key)}",
+            kind=code,
+            slot=slot,
+            target=target,
+            **self._names(),
+        )
 
     def rejected(self, message: str, key: str | None = None) -> StoreError:
         """The server refused a command (not for the credentials)."""
