@@ -10,7 +10,9 @@
 ``compute``, ``persist`` and ``get`` keep ``Client``'s signatures and proxy the large literals
 inside the graph (:mod:`~proxystore.integrations.dask_graphs`), and so do ``dask.compute(...)``,
 ``collection.compute()`` and ``.persist()`` inside ``with client.as_current():`` (or with
-``scheduler=client``). Every other attribute and method is the wrapped client's. Arguments of at least ``threshold`` bytes are stored once and travel as
+``scheduler=client``). Every other attribute and method is the wrapped client's.
+
+Arguments of at least ``threshold`` bytes are stored once and travel as
 references that Dask sees as small opaque data: neither the client nor the scheduler can
 resolve them while hashing, tokenizing or inspecting arguments. Only a worker fetches the
 object, starting in the background before the task body runs. Dask futures and objects below
@@ -31,8 +33,8 @@ from dask._task_spec import GraphNode, TaskRef
 
 from proxystore.store import Store
 
-from .policy import ProxyPolicy, make_policy
 from .dask_graphs import GraphProxier, release_when_all_done, release_when_dropped
+from .policy import ProxyPolicy, make_policy
 from .proxier import ArgumentProxier, Lease
 from .reachability import StoreReachabilityWarning, reachability_problems, worker_host
 
@@ -180,11 +182,11 @@ class ProxyClient:
 
     @contextlib.contextmanager
     def as_current(self) -> Iterator[ProxyClient]:
-        """Make this client current: ``dask.compute``, ``collection.compute()`` and
-        ``.persist()`` inside the block go through it (their graphs proxied).
+        """Make this client current: Dask's own ``compute``/``persist`` go through it.
 
-        The wrapped client is current too (``distributed.get_client()``, futures deserialized
-        in the block attach to it), as with ``Client.as_current``.
+        ``dask.compute``, ``collection.compute()`` and ``.persist()`` inside the block send
+        their graphs proxied. The wrapped client is current too (``distributed.get_client()``;
+        futures deserialized in the block attach to it), as with ``Client.as_current``.
         """
         with self.client.as_current(), dask.config.set(scheduler=self.get):
             yield self
@@ -205,9 +207,12 @@ class ProxyClient:
 
 
 class _GraphClient:
-    """What ``Client.compute``/``persist``/``get`` run against: the wrapped client, except that
-    every graph they send (``_graph_to_futures``, the one place all graphs go through) is
-    rewritten first and the lease on what was stored is tied to the futures."""
+    """What ``Client.compute``/``persist``/``get`` run against, in place of the client.
+
+    The wrapped client, except that every graph they send (``_graph_to_futures``, the one place
+    all graphs go through) is rewritten first and the lease on what was stored is tied to the
+    futures.
+    """
 
     def __init__(self, owner: ProxyClient, *, keep_until: str) -> None:
         self._owner = owner

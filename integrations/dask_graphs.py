@@ -33,7 +33,7 @@ import threading
 import uuid
 import weakref
 from collections.abc import Iterable, Mapping
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 from dask._expr import LLGExpr
 from dask._task_spec import (
@@ -72,8 +72,8 @@ class ProxiedGraph(LLGExpr):  # type: ignore[misc]
     is never tokenized as a whole.
     """
 
-    _parameters = ["dsk", "annotations"]
-    _defaults = {"annotations": None}
+    _parameters: ClassVar[list[str]] = ["dsk", "annotations"]
+    _defaults: ClassVar[dict[str, Any]] = {"annotations": None}
 
     def __dask_annotations__(self) -> dict[str, dict[Any, Any]]:
         return dict(self.operand("annotations") or {})
@@ -81,9 +81,11 @@ class ProxiedGraph(LLGExpr):  # type: ignore[misc]
     @property
     def deterministic_token(self) -> str:
         """A random token: the graph is never tokenized as a whole."""
-        if not self._determ_token:
-            self._determ_token = uuid.uuid4().hex
-        return self._determ_token  # type: ignore[no-any-return]
+        token: str | None = getattr(self, "_determ_token", None)
+        if not token:
+            token = uuid.uuid4().hex
+            self._determ_token = token
+        return token
 
 
 def _value(obj: Any) -> Any:
@@ -174,8 +176,7 @@ class _Rewrite:
             return _rebuilt(node, node.func, (new_inner, *node.args[1:]), node.kwargs)
         args = tuple(self.node(a) if isinstance(a, GraphNode) else a for a in node.args)
         kwargs = {
-            name: self.node(v) if isinstance(v, GraphNode) else v
-            for name, v in node.kwargs.items()
+            name: self.node(v) if isinstance(v, GraphNode) else v for name, v in node.kwargs.items()
         }
         inline_changed = any(a is not b for a, b in zip(args, node.args)) or any(
             kwargs[name] is not value for name, value in node.kwargs.items()
@@ -209,17 +210,19 @@ class _Rewrite:
 
 
 def _by_reference(plan: CallPlan) -> CallPlan | None:
-    """The part of ``plan`` that stores or forwards (literals below the threshold stay as
-    they are in the graph); ``None`` when that is nothing."""
+    """The part of ``plan`` that stores or forwards; ``None`` when that is nothing.
+
+    Literals below the threshold stay in the graph as they are.
+    """
     if plan.sends_as_is:
         return None
     args = tuple((place, step) for place, step in plan.args if step.action != SEND)
     kwargs = tuple((name, step) for name, step in plan.kwargs if step.action != SEND)
     if not (args or kwargs):
         return None
-    nested = frozenset(
-        place for place, step in (*args, *kwargs) if step.action == ITEMS
-    )
+    places: list[int | str] = [place for place, step in args if step.action == ITEMS]
+    places.extend(name for name, step in kwargs if step.action == ITEMS)
+    nested = frozenset(places)
     return CallPlan(args, kwargs, nested, task=True, sends_pickled=False)
 
 
@@ -310,8 +313,11 @@ def release_when_all_done(proxier: ArgumentProxier, futures: list[Any], lease: L
 
 
 def release_when_dropped(proxier: ArgumentProxier, futures: list[Any], lease: Lease) -> None:
-    """Release ``lease`` once every future has been garbage-collected (a persisted
-    collection dropped): until then Dask may recompute a lost result from its inputs."""
+    """Release ``lease`` once every future has been garbage-collected.
+
+    For a persisted collection: when it is dropped. Until then Dask may recompute a lost part
+    of it from its inputs.
+    """
     _countdown(proxier, futures, lease, lambda future, done: weakref.finalize(future, done, None))
 
 
@@ -336,4 +342,3 @@ def _countdown(
 
     for future in futures:
         register(future, one_done)
-
