@@ -34,6 +34,7 @@ if __package__ in (None, ""):  # run as a script: make the checkout importable
 
 from benchmarks import (
     executor_cases,
+    graph_cases,
     library_cases,
     memory_cases,
     multihost_cases,
@@ -70,6 +71,7 @@ def all_cases(ctx: Context) -> list[Case]:
         *zero_copy_cases.pool_cases(ctx),  # forked pools before Dask starts its threads
         *overhead_cases.pool_cases(ctx),
         *executor_cases.cases(ctx),
+        *graph_cases.cases(ctx),
         *zero_copy_cases.other_cases(ctx),
         *overhead_cases.other_cases(ctx),
         *ray_cases.cases(ctx),  # Ray starts last, once every pool is forked

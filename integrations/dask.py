@@ -6,8 +6,13 @@
     future = client.submit(train, big_array, 3)      # same signature as Client.submit
 
 ``submit`` and ``map`` keep ``Client``'s signatures (Dask's own options such as ``key``,
-``pure``, ``workers``, ``retries`` work as before); every other attribute and method is the
-wrapped client's. Arguments of at least ``threshold`` bytes are stored once and travel as
+``pure``, ``workers``, ``retries`` work as before). Graphs go through the store too:
+``compute``, ``persist`` and ``get`` keep ``Client``'s signatures and proxy the large literals
+inside the graph (:mod:`~proxystore.integrations.dask_graphs`), and so do ``dask.compute(...)``,
+``collection.compute()`` and ``.persist()`` inside ``with client.as_current():`` (or with
+``scheduler=client``). Every other attribute and method is the wrapped client's.
+
+Arguments of at least ``threshold`` bytes are stored once and travel as
 references that Dask sees as small opaque data: neither the client nor the scheduler can
 resolve them while hashing, tokenizing or inspecting arguments. Only a worker fetches the
 object, starting in the background before the task body runs. Dask futures and objects below
@@ -16,18 +21,22 @@ the threshold are passed through untouched, so Dask's own dependency handling st
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import inspect
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any, Callable
 
+import dask
 import distributed
+from dask._task_spec import GraphNode, TaskRef
 
 from proxystore.store import Store
 
+from .dask_graphs import GraphProxier, release_when_all_done, release_when_dropped
 from .policy import ProxyPolicy, make_policy
-from .proxier import ArgumentProxier
+from .proxier import ArgumentProxier, Lease
 from .reachability import StoreReachabilityWarning, reachability_problems, worker_host
 from .results import ResultHold
 
@@ -114,13 +123,21 @@ class ProxyClient:
         self.policy = make_policy(threshold, policy, owner="ProxyClient")
         self.proxier = ArgumentProxier(
             store,
-            self.policy.with_passthrough([distributed.Future]),
+            # Dask's futures, task references and graph nodes are Dask's to handle.
+            self.policy.with_passthrough([distributed.Future, TaskRef, GraphNode]),
             owner="ProxyClient",
             send_refs=True,
             result_key=_current_result_name,
         )
         self.store = self.proxier.store
         self._plan = self.proxier.planner(_SUBMIT_OPTIONS)
+        self.graphs = GraphProxier(self.proxier)
+        if not callable(getattr(client, "_graph_to_futures", None)):
+            raise TypeError(
+                f"ProxyClient needs distributed.Client._graph_to_futures (where every graph "
+                f"goes to the scheduler), which distributed {distributed.__version__} lacks; "
+                "use distributed>=2025.1"
+            )
         self._warn_if_unreachable()
 
     def _warn_if_unreachable(self) -> None:
@@ -203,8 +220,48 @@ class ProxyClient:
                 self._track(future)
         return futures
 
+    def compute(self, collections: Any, *args: Any, **kwargs: Any) -> Any:
+        """``Client.compute`` with the large literals of the graphs sent by proxy.
+
+        Same signature and result (futures, or values with ``sync=True``). Each object is
+        stored once however many tasks use it, and evicted when all the computation's
+        futures are done (finished, erred or cancelled).
+        """
+        graphs = _GraphClient(self, keep_until="done")
+        return distributed.Client.compute(graphs, collections, *args, **kwargs)
+
+    def persist(self, collections: Any, *args: Any, **kwargs: Any) -> Any:
+        """``Client.persist`` with the large literals of the graphs sent by proxy.
+
+        Same signature and result. The stored objects stay while the persisted collection is
+        alive (Dask may recompute a lost part of it from them) and are evicted when it is
+        dropped (all its futures garbage-collected).
+        """
+        graphs = _GraphClient(self, keep_until="dropped")
+        return distributed.Client.persist(graphs, collections, *args, **kwargs)
+
+    def get(self, dsk: Any, keys: Any, *args: Any, **kwargs: Any) -> Any:
+        """``Client.get`` with the large literals of the graph sent by proxy.
+
+        Same signature and result; also what ``dask.compute`` calls while this client is
+        current (:meth:`as_current`). Stored objects are evicted when the futures are done.
+        """
+        graphs = _GraphClient(self, keep_until="done")
+        return distributed.Client.get(graphs, dsk, keys, *args, **kwargs)
+
+    @contextlib.contextmanager
+    def as_current(self) -> Iterator[ProxyClient]:
+        """Make this client current: Dask's own ``compute``/``persist`` go through it.
+
+        ``dask.compute``, ``collection.compute()`` and ``.persist()`` inside the block send
+        their graphs proxied. The wrapped client is current too (``distributed.get_client()``;
+        futures deserialized in the block attach to it), as with ``Client.as_current``.
+        """
+        with self.client.as_current(), dask.config.set(scheduler=self.get):
+            yield self
+
     def __getattr__(self, name: str) -> Any:
-        # Everything else is the wrapped client's (gather, scatter, compute, close, ...).
+        # Everything else is the wrapped client's (gather, scatter, close, ...).
         return getattr(self.client, name)
 
     def __enter__(self) -> ProxyClient:
@@ -216,3 +273,40 @@ class ProxyClient:
 
     def __repr__(self) -> str:
         return f"ProxyClient({self.client!r}, store={self.store!r}, policy={self.policy!r})"
+
+
+class _GraphClient:
+    """What ``Client.compute``/``persist``/``get`` run against, in place of the client.
+
+    The wrapped client, except that every graph they send (``_graph_to_futures``, the one place
+    all graphs go through) is rewritten first and the lease on what was stored is tied to the
+    futures.
+    """
+
+    def __init__(self, owner: ProxyClient, *, keep_until: str) -> None:
+        self._owner = owner
+        self._keep_until = keep_until
+
+    def _graph_to_futures(self, expr: Any, keys: Any, *args: Any, **kwargs: Any) -> Any:
+        owner = self._owner
+        client = owner.client
+        rewritten, lease = owner.graphs.rewrite(expr, keys)
+        if rewritten is None:
+            return client._graph_to_futures(expr, keys, *args, **kwargs)
+        try:
+            futures = client._graph_to_futures(rewritten, keys, *args, **kwargs)
+        except BaseException:
+            owner.proxier.release(lease)
+            raise
+        _tie(owner.proxier, list(futures.values()), lease, self._keep_until)
+        return futures
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._owner.client, name)
+
+
+def _tie(proxier: ArgumentProxier, futures: list[Any], lease: Lease, keep_until: str) -> None:
+    if keep_until == "dropped":
+        release_when_dropped(proxier, futures, lease)
+    else:
+        release_when_all_done(proxier, futures, lease)

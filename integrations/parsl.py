@@ -17,6 +17,9 @@ failure or cancellation) the stored arguments no other running app uses are evic
 ``outputs``, ``stdout``, ``stderr``, ``walltime`` and ``parsl_resource_specification`` are
 Parsl's own keywords and are never proxied. With ``cache=True`` a proxied argument is
 identified by its store key, which stays the same while the object is in use.
+
+To give every app of a workflow the same without decorating each, wrap the executor instead:
+:func:`proxy_executor` (from :mod:`~proxystore.integrations.parsl_executor`, re-exported here).
 """
 
 from __future__ import annotations
@@ -34,17 +37,16 @@ from parsl.dataflow.memoization import id_for_memo
 from proxystore.proxy import get_factory
 from proxystore.store import Store
 
+from .parsl_executor import PARSL_KEYWORDS, proxy_executor
 from .policy import CallPlan, ProxyPolicy, make_policy
 from .proxier import ArgumentProxier
 from .results import ResultHold, owned_result, trackers_exist
 from .task import ProxyTask
 from .transit import PickledArgument, ProxyRef
 
-__all__ = ["ProxyApp", "proxy_app"]
+__all__ = ["ProxyApp", "proxy_app", "proxy_executor"]
 
-_PARSL_KEYWORDS = frozenset(
-    {"outputs", "stdout", "stderr", "walltime", "parsl_resource_specification"}
-)
+_PARSL_KEYWORDS = PARSL_KEYWORDS
 
 
 def _memo_id(obj: ProxyRef, output_ref: bool = False) -> bytes:
