@@ -48,6 +48,7 @@ threads); their workers are started before anything is timed.
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 import shutil
 import tempfile
@@ -71,7 +72,8 @@ WAIT = 900.0
 """Seconds any result is waited for."""
 
 SETTLE = 2.0
-"""Seconds a repetition waits (untimed) for the store to become empty before counting."""
+"""Seconds a repetition waits (untimed) for the store to become empty before counting (0.5 s
+with ``--quick``)."""
 
 NOT_SUPPORTED = "not supported in this build"
 
@@ -171,6 +173,10 @@ def _case_store(ctx: Context, name: str) -> tuple[Store, str]:
     return store, directory
 
 
+def _settle(ctx: Context) -> float:
+    return 0.5 if ctx.quick else SETTLE
+
+
 def _contents(directory: str) -> tuple[list[str], int, int]:
     """The objects in a FileStore directory, their bytes, and the bytes kept for page reuse."""
     names: list[str] = []
@@ -192,9 +198,11 @@ def _contents(directory: str) -> tuple[list[str], int, int]:
     return names, size, pooled
 
 
-def _count_and_clear(store: Store, directory: str, extra: dict[str, list[float]]) -> None:
+def _count_and_clear(
+    store: Store, directory: str, extra: dict[str, list[float]], settle: float
+) -> None:
     """Record what a repetition left in the store (once evictions settle), then evict it."""
-    deadline = time.monotonic() + SETTLE
+    deadline = time.monotonic() + settle
     names, size, pooled = _contents(directory)
     while names and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -340,7 +348,7 @@ def _workload_preparer(
         def run() -> float:
             elapsed = _timed(runner, expected, next(counter))
             if store is not None:
-                _count_and_clear(store, directory, extra)
+                _count_and_clear(store, directory, extra, _settle(ctx))
             return elapsed
 
         def check() -> bool:
@@ -360,12 +368,21 @@ def _workload_preparer(
 # -- pipelining ----------------------------------------------------------------------------------
 
 
+def _future_maker(store: Store) -> Callable[[], Any]:
+    """``store.future``, with ``evict=True`` where it takes it (resolved once, then evicted)."""
+    make: Callable[..., Any] = store.future  # type: ignore[attr-defined]
+    if "evict" in inspect.signature(make).parameters:
+        return lambda: make(evict=True)
+    return make
+
+
 def _pipeline_preparer(ctx: Context, name: str, size: int, delay: float) -> Callable[[], Trial]:
     def prepare() -> Trial:
         if not hasattr(Store, "future"):
             raise SkipCase(f"Store.future (proxy futures) does not exist: {NOT_SUPPORTED}")
         pool = _pool(ctx)
         store, directory = _case_store(ctx, name)
+        make_future = _future_maker(store)
         extra: dict[str, list[float]] = {
             "consume_s": [],
             "floor_consume_s": [],
@@ -378,7 +395,7 @@ def _pipeline_preparer(ctx: Context, name: str, size: int, delay: float) -> Call
         def once(*, overlap: bool) -> float:
             index = next(counter)
             start = time.perf_counter()
-            future = store.future()  # type: ignore[attr-defined]
+            future = make_future()
             producer = pool.submit(produce_into, future, index, size, delay)
             if not overlap:
                 producer.result(timeout=WAIT)
@@ -391,7 +408,7 @@ def _pipeline_preparer(ctx: Context, name: str, size: int, delay: float) -> Call
             extra["consume_s" if overlap else "floor_consume_s"].append(consumed)
             del future
             if overlap:
-                _count_and_clear(store, directory, extra)
+                _count_and_clear(store, directory, extra, _settle(ctx))
             else:
                 for key in _contents(directory)[0]:
                     store.evict(key)
