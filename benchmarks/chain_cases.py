@@ -72,7 +72,7 @@ WAIT = 900.0
 """Seconds any result is waited for."""
 
 SETTLE = 2.0
-"""Seconds a repetition waits (untimed) for the store to become empty before counting (0.5 s
+"""Seconds a repetition waits (untimed) for the store to become empty before counting (1 s
 with ``--quick``)."""
 
 NOT_SUPPORTED = "not supported in this build"
@@ -174,7 +174,7 @@ def _case_store(ctx: Context, name: str) -> tuple[Store, str]:
 
 
 def _settle(ctx: Context) -> float:
-    return 0.5 if ctx.quick else SETTLE
+    return 1.0 if ctx.quick else SETTLE
 
 
 def _contents(directory: str) -> tuple[list[str], int, int]:
