@@ -350,11 +350,17 @@ def extra_lines(results: Iterable[Result]) -> list[str]:
         medians = {name: statistics.median(v) for name, v in result.extra.items() if v}
         if medians:
             shown = ", ".join(
-                f"{name} {format_value(value, 'B' if name.endswith('_bytes') else 's')}"
-                for name, value in medians.items()
+                f"{name} {_format_extra(name, value)}" for name, value in medians.items()
             )
             lines.append(f"{result.case.name}: {shown}")
     return lines
+
+
+def _format_extra(name: str, value: float) -> str:
+    """A secondary measurement: a count (``*_objects``), a size (``*_bytes``) or a duration."""
+    if name.endswith("_objects"):
+        return f"{value:g}"
+    return format_value(value, "B" if name.endswith("_bytes") else "s")
 
 
 def format_table(results: Iterable[Result]) -> str:

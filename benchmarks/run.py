@@ -33,6 +33,7 @@ if __package__ in (None, ""):  # run as a script: make the checkout importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks import (
+    chain_cases,
     executor_cases,
     graph_cases,
     library_cases,
@@ -75,6 +76,7 @@ def all_cases(ctx: Context) -> list[Case]:
         *zero_copy_cases.other_cases(ctx),
         *overhead_cases.other_cases(ctx),
         *ray_cases.cases(ctx),  # Ray starts last, once every pool is forked
+        *chain_cases.cases(ctx),  # spawned pools, Dask and Ray (task-to-task data)
         *library_cases.cases(ctx),  # imports torch & co. (spawned pools): after every fork
         *multihost_cases.cases(ctx),  # explicit: only with --case 'multihost/*'
         *multihost_cluster_cases.cases(ctx),  # explicit: --case 'multihost-cluster/*'

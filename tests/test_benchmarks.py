@@ -54,6 +54,25 @@ LIBRARY_QUICK_CASES = [
     "library/torch/get-private/tensor-8MB",
     "library/torch/put/tensor-8MB",
 ]
+CHAIN_VARIANTS = [
+    "plain-pool",
+    "plain-dask",
+    "ray",
+    "proxy-executor",
+    "proxy-executor-results",
+    "proxy-executor-futures",
+    "proxy-client-futures",
+]
+CHAIN_QUICK_CASES = [
+    *(
+        f"{workload}/{variant}/array-8MB"
+        for workload in ("chain", "fanout")
+        for variant in CHAIN_VARIANTS
+    ),
+    "pipeline/proxy-future/array-8MB",
+]
+STORE_VARIANTS = [variant for variant in CHAIN_VARIANTS if variant.startswith("proxy-")]
+NOT_SUPPORTED = "not supported in this build"
 EXPECTED_CASES = [
     *(
         f"store/{store}/{operation}/{obj}"
@@ -83,6 +102,7 @@ EXPECTED_CASES = [
     "zero-copy/resolve/fresh-process/array-8MB",
     *NEW_QUICK_CASES,
     *LIBRARY_QUICK_CASES,
+    *CHAIN_QUICK_CASES,
 ]
 
 
@@ -147,6 +167,9 @@ def test_quick_run_writes_every_case(tmp_path: Path, redis_address: tuple[str, i
     for case in cases.values():
         assert set(case) >= CASE_KEYS, case["name"]
         assert case["error"] is None, (case["name"], case["error"])
+        if case["skipped"] is not None and NOT_SUPPORTED in case["skipped"]:
+            assert case["name"] in CHAIN_QUICK_CASES, case["name"]  # a feature not built yet
+            continue
         if case["skipped"] is not None:  # the Ray cases where Ray is not installed
             assert case["name"].startswith("ray/") or "/vs-ray/" in case["name"], case["name"]
             assert "Ray is not installed" in case["skipped"]
@@ -311,3 +334,48 @@ def test_issue_17_cases_run_quick_and_vs_ray_skips_without_ray(tmp_path: Path) -
         assert "matplotlib is not installed" in drawn.stderr
     else:
         assert figure.read_text().lstrip().startswith("<?xml")
+
+
+def test_task_to_task_cases_are_listed_with_their_targets() -> None:
+    done = run_benchmarks(
+        "-m", "benchmarks", "--list",
+        "--case", "chain/*", "--case", "fanout/*", "--case", "pipeline/*",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    listed = {line.split()[0]: line for line in done.stdout.splitlines()}
+    assert set(listed) == {name.replace("-8MB", "-100MB") for name in CHAIN_QUICK_CASES}
+    for workload in ("chain", "fanout"):
+        for variant in STORE_VARIANTS:
+            line = listed[f"{workload}/{variant}/array-100MB"]
+            assert "<= 1.0x, 0 left" in line and "(floor: Ray " in line, line
+        assert "target" not in listed[f"{workload}/plain-pool/array-100MB"]
+        assert "plain ProcessPoolExecutor" in listed[f"{workload}/ray/array-100MB"]
+    assert "<= 0.75x" in listed["pipeline/proxy-future/array-100MB"]
+    assert "sequential" in listed["pipeline/proxy-future/array-100MB"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_task_to_task_cases_run_quick_and_count_what_is_left(tmp_path: Path) -> None:
+    out = tmp_path / "quick.json"
+    done = run_benchmarks(
+        "-m", "benchmarks", "--quick", "--json", str(out),
+        "--case", "chain/*", "--case", "fanout/*", "--case", "pipeline/*",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    cases = {case["name"]: case for case in json.loads(out.read_text())["cases"]}
+    assert set(cases) == set(CHAIN_QUICK_CASES)
+    for name, case in cases.items():
+        assert case["error"] is None, (name, case["error"])
+        if case["skipped"] is not None:  # ProxyExecutor futures or Store.future not built yet
+            assert NOT_SUPPORTED in case["skipped"], (name, case["skipped"])
+            assert "futures" in name or name.startswith("pipeline/"), name
+            continue
+        assert case["median"] is not None and case["floor"]["median"] is not None, name
+        variant = name.split("/")[1]
+        if variant in STORE_VARIANTS or name.startswith("pipeline/"):
+            assert {"left_objects", "left_bytes", "pool_bytes"} <= set(case["extra"]), name
+    for workload in ("chain", "fanout"):  # the default policy evicts what it stored
+        extra = cases[f"{workload}/proxy-executor/array-8MB"]["extra"]
+        assert extra["left_objects"] == 0 and extra["left_bytes"] == 0, (workload, extra)
+    assert "left_objects" in done.stdout
