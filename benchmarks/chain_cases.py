@@ -20,7 +20,8 @@ Variants (the same for both workloads):
   value; the client submits ``consume`` with the value, which goes by proxy).
 * ``proxy-executor-results``: the same with ``ProxyPolicy(proxy_results=True)``: the client
   takes ``produce``'s proxy result and submits ``consume`` with it.
-* ``proxy-executor-futures``: ``ex.submit(consume, ex.submit(produce, i))``; skipped where
+* ``proxy-executor-futures``: ``ex.submit(consume, ex.submit(produce, i))`` with
+  ``ProxyPolicy(proxy_results=True)`` (the result goes store to worker); skipped where
   ``ProxyExecutor.accepts_futures`` is not set ("not supported in this build").
 * ``proxy-client-futures``: ``ProxyClient`` with ``proxy_results=True`` and the Dask future
   of ``produce`` passed on.
@@ -307,7 +308,8 @@ def _runner(ctx: Context, variant: str, workload: str, size: int, store: Store |
                 "ProxyExecutor does not take futures as arguments (ProxyExecutor."
                 f"accepts_futures is not set): {NOT_SUPPORTED}"
             )
-        executor = executor_type(_pool(ctx), store=store, threshold=THRESHOLD)
+        policy = policy_type(threshold=THRESHOLD, proxy_results=True)
+        executor = executor_type(_pool(ctx), store=store, policy=policy)
         return _chained(executor.submit, workload, size)
     if variant == "proxy-client-futures":
         policy = policy_type(threshold=THRESHOLD, proxy_results=True)
