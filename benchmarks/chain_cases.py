@@ -372,7 +372,7 @@ def _workload_preparer(
 
 def _future_maker(store: Store) -> Callable[[], Any]:
     """``store.future``, with ``evict=True`` where it takes it (resolved once, then evicted)."""
-    make: Callable[..., Any] = store.future  # type: ignore[attr-defined]
+    make: Callable[..., Any] = store.future
     if "evict" in inspect.signature(make).parameters:
         return lambda: make(evict=True)
     return make

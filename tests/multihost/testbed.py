@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import ipaddress
 import json
 import os
@@ -807,7 +808,7 @@ class TestBed:
                 log=log,
             )  # fmt: skip
             wait_for(
-                lambda a=server.address: _tcp_answers(a, port, b"PING\r\n", b"+PONG"),
+                functools.partial(_tcp_answers, server.address, port, b"PING\r\n", b"+PONG"),
                 timeout=max(1.0, deadline - time.monotonic()),
                 what=f"host {name}: redis-server (cluster node) at {server.address}:{port}",
                 failed=self._exited(process, log),
