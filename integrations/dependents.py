@@ -17,13 +17,14 @@ import threading
 from concurrent.futures import Future, InvalidStateError
 from typing import Any, Callable
 
-__all__ = ["Dependents", "holds_futures"]
+__all__ = ["Dependents", "holds_futures", "is_future"]
 
 _CONTAINERS = (list, tuple, dict)
 _IDLE_EXIT = 1.0  # seconds the sending thread waits for work before it ends (it restarts)
 
 
-def _is_future(value: Any) -> bool:
+def is_future(value: Any) -> bool:
+    """Whether ``value`` is a ``concurrent.futures.Future`` (never resolving a proxy)."""
     # type(), never isinstance(): isinstance() reads __class__, which resolves a proxy.
     return issubclass(type(value), Future)
 
@@ -35,9 +36,9 @@ def _items(value: Any) -> Any:
 def holds_futures(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
     """Whether a call's arguments hold futures (at the top level or one level down)."""
     for value in (*args, *kwargs.values()):
-        if _is_future(value):
+        if is_future(value):
             return True
-        if type(value) in _CONTAINERS and any(_is_future(item) for item in _items(value)):
+        if type(value) in _CONTAINERS and any(is_future(item) for item in _items(value)):
             return True
     return False
 
@@ -45,25 +46,25 @@ def holds_futures(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
 def _futures_in(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Future[Any]]:
     found: dict[int, Future[Any]] = {}
     for value in (*args, *kwargs.values()):
-        if _is_future(value):
+        if is_future(value):
             found[id(value)] = value
         elif type(value) in _CONTAINERS:
             for item in _items(value):
-                if _is_future(item):
+                if is_future(item):
                     found[id(item)] = item
     return list(found.values())
 
 
 def _resolved(value: Any) -> Any:
     """``value`` with each future (at the top or one level down) replaced by its result."""
-    if _is_future(value):
+    if is_future(value):
         return value.result()
     kind = type(value)
     if kind not in _CONTAINERS:
         return value
     if kind is dict:
-        return {k: v.result() if _is_future(v) else v for k, v in value.items()}
-    return kind(v.result() if _is_future(v) else v for v in value)
+        return {k: v.result() if is_future(v) else v for k, v in value.items()}
+    return kind(v.result() if is_future(v) else v for v in value)
 
 
 class _Job:

@@ -37,6 +37,7 @@ from parsl.dataflow.memoization import id_for_memo
 from proxystore.proxy import get_factory
 from proxystore.store import Store
 
+from .dependents import is_future
 from .parsl_executor import PARSL_KEYWORDS, proxy_executor
 from .policy import CallPlan, ProxyPolicy, make_policy
 from .proxier import ArgumentProxier
@@ -139,18 +140,13 @@ class ProxyApp:
         return f"ProxyApp({name!r}, store={self.proxier.store!r})"
 
 
-def _is_future(value: Any) -> bool:
-    # type(), never isinstance(): isinstance() reads __class__, which resolves a proxy.
-    return issubclass(type(value), Future)
-
-
 def _holds_futures(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
     """Whether Parsl will wait on futures of this call (arguments, keywords, ``inputs``)."""
     inputs = kwargs.get("inputs")
     return (
-        any(_is_future(value) for value in args)
-        or any(_is_future(value) for value in kwargs.values())
-        or (type(inputs) is list and any(_is_future(item) for item in inputs))
+        any(is_future(value) for value in args)
+        or any(is_future(value) for value in kwargs.values())
+        or (type(inputs) is list and any(is_future(item) for item in inputs))
     )
 
 
@@ -167,7 +163,7 @@ class _Relays:
         self._lock = threading.Lock()
 
     def relay(self, value: Any) -> Any:
-        if not _is_future(value):
+        if not is_future(value):
             return value
         relay: Future[Any] = Future()
         value.add_done_callback(lambda done: self._settle(done, relay))

@@ -42,7 +42,6 @@ __all__ = [
     "OwnedFactory",
     "ResultHold",
     "ResultTracker",
-    "owned_key",
     "owned_result",
     "tracker_for",
     "trackers_exist",
@@ -114,16 +113,6 @@ class OwnedFactory(Factory[T], Generic[T]):
 
     def __repr__(self) -> str:
         return f"OwnedFactory({self.inner!r})"
-
-
-def owned_key(obj: Any, token: str) -> str | None:
-    """The key of ``obj`` if it is a proxy whose result the tracker ``token`` owns."""
-    if not issubclass(type(obj), Proxy):  # type(): isinstance() would resolve the proxy
-        return None
-    factory = get_factory(obj)
-    if type(factory) is OwnedFactory and factory.owner == token:
-        return factory.key
-    return None
 
 
 def owned_result(obj: Any) -> ResultHold | None:
@@ -208,11 +197,7 @@ class ResultTracker:
 
     def claim(self, factory: OwnedFactory[Any]) -> None:
         """Count ``factory`` as a hold on its key until it is garbage-collected."""
-        key = factory.key
-        self.hold(key)
-        weakref.finalize(factory, self._finalized, key)
-        if self.lifetime is not None:
-            self._add_to_lifetime(key)
+        self.hold_while(factory, factory.key)
 
     def hold(self, key: str) -> None:
         """Add one hold on ``key`` (a task that uses the result, a future that may have it)."""
@@ -236,7 +221,7 @@ class ResultTracker:
         return key in self._holds
 
     def hold_while(self, holder: Any, key: str) -> None:
-        """Hold ``key`` until ``holder`` (a future the caller has) is garbage-collected."""
+        """Hold ``key`` until ``holder`` (a future or a factory) is garbage-collected."""
         self.hold(key)
         weakref.finalize(holder, self._finalized, key)
         if self.lifetime is not None:

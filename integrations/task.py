@@ -19,6 +19,7 @@ from proxystore.proxy import Proxy, extract, get_factory, resolve_async
 from proxystore.serialize import Pickled
 from proxystore.store import Store
 from proxystore.store.description import StoreDescription
+from proxystore.store.lifetimes import expirer_of
 
 from .policy import CONTAINERS, ProxyPolicy
 from .results import OwnedFactory
@@ -170,7 +171,7 @@ class ProxyTask:
                 key = f"{self.result_owner}-{name}"
         proxy = store_and_proxy(store, result, pickled, evict=False, key=key)
         if self.result_ttl is not None:
-            expire = _expirer(store)
+            expire = expirer_of(store)
             if expire is not None:
                 expire(get_factory(proxy).key, self.result_ttl)  # type: ignore[attr-defined]
         factory = get_factory(proxy)
@@ -221,19 +222,6 @@ def _rebuild_task(
     )
     task.nested = nested
     return task
-
-
-def _expirer(store: Store) -> Callable[[str, float], None] | None:
-    """The ``expire(key, seconds)`` of the store's backend (through its layers), or ``None``."""
-    backend: Any = store.backend
-    for _ in range(16):
-        expire = getattr(backend, "expire", None)
-        if callable(expire):
-            return expire  # type: ignore[no-any-return]
-        backend = getattr(backend, "inner", None)
-        if backend is None:
-            return None
-    return None
 
 
 def store_and_proxy(

@@ -21,13 +21,13 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from proxystore.proxy import Proxy, get_key
 from proxystore.store.base import Store
 
-__all__ = ["ContextLifetime", "LeaseLifetime", "Lifetime", "StaticLifetime"]
+__all__ = ["ContextLifetime", "LeaseLifetime", "Lifetime", "StaticLifetime", "expirer_of"]
 
 logger = logging.getLogger(__name__)
 
@@ -178,7 +178,7 @@ class LeaseLifetime(Lifetime):
         super().__init__(store)
         self._deadline = time.monotonic() + seconds
         self._wake = threading.Condition(self._lock)
-        self._expirer = _redis_expirer(store)
+        self._expirer = expirer_of(store)
         self._thread = threading.Thread(
             target=self._run, name=f"proxystore-lease-{next(_lease_ids)}", daemon=True
         )
@@ -236,13 +236,16 @@ class LeaseLifetime(Lifetime):
             self._thread.join(timeout=5)
 
 
-def _redis_expirer(store: Store) -> Any:
-    """The ``expire(key, seconds)`` of the store's Redis backend, or ``None``."""
+def expirer_of(store: Store) -> Callable[[str, float], None] | None:
+    """The ``expire(key, seconds)`` of the store's backend (through its layers), or ``None``.
+
+    Backends that can put an expiry on a key (Redis, one server or a cluster) have one.
+    """
     backend: Any = store.backend
     for _ in range(16):  # through the layers (timing, host cache, ...) to the backend
         expire = getattr(backend, "expire", None)
         if callable(expire):
-            return expire
+            return expire  # type: ignore[no-any-return]
         backend = getattr(backend, "inner", None)
         if backend is None:
             return None
